@@ -1,0 +1,34 @@
+# Set-up and entry points. Needs only python3; everything else goes in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN ?= runs/default
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install train evaluate test bench clean
+
+install: $(STAMP)
+
+# Re-install only when the dependency files change.
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py --run-dir $(RUN)
+	$(PY) evaluate.py --run-dir $(RUN) --images images
+
+evaluate: $(STAMP)
+	$(PY) evaluate.py --run-dir $(RUN) --images images
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
