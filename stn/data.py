@@ -1,0 +1,319 @@
+"""Warped MNIST: splits, padding, fixed and resampled warps, tf.data pipelines.
+
+This module owns the data constants (image sizes, split sizes); other modules
+import them from here. Geometry of the warps: :mod:`stn.warps`.
+
+* **Splits.** ``validation`` is the *first* 5,000 MNIST training images,
+  ``train`` the other 55,000 (the split of TF 1.x ``read_data_sets``), and
+  ``test`` the 10,000 test images.
+* **Preprocessing.** ``x / 255`` as float32 in [0, 1], zero-padded to the
+  protocol's canvas with the 28 x 28 digit centred (6 px a side on 40 x 40,
+  7 px on 42 x 42). The background is exactly 0, the value the sampler's
+  zero padding reads outside the image, so no border appears when a warp
+  pulls in points from outside the canvas. No mean/std normalization here:
+  it would make the padding differ from the background (see STYLE.md).
+* **Fixed warps.** Each split's warps are drawn from a generator keyed by
+  ``(seed, "warps", split name)``, for all of the split's images before any
+  truncation: the warped test set is a pure function of the seed, and
+  ``max_train_examples`` only drops images, it never changes the others.
+* **Memory.** A :class:`Split` keeps its canonical digits as the original
+  uint8 28 x 28 (55,000 of them are 43 MB, against 352 MB as padded
+  float32) and pads them on demand (:meth:`Split.canonical_images`, and in
+  the resampling pipeline, per batch). The first pipeline over a split
+  copies the arrays it serves into TF tensors, once: the fixed pipeline
+  the warped images (352 MB for train), the resampling one only the digits.
+* **Pipelines.** :func:`train_dataset` shuffles with a permutation from a
+  generator keyed by ``(seed, "order", epoch)``, so epoch ``e`` is the same
+  whether or not the run was interrupted; with ``resample=True`` it draws
+  fresh warps from ``(seed, "resample", epoch)`` and applies them inside the
+  pipeline, per batch.
+"""
+
+import dataclasses
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from stn import transform, warps
+
+MNIST_SIZE = 28
+"""Side of an MNIST digit in pixels."""
+IMAGE_SIZE = 40
+"""Side of the padded canvas of the default protocols (6 px a side)."""
+NUM_CLASSES = 10
+VALIDATION_SIZE = 5000
+"""The first this-many training images are the validation split."""
+SPLITS = ("train", "validation", "test")
+
+
+def __getattr__(name):
+    # Lazy re-export: ``stn.data.load_mnist`` without importing the download
+    # code (or needing it to exist) until someone asks for it.
+    if name == "load_mnist":
+        from stn.mnist import load_mnist
+        return load_mnist
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def pad(digits, canvas: int = IMAGE_SIZE) -> tf.Tensor:
+    """Scales uint8 digits to [0, 1] and zero-pads them, centred, to the canvas.
+
+    Plain TF ops, so the same code runs eagerly and inside the pipeline.
+
+    Args:
+      digits: uint8 ``[N, 28, 28]``.
+      canvas: side ``S`` of the output; ``S - 28`` must be even.
+
+    Returns:
+      float32 ``[N, S, S, 1]`` tensor, exactly 0 outside the digit's box.
+    """
+    margin, odd = divmod(canvas - MNIST_SIZE, 2)
+    if margin < 0 or odd:
+        raise ValueError(f"canvas {canvas} cannot centre a {MNIST_SIZE} px digit")
+    images = tf.cast(digits, tf.float32) / 255.0
+    images = tf.pad(images, [[0, 0], [margin, margin], [margin, margin]])
+    return images[..., None]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """One split of warped MNIST (read-only arrays).
+
+    Attributes:
+      images: float32 ``[N, S, S, 1]``, the warped images in [0, 1].
+      labels: int32 ``[N]``, digit classes 0..9.
+      warps: float32 ``[N, 2, 3]``, the ground-truth sampling matrices:
+        ``images == transform(canonical_images(), warps)`` (float rounding).
+      canonical: uint8 ``[N, 28, 28]``, the unwarped digits; pad them with
+        :meth:`canonical_images`.
+      protocol: name of the warp protocol (:data:`stn.warps.PROTOCOLS`).
+    """
+    images: np.ndarray
+    labels: np.ndarray
+    warps: np.ndarray
+    canonical: np.ndarray
+    protocol: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def canvas(self) -> int:
+        """Side ``S`` of the images in pixels."""
+        return self.images.shape[1]
+
+    def canonical_images(self, index=slice(None)) -> np.ndarray:
+        """The unwarped digits, padded: float32 ``[n, S, S, 1]``.
+
+        Args:
+          index: anything that indexes the first axis (slice, int array).
+        """
+        return pad(self.canonical[index], self.canvas).numpy()
+
+    def _tensor(self, name: str) -> tf.Tensor:
+        """The array ``name`` as a TF tensor, made on first use and kept.
+
+        Every epoch's pipeline gathers from the same tensor: capturing a fresh
+        copy per epoch leaked the copy (~350 MB an epoch for train images).
+        The cache lives in the instance dict, beside the frozen fields.
+        """
+        cache = self.__dict__.setdefault("_tensor_cache", {})
+        if name not in cache:
+            cache[name] = tf.constant(getattr(self, name))
+        return cache[name]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Data:
+    """The three splits of one protocol and seed."""
+    train: Split
+    validation: Split
+    test: Split
+    protocol: warps.Protocol
+    seed: int
+
+
+def _rng(seed: int, *key) -> np.random.Generator:
+    """Generator keyed by ``seed`` and a path of ints and strings."""
+    words = [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in key]
+    return np.random.default_rng([int(seed), *words])
+
+
+def _warp_digits(digits: np.ndarray, sampling: np.ndarray, canvas: int,
+                 chunk_size: int = 8192) -> np.ndarray:
+    """Pads and warps uint8 digits chunk by chunk: float32 ``[N, S, S, 1]``."""
+    out = np.empty((len(digits), canvas, canvas, 1), np.float32)
+    for start in range(0, len(digits), chunk_size):
+        part = slice(start, start + chunk_size)
+        out[part] = warps.warp_images(pad(digits[part], canvas), sampling[part])
+    return out
+
+
+def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
+                protocol: warps.Protocol, seed: int, limit: int | None = None) -> Split:
+    """Draws the split's fixed warps (for all of it), truncates, then warps."""
+    params = warps.sample_params(protocol, len(digits), _rng(seed, "warps", name))
+    sampling = warps.compose(params, protocol.canvas).astype(np.float32)
+    digits, labels, sampling = digits[:limit], labels[:limit], sampling[:limit]
+    return Split(
+        images=_read_only(_warp_digits(digits, sampling, protocol.canvas)),
+        labels=_read_only(np.asarray(labels, np.int32)),
+        warps=_read_only(sampling),
+        canonical=_read_only(np.ascontiguousarray(digits, np.uint8)),
+        protocol=protocol.name)
+
+
+def build_data(mnist, protocol: str | warps.Protocol = "seed", seed: int = 0, *,
+               max_train_examples: int | None = None) -> Data:
+    """Splits, pads and warps MNIST arrays (the work of :func:`load_data`).
+
+    Args:
+      mnist: ``((x_train, y_train), (x_test, y_test))``, uint8
+        ``[N, 28, 28]`` digits and ``[N]`` labels, as from ``load_mnist``.
+      protocol: name in :data:`stn.warps.PROTOCOLS` (or a Protocol).
+      seed: non-negative int; the warps are a pure function of it.
+      max_train_examples: keep only the first this-many train images.
+
+    Returns:
+      :class:`Data`.
+    """
+    protocol = warps.get_protocol(protocol)
+    (x_train, y_train), (x_test, y_test) = mnist
+    if len(x_train) <= VALIDATION_SIZE:
+        raise ValueError(f"need more than {VALIDATION_SIZE} training images "
+                         f"(validation is the first {VALIDATION_SIZE}), got {len(x_train)}")
+    if max_train_examples is not None and max_train_examples < 1:
+        raise ValueError(f"max_train_examples must be >= 1, got {max_train_examples}")
+    v = VALIDATION_SIZE
+    return Data(
+        train=_make_split("train", x_train[v:], y_train[v:], protocol, seed,
+                          limit=max_train_examples),
+        validation=_make_split("validation", x_train[:v], y_train[:v], protocol, seed),
+        test=_make_split("test", x_test, y_test, protocol, seed),
+        protocol=protocol, seed=seed)
+
+
+def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_dir=None,
+              max_train_examples: int | None = None) -> Data:
+    """Loads MNIST (``stn.mnist.load_mnist``) and builds the warped splits.
+
+    Args:
+      protocol: ``"seed"`` (default), ``"rts"``, ``"r"`` or ``"none"``.
+      seed: non-negative int; the warps are a pure function of it.
+      mnist_path: MNIST file or directory, passed to ``load_mnist(path=)``.
+      cache_dir: download cache, passed to ``load_mnist(cache_dir=)``.
+      max_train_examples: keep only the first this-many train images.
+
+    Returns:
+      :class:`Data` with ``train`` (55,000), ``validation`` (5,000) and
+      ``test`` (10,000) splits.
+
+    Raises:
+      ValueError: unknown protocol (before any loading).
+      stn.mnist.MnistError: MNIST cannot be found or read.
+    """
+    warps.get_protocol(protocol)  # fail fast, before the download
+    from stn.mnist import load_mnist
+    mnist = load_mnist(cache_dir=cache_dir, path=mnist_path)
+    return build_data(mnist, protocol, seed, max_train_examples=max_train_examples)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of epoch ``epoch``: int64 ``[n]``, pure in (seed, epoch)."""
+    return _rng(seed, "order", epoch).permutation(n)
+
+
+def epoch_warps(split: Split, seed: int, epoch: int,
+                protocol: str | warps.Protocol | None = None) -> np.ndarray:
+    """Fresh warps of epoch ``epoch`` for every image of ``split``.
+
+    Args:
+      split: the split (its length, canvas and protocol name).
+      seed, epoch: the generator's key, ``(seed, "resample", epoch)``.
+      protocol: name or Protocol; defaults to ``split.protocol``.
+
+    Returns:
+      float32 ``[N, 2, 3]`` sampling matrices, indexed like the split.
+    """
+    protocol = warps.get_protocol(protocol or split.protocol)
+    if protocol.canvas != split.canvas:
+        raise ValueError(f"protocol {protocol.name!r} has a {protocol.canvas} px canvas "
+                         f"but the split's images are {split.canvas} px")
+    params = warps.sample_params(protocol, len(split), _rng(seed, "resample", epoch))
+    return warps.compose(params, protocol.canvas).astype(np.float32)
+
+
+def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
+    """Batches of indices in ``order`` mapped by ``fetch``, prefetched.
+
+    Batching indices first keeps per-example work out of the pipeline: each
+    step is one gather (and one sampler call) for the whole batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int32))
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _fixed_fetch(split: Split):
+    """Batch-of-indices -> (warped images, labels) from the split's arrays."""
+    images, labels = split._tensor("images"), split._tensor("labels")
+    return lambda index: (tf.gather(images, index), tf.gather(labels, index))
+
+
+def _resample_fetch(split: Split, sampling: np.ndarray):
+    """Batch-of-indices -> (canonical digits warped by ``sampling``, labels)."""
+    digits, labels = split._tensor("canonical"), split._tensor("labels")
+    sampling, canvas = tf.constant(sampling), split.canvas
+
+    def fetch(index):
+        canonical = pad(tf.gather(digits, index), canvas)  # (b, S, S, 1)
+        warped = transform.transform(canonical, tf.gather(sampling, index))
+        return warped, tf.gather(labels, index)
+    return fetch
+
+
+def train_dataset(split: Split, batch_size: int, *, seed: int, epoch: int,
+                  resample: bool = False,
+                  protocol: str | warps.Protocol | None = None) -> tf.data.Dataset:
+    """One epoch of shuffled training batches, a pure function of (seed, epoch).
+
+    Build one dataset per epoch. The last partial batch is kept.
+
+    Args:
+      split: usually ``data.train``.
+      batch_size: images per batch.
+      seed: run seed (non-negative int).
+      epoch: epoch number; the order is :func:`epoch_order`.
+      resample: if True, warp the canonical digits with fresh warps for this
+        epoch (:func:`epoch_warps`) inside the pipeline, instead of serving
+        the split's fixed warped images.
+      protocol: protocol of the fresh warps; defaults to ``split.protocol``.
+
+    Returns:
+      Dataset of ``(images float32 [b, S, S, 1], labels int32 [b])``.
+    """
+    order = epoch_order(len(split), seed, epoch)
+    if resample:
+        fetch = _resample_fetch(split, epoch_warps(split, seed, epoch, protocol))
+    else:
+        fetch = _fixed_fetch(split)
+    return _batches(order, batch_size, fetch)
+
+
+def eval_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
+    """The split's fixed warped images in their natural order, batched.
+
+    Returns:
+      Dataset of ``(images float32 [b, S, S, 1], labels int32 [b])``; the
+      last batch may be smaller.
+    """
+    return _batches(np.arange(len(split)), batch_size, _fixed_fetch(split))
