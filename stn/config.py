@@ -1,0 +1,159 @@
+"""Configs as frozen dataclasses, with named presets.
+
+A run is described completely by a :class:`Config` (which holds a
+:class:`ModelConfig`); the resolved config is written into every run
+directory as ``config.json`` and read back with :func:`config_from_dict`.
+"""
+
+import dataclasses
+from typing import Any
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: "
+                         + ", ".join(repr(c) for c in choices))
+
+
+def _check_positive(name: str, value) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a classifier, with or without a spatial transformer.
+
+    Sizes follow the predecessor's TF 1.14 design (preset ``seed``) or the
+    paper's appendix A (preset ``paper``); see README, "Models".
+    """
+
+    preset: str = "seed"
+    input_size: int = 40  # square inputs; the data protocol sets it
+    transformer: bool = True
+    # Localization network: "dense" = Flatten -> Dense(hidden, tanh) ->
+    # Dropout; "conv" = the paper's small conv net (A.4).
+    localization: str = "dense"
+    localization_hidden: int = 20
+    localization_dropout: float = 0.2  # drop rate: keep probability 0.8
+    # Last localization layer: "identity" = zero kernel, identity bias
+    # (paper, appendix A); "glorot" = the predecessor's Glorot kernel, zero
+    # bias. theta_activation "tanh" reproduces the predecessor's squashing.
+    theta_init: str = "identity"
+    theta_activation: str | None = None
+    transformer_output_size: int | None = None  # None: same as the input
+    # Classifier: "seed" = two 3x3 convs -> Dense(dense_units) -> 10;
+    # "paper" = conv 9x9 -> pool -> conv 7x7 -> pool -> Dense(dense_units) -> 10.
+    classifier: str = "seed"
+    conv_filters: tuple[int, ...] = (16, 16)
+    conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
+    dense_units: int = 1024
+
+    def __post_init__(self):
+        _check_choice("localization", self.localization, ("dense", "conv"))
+        _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
+        _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
+        _check_choice("classifier", self.classifier, ("seed", "paper"))
+        _check_positive("input_size", self.input_size)
+        _check_positive("conv_strides", self.conv_strides)
+        _check_positive("dense_units", self.dense_units)
+        if not 0.0 <= self.localization_dropout < 1.0:
+            raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
+        if len(self.conv_filters) != 2:
+            raise ValueError(f"conv_filters needs two entries, got {self.conv_filters}")
+
+
+MODEL_PRESETS = {
+    # The predecessor's layer sizes, with the fixes: identity-initialised
+    # last localization layer and no tanh on theta.
+    "seed": ModelConfig(preset="seed"),
+    # The predecessor's transformer as it was (Glorot init, tanh on theta).
+    "seed-original": ModelConfig(preset="seed-original", theta_init="glorot",
+                                 theta_activation="tanh"),
+    # The paper's ST-CNN for distorted MNIST (appendix A.4).
+    "paper": ModelConfig(preset="paper", localization="conv", classifier="paper",
+                         conv_filters=(64, 64), dense_units=128),
+    # The `seed` classifier with no transformer: the baseline to beat.
+    "cnn": ModelConfig(preset="cnn", transformer=False),
+}
+
+
+def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
+    """The named preset with some fields replaced."""
+    _check_choice("preset", preset, tuple(MODEL_PRESETS))
+    try:
+        return dataclasses.replace(MODEL_PRESETS[preset], **overrides)
+    except TypeError as e:  # an unknown field name
+        fields = ", ".join(f.name for f in dataclasses.fields(ModelConfig))
+        raise ValueError(f"{e}; ModelConfig fields are: {fields}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training run. Defaults reproduce the predecessor's training:
+
+    Adam (1e-4, 0.9, 0.999, 1e-8), batch 500, 20 epochs = 2,200 steps on the
+    55,000 training images, softmax cross-entropy on logits.
+    """
+
+    model: ModelConfig = ModelConfig()
+    protocol: str = "seed"
+    epochs: int = 20
+    batch_size: int = 500
+    learning_rate: float = 1e-4
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    seed: int = 0
+    max_train_examples: int | None = None
+    max_steps_per_epoch: int | None = None  # for smoke runs
+    resample_warps: bool = False
+    deterministic: bool = False
+    strategy: str = "default"  # or "mirrored"
+    jit_compile: bool = True
+
+    def __post_init__(self):
+        from stn import warps  # the protocols' one home
+
+        _check_choice("protocol", self.protocol, tuple(warps.PROTOCOLS))
+        _check_choice("strategy", self.strategy, ("default", "mirrored"))
+        for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch"):
+            _check_positive(name, getattr(self, name))
+        for name in ("learning_rate", "epsilon"):
+            _check_positive(name, getattr(self, name))
+        for name in ("beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        canvas = warps.PROTOCOLS[self.protocol].canvas
+        if self.model.input_size != canvas:
+            raise ValueError(f"protocol {self.protocol!r} makes {canvas}x{canvas} images but "
+                             f"the model expects {self.model.input_size}; use make_config()")
+
+
+def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: dict | None = None,
+                **fields: Any) -> Config:
+    """A run config: the model preset sized for the protocol's images.
+
+    Args:
+      preset: model preset name (MODEL_PRESETS).
+      protocol: warp protocol name (stn.warps.PROTOCOLS).
+      model_overrides: ModelConfig fields to replace.
+      **fields: other Config fields (epochs, batch_size, ...).
+    """
+    from stn import warps
+
+    _check_choice("protocol", protocol, tuple(warps.PROTOCOLS))
+    overrides = {"input_size": warps.PROTOCOLS[protocol].canvas, **(model_overrides or {})}
+    return Config(model=model_config(preset, **overrides), protocol=protocol, **fields)
+
+
+def config_to_dict(config: Config) -> dict:
+    """JSON-ready dict of a config (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Inverse of :func:`config_to_dict`; unknown keys are an error."""
+    model = dict(d["model"])
+    model["conv_filters"] = tuple(model["conv_filters"])
+    return Config(**{**d, "model": ModelConfig(**model)})

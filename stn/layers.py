@@ -1,0 +1,121 @@
+"""Keras layers of the spatial transformer: localization nets and the module.
+
+The transformer wraps :mod:`stn.transform` (whose docstring fixes the
+coordinate convention) and can be dropped into any Keras model on the
+TensorFlow backend.
+"""
+
+import keras
+
+from stn import transform as T
+
+
+def theta_layer(init: str = "identity", name: str = "theta") -> keras.layers.Dense:
+    """The last localization layer: 6 affine parameters, linear.
+
+    Args:
+      init: ``"identity"``: zero kernel and identity bias, so the transformer
+        starts as the identity whatever its input (paper, appendix A);
+        ``"glorot"``: Glorot-uniform kernel and zero bias, the predecessor's
+        initialisation, which starts from a random, collapsing transform.
+      name: layer name.
+    """
+    if init == "identity":
+        return keras.layers.Dense(6, kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(T.IDENTITY),
+                                  name=name)
+    if init == "glorot":
+        return keras.layers.Dense(6, kernel_initializer="glorot_uniform",
+                                  bias_initializer="zeros", name=name)
+    raise ValueError(f"unknown theta init {init!r}; use 'identity' or 'glorot'")
+
+
+def dense_localization(hidden: int = 20, dropout: float = 0.2, init: str = "identity",
+                       name: str = "localization") -> keras.Sequential:
+    """The predecessor's localization net: Flatten -> Dense(tanh) -> Dropout -> theta.
+
+    Maps ``[B, H, W, C]`` to ``[B, 6]``. Dropout (rate 0.2, keep probability
+    0.8) is active only when called with ``training=True``.
+    """
+    return keras.Sequential([
+        keras.layers.Flatten(),
+        keras.layers.Dense(hidden, activation="tanh"),
+        keras.layers.Dropout(dropout),
+        theta_layer(init),
+    ], name=name)
+
+
+def conv_localization(init: str = "identity", name: str = "localization") -> keras.Sequential:
+    """The paper's ST-CNN localization net for distorted MNIST (appendix A.4).
+
+    Max-pool 2x2 -> conv 20 5x5 -> max-pool 2x2 -> conv 20 5x5 -> Dense 50
+    -> theta, ReLU throughout. Maps ``[B, H, W, C]`` to ``[B, 6]``.
+    """
+    return keras.Sequential([
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(20, 5, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(20, 5, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(50, activation="relu"),
+        theta_layer(init),
+    ], name=name)
+
+
+@keras.saving.register_keras_serializable(package="stn")
+class SpatialTransformer(keras.layers.Layer):
+    """Localization net -> theta -> affine grid -> bilinear sampler (Sec. 3).
+
+    Args:
+      localization: a layer mapping the input ``[B, H, W, C]`` to ``[B, 6]``,
+        the rows of theta (output -> input coordinates, see stn.transform).
+      output_size: ``(h, w)`` of the output; ``None`` keeps ``(H, W)``.
+      theta_activation: ``None``, or ``"tanh"``: the predecessor squashed
+        theta with a tanh, which makes the identity (entries of 1)
+        unreachable; kept only to reproduce that ablation.
+
+    Call: ``images [B, H, W, C] -> [B, h, w, C]``. The sampler runs in the
+    layer's compute dtype (keep it ``float32`` under mixed precision).
+    """
+
+    def __init__(self, localization: keras.layers.Layer, output_size=None,
+                 theta_activation: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if theta_activation not in (None, "tanh"):
+            raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
+        self.localization = localization
+        self.output_size = tuple(output_size) if output_size is not None else None
+        self.theta_activation = theta_activation
+
+    def build(self, input_shape):
+        self.localization.build(input_shape)
+
+    def transform_and_theta(self, inputs, training=None):
+        """``(outputs [B, h, w, C], theta [B, 2, 3])`` for ``inputs``."""
+        theta = self.localization(inputs, training=training)  # (B, 6)
+        if self.theta_activation == "tanh":
+            theta = keras.ops.tanh(theta)
+        theta = keras.ops.reshape(keras.ops.cast(theta, self.compute_dtype), (-1, 2, 3))
+        inputs = keras.ops.cast(inputs, self.compute_dtype)
+        return T.transform(inputs, theta, self.output_size), theta
+
+    def call(self, inputs, training=None):
+        return self.transform_and_theta(inputs, training)[0]
+
+    def compute_output_shape(self, input_shape):
+        height, width = self.output_size or input_shape[1:3]
+        return (input_shape[0], height, width, input_shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "localization": keras.saving.serialize_keras_object(self.localization),
+            "output_size": self.output_size,
+            "theta_activation": self.theta_activation,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["localization"] = keras.saving.deserialize_keras_object(config["localization"])
+        return cls(**config)

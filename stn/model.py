@@ -1,0 +1,105 @@
+"""The classifiers: an optional spatial transformer, then a conv net.
+
+Importable in a notebook::
+
+    import stn.model
+    model = stn.model.build_model("seed")          # keras.Model, logits
+    theta, upright = stn.model.transformer_outputs(model, images)
+
+The model knows nothing of files, plots or command lines.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stn.config import ModelConfig, model_config
+from stn.layers import SpatialTransformer, conv_localization, dense_localization
+
+NUM_CLASSES = 10
+
+
+def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
+    """Builds a classifier from float32 images ``[B, S, S, 1]`` to logits ``[B, 10]``.
+
+    Args:
+      preset: a preset name (``seed``, ``seed-original``, ``paper``, ``cnn``;
+        see stn.config.MODEL_PRESETS) or a full ModelConfig.
+      **overrides: ModelConfig fields to replace, e.g. ``input_size=42``.
+    """
+    config = (dataclasses.replace(preset, **overrides) if isinstance(preset, ModelConfig)
+              else model_config(preset, **overrides))
+    size = config.input_size
+    inputs = keras.Input((size, size, 1), name="images")
+    x = inputs
+    if config.transformer:
+        x = _transformer(config)(x)
+    x = _seed_classifier(x, config) if config.classifier == "seed" else _paper_classifier(x, config)
+    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    return keras.Model(inputs, logits, name=f"stn_{config.preset}")
+
+
+def _transformer(config: ModelConfig) -> SpatialTransformer:
+    if config.localization == "dense":
+        localization = dense_localization(config.localization_hidden,
+                                          config.localization_dropout, config.theta_init)
+    else:
+        localization = conv_localization(config.theta_init)
+    size = config.transformer_output_size
+    return SpatialTransformer(localization, output_size=(size, size) if size else None,
+                              theta_activation=config.theta_activation,
+                              dtype="float32", name="transformer")
+
+
+def _seed_classifier(x, config: ModelConfig):
+    """Conv 3x3 -> conv 3x3 (ReLU, same padding) -> Dense(ReLU)."""
+    for i, filters in enumerate(config.conv_filters):
+        x = keras.layers.Conv2D(filters, 3, strides=config.conv_strides, padding="same",
+                                activation="relu", name=f"conv{i + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+
+
+def _paper_classifier(x, config: ModelConfig):
+    """Conv 9x9 -> max-pool -> conv 7x7 -> max-pool -> Dense (paper, A.4)."""
+    for i, (filters, kernel) in enumerate(zip(config.conv_filters, (9, 7))):
+        x = keras.layers.Conv2D(filters, kernel, activation="relu", name=f"conv{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+
+
+def find_transformer(model: keras.Model) -> SpatialTransformer | None:
+    """The model's SpatialTransformer layer, or None if it has none."""
+    found = [layer for layer in model.layers if isinstance(layer, SpatialTransformer)]
+    return found[0] if found else None
+
+
+def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
+    """The transformer's theta and output for ``images`` (inference mode).
+
+    Args:
+      model: a model built by :func:`build_model` (or any functional model
+        with one SpatialTransformer layer).
+      images: float32 ``[N, S, S, 1]``.
+      batch_size: images per forward pass.
+
+    Returns:
+      ``(theta float32 [N, 2, 3], transformed float32 [N, h, w, 1])`` as NumPy.
+    """
+    layer = find_transformer(model)
+    if layer is None:
+        raise ValueError(f"model {model.name!r} has no SpatialTransformer layer")
+    upstream = keras.Model(model.inputs, layer.input)
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        outputs, theta = layer.transform_and_theta(upstream(batch, training=False),
+                                                   training=False)
+        return theta, outputs
+
+    parts = [step(tf.constant(images[i:i + batch_size]))
+             for i in range(0, len(images), batch_size)]
+    return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in range(2))

@@ -1,0 +1,192 @@
+"""Models: shapes and sizes of the presets, identity at init, saving, learning."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stn import config as C
+from stn import transform as T
+from stn.layers import SpatialTransformer, dense_localization
+from stn.model import build_model, find_transformer, transformer_outputs
+
+RNG = np.random.default_rng(0)
+
+
+def dense_params(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def conv_params(k, c_in, c_out):
+    return k * k * c_in * c_out + c_out
+
+
+# Parameter counts written out from the layer sizes in the issue/paper.
+SEED_LOCALIZATION = dense_params(40 * 40, 20) + dense_params(20, 6)
+SEED_CLASSIFIER = (conv_params(3, 1, 16) + conv_params(3, 16, 16)
+                   + dense_params(16 * 40 * 40, 1024) + dense_params(1024, 10))
+# 42 -> pool 21 -> conv5 17 -> pool 8 -> conv5 4: 4 * 4 * 20 features.
+PAPER_LOCALIZATION = (conv_params(5, 1, 20) + conv_params(5, 20, 20)
+                      + dense_params(4 * 4 * 20, 50) + dense_params(50, 6))
+# 42 -> conv9 34 -> pool 17 -> conv7 11 -> pool 5: 5 * 5 * 64 features.
+PAPER_CLASSIFIER = (conv_params(9, 1, 64) + conv_params(7, 64, 64)
+                    + dense_params(5 * 5 * 64, 128) + dense_params(128, 10))
+
+
+@pytest.mark.parametrize("preset, size, params", [
+    ("seed", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
+    ("seed-original", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
+    ("paper", 42, PAPER_LOCALIZATION + PAPER_CLASSIFIER),
+    ("cnn", 40, SEED_CLASSIFIER),
+])
+def test_preset_shapes_and_parameter_counts(preset, size, params):
+    model = build_model(preset, input_size=size)
+    assert model.count_params() == params
+    assert model.output_shape == (None, 10)
+    logits = model(np.zeros((3, size, size, 1), np.float32))
+    assert logits.shape == (3, 10) and logits.dtype == tf.float32
+    assert (find_transformer(model) is None) == (preset == "cnn")
+
+
+def test_seed_shapes_follow_the_predecessor():
+    # 40x40 -> 16x40x40 -> 25,600 features (stride 1; see README).
+    model = build_model("seed")
+    assert model.get_layer("conv2").output.shape == (None, 40, 40, 16)
+    assert model.get_layer("flatten").output.shape == (None, 25600)
+    strided = build_model("seed", conv_strides=2)
+    assert strided.get_layer("flatten").output.shape == (None, 16 * 10 * 10)
+
+
+@pytest.mark.parametrize("preset, size", [("seed", 40), ("paper", 42)])
+def test_transformer_is_the_identity_at_initialisation(preset, size):
+    model = build_model(preset, input_size=size)
+    images = RNG.random((5, size, size, 1)).astype(np.float32)
+    theta, out = transformer_outputs(model, images)
+    np.testing.assert_array_equal(theta, np.tile(np.reshape(T.IDENTITY, (2, 3)), (5, 1, 1)))
+    np.testing.assert_array_equal(out, images)
+
+
+def test_predecessor_transformer_starts_far_from_identity():
+    # Glorot init and tanh: the initial theta is random and every entry is
+    # in (-1, 1), so the identity is out of reach; the output is a shrunken,
+    # distorted copy, not the input.
+    keras.utils.set_random_seed(0)
+    model = build_model("seed-original")
+    images = RNG.random((5, 40, 40, 1)).astype(np.float32)
+    theta, out = transformer_outputs(model, images)
+    assert np.all(np.abs(theta) < 1)
+    assert np.abs(out - images).mean() > 0.1
+
+
+def test_transformer_outputs_needs_a_transformer():
+    with pytest.raises(ValueError, match="no SpatialTransformer"):
+        transformer_outputs(build_model("cnn"), np.zeros((1, 40, 40, 1), np.float32))
+
+
+def test_transformer_outputs_batches_and_matches_the_layer():
+    model = build_model("seed")
+    layer = find_transformer(model)
+    layer.localization.get_layer("theta").bias.assign([0.9, 0.1, 0.05, -0.1, 1.1, 0.0])
+    images = RNG.random((7, 40, 40, 1)).astype(np.float32)
+    theta, out = transformer_outputs(model, images, batch_size=3)
+    assert theta.shape == (7, 2, 3) and out.shape == (7, 40, 40, 1)
+    # Equal up to float32 rounding of 40-pixel coordinates (different graphs
+    # may fuse the arithmetic differently).
+    np.testing.assert_allclose(out, layer(images, training=False), rtol=0, atol=4e-5)
+    np.testing.assert_allclose(out, T.transform(images, theta), rtol=0, atol=4e-5)
+
+
+def test_dropout_only_in_training():
+    localization = dense_localization()
+    layer = SpatialTransformer(localization)
+    images = RNG.random((64, 40, 40, 1)).astype(np.float32)
+    layer.build(images.shape)
+    # A non-zero kernel so the dropout in front of it changes theta.
+    localization.get_layer("theta").kernel.assign(RNG.normal(0, 0.01, (20, 6)))
+    np.testing.assert_array_equal(layer(images, training=False), layer(images, training=False))
+    assert np.abs(layer(images, training=True) - layer(images, training=False)).max() > 0
+
+
+def _random_model(tmp_path, preset, size):
+    keras.utils.set_random_seed(1)
+    model = build_model(preset, input_size=size)
+    # Move away from the identity so a broken reload would show.
+    for variable in find_transformer(model).localization.trainable_variables:
+        variable.assign(variable + RNG.normal(0, 0.01, variable.shape))
+    return model
+
+
+@pytest.mark.parametrize("preset, size", [("seed", 40), ("seed-original", 40), ("paper", 42)])
+def test_save_load_round_trip(tmp_path, preset, size):
+    model = _random_model(tmp_path, preset, size)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    images = RNG.random((4, size, size, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(transformer_outputs(loaded, images)[1],
+                                  transformer_outputs(model, images)[1])
+
+
+def test_layer_drops_into_another_model(tmp_path):
+    # The layer in a user's Sequential model, with another output size and
+    # three channels, survives a save -> load round trip.
+    layer = SpatialTransformer(dense_localization(hidden=8), output_size=(20, 30))
+    model = keras.Sequential([keras.Input((32, 32, 3)), layer, keras.layers.GlobalAveragePooling2D()])
+    layer.localization.get_layer("theta").bias.assign([0.5, 0.0, 0.1, 0.0, 0.5, -0.1])
+    images = RNG.random((2, 32, 32, 3)).astype(np.float32)
+    assert layer(images).shape == (2, 20, 30, 3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6, atol=1e-6)
+    config = layer.get_config()
+    assert config["output_size"] == (20, 30)
+    clone = SpatialTransformer.from_config(config)
+    assert clone.output_size == (20, 30) and clone.localization is not layer.localization
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("resnet")
+    with pytest.raises(ValueError, match="ModelConfig fields"):
+        build_model("seed", hidden=3)
+    with pytest.raises(ValueError, match="theta_activation"):
+        SpatialTransformer(dense_localization(), theta_activation="sigmoid")
+    with pytest.raises(ValueError, match="expects 40"):
+        C.Config(protocol="rts")
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        C.make_config(batch_size=-5)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        C.make_config(protocol="rst")
+
+
+def test_config_dict_round_trip():
+    config = C.make_config("paper", "rts", epochs=3, resample_warps=True)
+    assert C.config_from_dict(C.config_to_dict(config)) == config
+
+
+def test_model_overfits_one_batch():
+    # A smaller dense layer for speed; the same code path as training.
+    keras.utils.set_random_seed(0)
+    model = build_model("seed", dense_units=64)
+    images = RNG.random((32, 40, 40, 1)).astype(np.float32)
+    labels = np.arange(32) % 10
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    first = float(step())
+    for _ in range(60):
+        loss = float(step())
+    assert first > 2.0 and loss < 0.05
+    assert np.mean(np.argmax(model(images), -1) == labels) == 1.0
+    # The transformer got gradients too: its last layer moved off zero.
+    assert np.abs(find_transformer(model).localization.get_layer("theta").kernel.numpy()).max() > 0
