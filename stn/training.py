@@ -1,0 +1,184 @@
+"""Training: ``train_and_evaluate(config, run_dir)``.
+
+Adam on softmax cross-entropy, the step compiled as a graph (``tf.function``,
+with XLA by default), one checkpoint per epoch, and exact resumption: epoch
+``e``'s batch order, warps and dropout masks are functions of ``(seed, e)``
+and of the checkpointed state, so a run interrupted at any point (even by
+``kill -9``) and restarted with the same command ends with the same history
+as an uninterrupted run.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stn import data as stn_data
+from stn import runs
+from stn.config import Config
+from stn.model import build_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=None,
+                       command: list[str] | None = None, verbose: int = 1) -> dict:
+    """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
+
+    Order of writes per epoch: the history row, then the checkpoint. A run
+    killed between the two resumes from the previous checkpoint and drops
+    the extra row, so history and checkpoint always agree.
+
+    Args:
+      config: the run's Config (see stn.config.make_config).
+      run_dir: directory of the run (see stn.runs for its files).
+      mnist_path: optional MNIST file or folder (stn.mnist.load_mnist).
+      cache_dir: MNIST cache directory (stn.mnist.load_mnist).
+      command: the command line, recorded in config.json.
+      verbose: 1 for a progress bar per epoch, 0 for silence.
+
+    Returns:
+      The final metrics, also written to ``run_dir/metrics.json``.
+
+    Raises:
+      stn.runs.RunError: run_dir holds another config or a bad checkpoint.
+      TrainingDiverged: NaN or Inf loss.
+    """
+    run_dir = Path(run_dir)
+    resumed = runs.init_run_dir(run_dir, config, command)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                              cache_dir=cache_dir, max_train_examples=config.max_train_examples)
+    strategy = _strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(config.model)
+        optimizer = keras.optimizers.Adam(config.learning_rate, config.beta_1, config.beta_2,
+                                          config.epsilon)
+        optimizer.build(model.trainable_variables)
+    start = runs.restore_checkpoint(run_dir, model, optimizer)
+    history = runs.read_history(run_dir)[:start]
+    if verbose and resumed:
+        print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
+    steps = _Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default")
+
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        train = _train_epoch(steps, data.train, config, epoch, verbose)
+        val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
+        history.append({"epoch": epoch + 1, "train_loss": train[0], "train_accuracy": train[1],
+                        "val_loss": val[0], "val_accuracy": val[1],
+                        "seconds": round(time.perf_counter() - began, 3)})
+        runs.write_history(run_dir, history)
+        runs.save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        if verbose:
+            print(f"epoch {epoch + 1}/{config.epochs}: train loss {train[0]:.4f} "
+                  f"acc {train[1]:.4f} | val loss {val[0]:.4f} acc {val[1]:.4f}")
+
+    runs.save_model(run_dir, model)
+    test = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
+    metrics = {"epochs": config.epochs,
+               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
+               "test_loss": test[0], "test_accuracy": test[1],
+               "train_seconds": round(sum(row["seconds"] for row in history), 1)}
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    if verbose:
+        print(f"test accuracy {test[1]:.4f} (error {100 * (1 - test[1]):.2f}%), "
+              f"{metrics['train_seconds']:.0f} s of training; run in {run_dir}")
+    return metrics
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    """The default (one device) strategy, or MirroredStrategy.
+
+    Mirrored uses every GPU, or, with none, every logical CPU device (two
+    logical CPUs are how the tests exercise it).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+class _Steps:
+    """The compiled train and eval steps of one model on one strategy."""
+
+    def __init__(self, model, optimizer, strategy, jit_compile: bool):
+        self.model, self.optimizer, self.strategy = model, optimizer, strategy
+        self._train = tf.function(self._train_step, jit_compile=jit_compile)
+        self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
+
+    def _replica_train(self, images, labels):
+        # The mean over the *global* batch: each replica divides its sum by
+        # the total size, and the gradients are summed across replicas.
+        size = tf.distribute.get_replica_context().all_reduce(
+            "sum", tf.cast(tf.shape(labels)[0], tf.float32))
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.reduce_sum(losses) / size
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return _sums(losses, logits, labels)
+
+    def _train_step(self, images, labels):
+        sums = self.strategy.run(self._replica_train, (images, labels))
+        return [self.strategy.reduce("sum", s, axis=None) for s in sums]
+
+    def _replica_eval(self, images, labels):
+        logits = self.model(images, training=False)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return _sums(losses, logits, labels)
+
+    def _eval_step(self, images, labels):
+        sums = self.strategy.run(self._replica_eval, (images, labels))
+        return [self.strategy.reduce("sum", s, axis=None) for s in sums]
+
+    def train(self, images, labels):
+        return self._train(images, labels)
+
+    def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
+        """Mean loss and accuracy over a dataset of (images, labels)."""
+        total = np.zeros(3)
+        for images, labels in self.strategy.experimental_distribute_dataset(dataset):
+            total += [float(s) for s in self._eval(images, labels)]
+        return total[0] / total[2], total[1] / total[2]
+
+
+def _sums(losses, logits, labels):
+    """(sum of losses, number correct, number of examples), float32."""
+    correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+    return (tf.reduce_sum(tf.cast(losses, tf.float32)),
+            tf.reduce_sum(tf.cast(correct, tf.float32)),
+            tf.cast(tf.size(labels), tf.float32))
+
+
+def _train_epoch(steps: _Steps, split, config: Config, epoch: int, verbose: int):
+    """One epoch of training; returns (mean loss, accuracy) over it."""
+    dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
+                                     resample=config.resample_warps)
+    n_steps = -(-len(split) // config.batch_size)
+    if config.max_steps_per_epoch:
+        n_steps = min(n_steps, config.max_steps_per_epoch)
+        dataset = dataset.take(n_steps)
+    # A live bar on a terminal; one line per epoch in a log file.
+    bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
+                              unit_name="step",
+                              stateful_metrics=["loss", "accuracy"])
+    total = np.zeros(3)
+    for step, (images, labels) in enumerate(steps.strategy.experimental_distribute_dataset(dataset)):
+        sums = [float(s) for s in steps.train(images, labels)]
+        if not np.isfinite(sums[0]):
+            kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
+            raise TrainingDiverged(
+                f"loss is {sums[0]} at epoch {epoch + 1}, step {step + 1}: training stopped "
+                f"({kept}). Lower --learning-rate and start a new --run-dir.")
+        total += sums
+        bar.update(step + 1, [("loss", total[0] / total[2]), ("accuracy", total[1] / total[2])])
+    return total[0] / total[2], total[1] / total[2]

@@ -1,0 +1,208 @@
+"""train.py and stn.training on real MNIST: smoke run, resume, errors, engines."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stn import config as C
+from stn import data as stn_data
+from stn import runs, training
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def small_config(dense_units=32, **fields):
+    """The seed preset with a small dense layer, on 500 training images."""
+    fields = {"epochs": 2, "batch_size": 100, "max_train_examples": 500, **fields}
+    return C.make_config("seed", "seed", model_overrides={"dense_units": dense_units}, **fields)
+
+
+def metrics(run_dir):
+    return [{k: row[k] for k in METRIC_COLUMNS} for row in runs.read_history(run_dir)]
+
+
+def run_train(*args, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def train_main():
+    """train.py's main(), imported in-process (fast error-path checks)."""
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_help_lists_every_flag():
+    out = run_train("--help", check=True).stdout
+    for flag in ("--preset", "--protocol", "--epochs", "--batch-size", "--learning-rate",
+                 "--seed", "--run-dir", "--mnist", "--max-train-examples", "--resample-warps",
+                 "--deterministic", "--dry-run", "--strategy"):
+        assert flag in out
+
+
+def test_dry_run_on_real_mnist(tmp_path):
+    run_dir = tmp_path / "dry"
+    proc = run_train("--dry-run", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run_dir / runs.CONFIG).read_text())
+    assert record["config"]["max_steps_per_epoch"] == 2
+    assert record["environment"]["tensorflow"]
+    assert len(runs.read_history(run_dir)) == 1
+    assert (run_dir / runs.CHECKPOINT).exists() and (run_dir / runs.MODEL).exists()
+    final = json.loads((run_dir / runs.METRICS).read_text())
+    assert 0.0 <= final["test_accuracy"] <= 1.0
+    # Running the finished run again trains nothing and succeeds.
+    again = run_train("--dry-run", "--run-dir", str(run_dir))
+    assert again.returncode == 0 and "after epoch 1 of 1" in again.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs: must be a positive integer"),
+    (["--batch-size", "-5"], "--batch-size: must be a positive integer"),
+    (["--learning-rate", "nan"], "--learning-rate: must be a positive number"),
+    (["--preset", "resnet"], "invalid choice: 'resnet'"),
+    (["--protocol", "rst"], "invalid choice: 'rst'"),
+    (["--seed", "-1"], "--seed: must be non-negative"),
+])
+def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, argv, message):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*argv, "--run-dir", str(run_dir)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_run_dir_with_another_config_is_refused(tmp_path, capsys, train_main):
+    run_dir = tmp_path / "run"
+    runs.init_run_dir(run_dir, C.make_config(epochs=3), command=None)
+    before = (run_dir / runs.CONFIG).read_bytes()
+    assert train_main(["--epochs", "4", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "epochs: 3 there, 4 now" in err
+    assert (run_dir / runs.CONFIG).read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [runs.CONFIG]
+
+
+def test_non_run_directory_is_refused(tmp_path, capsys, train_main):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert train_main(["--run-dir", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    training.train_and_evaluate(small_config(epochs=1), tmp_path / "small", verbose=0)
+    wider = small_config(dense_units=64, epochs=1)
+    run_dir = tmp_path / "wider"
+    runs.init_run_dir(run_dir, wider)
+    checkpoint = run_dir / runs.CHECKPOINT
+    checkpoint.write_bytes((tmp_path / "small" / runs.CHECKPOINT).read_bytes())
+    with pytest.raises(runs.RunError, match="does not fit this model"):
+        training.train_and_evaluate(wider, run_dir, verbose=0)
+    checkpoint.write_bytes(b"not a zip file")
+    with pytest.raises(runs.RunError, match="is damaged"):
+        training.train_and_evaluate(wider, run_dir, verbose=0)
+    assert checkpoint.read_bytes() == b"not a zip file"  # reported, not replaced
+
+
+def test_deterministic_runs_give_identical_metrics(tmp_path):
+    config = small_config(deterministic=True)
+    first = training.train_and_evaluate(config, tmp_path / "a", verbose=0)
+    second = training.train_and_evaluate(config, tmp_path / "b", verbose=0)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert metrics(tmp_path / "a")[-1]["train_loss"] < metrics(tmp_path / "a")[0]["train_loss"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = stn_data.train_dataset
+
+    def poisoned(split, batch_size, *, epoch, **kwargs):
+        dataset = real(split, batch_size, epoch=epoch, **kwargs)
+        if epoch == 0:
+            return dataset
+        return dataset.map(lambda images, labels: (images * float("nan"), labels))
+
+    monkeypatch.setattr(stn_data, "train_dataset", poisoned)
+    run_dir = tmp_path / "run"
+    with pytest.raises(training.TrainingDiverged, match="loss is nan at epoch 2, step 1"):
+        training.train_and_evaluate(small_config(), run_dir, verbose=0)
+    assert len(runs.read_history(run_dir)) == 1
+    assert not (run_dir / runs.MODEL).exists()
+    with np.load(run_dir / runs.CHECKPOINT) as checkpoint:
+        assert int(checkpoint["epoch"]) == 1
+        assert all(np.all(np.isfinite(checkpoint[k])) for k in checkpoint.files)
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    args = ["--max-train-examples", "1000", "--batch-size", "100", "--epochs", "3",
+            "--deterministic", "--seed", "3"]
+    reference = run_train(*args, "--run-dir", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args,
+                             "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not runs.read_history(run_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # somewhere in epoch 2 or its checkpoint
+    proc.wait()
+    assert 1 <= len(runs.read_history(run_dir)) < 3, "the kill came too late to test resuming"
+
+    resumed = run_train(*args, "--run-dir", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stdout
+    assert metrics(run_dir) == metrics(tmp_path / "ref")
+    final = [json.loads((d / runs.METRICS).read_text()) for d in (run_dir, tmp_path / "ref")]
+    assert final[0]["test_accuracy"] == final[1]["test_accuracy"]
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from stn import config as C, training
+    config = C.make_config("seed", model_overrides={"dense_units": 32}, epochs=1,
+                           batch_size=100, max_train_examples=400, deterministic=True,
+                           strategy=sys.argv[2])
+    strategy = training._strategy(config.strategy)
+    out = training.train_and_evaluate(config, sys.argv[1], verbose=0)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, **out}))
+""")
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    results = {}
+    for strategy in ("mirrored", "default"):
+        proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / strategy), strategy],
+                              cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[strategy] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results["mirrored"]["replicas"] == 2 and results["default"]["replicas"] == 1
+    # Same data, same initial weights: the two engines agree up to the
+    # order of float sums across replicas.
+    a, b = metrics(tmp_path / "mirrored"), metrics(tmp_path / "default")
+    np.testing.assert_allclose(a[0]["train_loss"], b[0]["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(a[0]["val_loss"], b[0]["val_loss"], rtol=1e-3)
