@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUN ?= runs/default
+RUN ?= runs/seed_seed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install train evaluate test bench clean

@@ -60,7 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="enable TensorFlow op determinism: same seed, identical metrics")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
                    help="'mirrored': tf.distribute.MirroredStrategy over all GPUs")
-    p.add_argument("--no-xla", action="store_true", help="compile steps without XLA")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"],
+                   help="classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where "
+                   "it is native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
+                   "else float32. The transformer always runs in float32")
+    p.add_argument("--xla", action="store_true",
+                   help="compile the whole train step with XLA (the sampler always is); "
+                   "slower on CPU, see README")
     p.add_argument("--dry-run", action="store_true",
                    help="smoke test: 1 epoch of 2 steps on 1,000 images, in a temporary "
                    "run dir unless --run-dir is given")
@@ -75,20 +81,21 @@ def main(argv=None) -> int:
     from stn.config import make_config
     from stn.mnist import MnistError
     from stn.runs import RunError
-    from stn.training import TrainingDiverged, train_and_evaluate
+    from stn.training import TrainingDiverged, auto_precision, train_and_evaluate
 
     fields = dict(epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, seed=args.seed,
                   max_train_examples=args.max_train_examples,
                   resample_warps=args.resample_warps, deterministic=args.deterministic,
-                  strategy=args.strategy, jit_compile=not args.no_xla)
+                  strategy=args.strategy, jit_compile=args.xla)
     if args.dry_run:
         fields.update(epochs=1, max_train_examples=min(args.max_train_examples or 1000, 1000),
                       max_steps_per_epoch=2)
     run_dir = args.run_dir or (tempfile.mkdtemp(prefix="stn-dry-run-") if args.dry_run
                                else f"runs/{args.preset}_{args.protocol}")
     try:
-        config = make_config(args.preset, args.protocol, **fields)
+        precision = auto_precision() if args.precision == "auto" else args.precision
+        config = make_config(args.preset, args.protocol, {"dtype": precision}, **fields)
         train_and_evaluate(config, run_dir, mnist_path=args.mnist, cache_dir=args.data_dir,
                            command=[os.path.basename(sys.executable), *sys.argv])
     except (ValueError, RunError, MnistError, TrainingDiverged) as e:

@@ -7,9 +7,9 @@ import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import sampler  # noqa: E402  (after the log-level setting)
+from bench import sampler, training  # noqa: E402  (after the log-level setting)
 
-BENCHMARKS = {"sampler": sampler.run}
+BENCHMARKS = {"sampler": sampler.run, "training": training.run}
 
 
 def main() -> None:

@@ -48,12 +48,16 @@ class ModelConfig:
     conv_filters: tuple[int, ...] = (16, 16)
     conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
     dense_units: int = 1024
+    # Keras dtype policy of the classifier ("float32" or "mixed_bfloat16").
+    # The transformer and the logits always run in float32.
+    dtype: str = "float32"
 
     def __post_init__(self):
         _check_choice("localization", self.localization, ("dense", "conv"))
         _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
         _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
         _check_choice("classifier", self.classifier, ("seed", "paper"))
+        _check_choice("dtype", self.dtype, ("float32", "mixed_bfloat16"))
         _check_positive("input_size", self.input_size)
         _check_positive("conv_strides", self.conv_strides)
         _check_positive("dense_units", self.dense_units)
@@ -110,7 +114,10 @@ class Config:
     resample_warps: bool = False
     deterministic: bool = False
     strategy: str = "default"  # or "mirrored"
-    jit_compile: bool = True
+    # XLA for the whole train step. Off by default: on CPU the step is
+    # several times slower under XLA (bench/), whose convolutions and
+    # matmuls lose to oneDNN's; the sampler alone is always XLA-compiled.
+    jit_compile: bool = False
 
     def __post_init__(self):
         from stn import warps  # the protocols' one home

@@ -6,8 +6,15 @@ TensorFlow backend.
 """
 
 import keras
+import tensorflow as tf
 
 from stn import transform as T
+
+# The sampler, compiled by XLA even inside a step that is not: on CPU, XLA
+# fuses its index arithmetic and gather (~6x faster than the plain graph,
+# bench/sampler.py), while the convolutions and matmuls around it are
+# faster in TensorFlow's own oneDNN kernels than in XLA's.
+_transform_xla = tf.function(T.transform, jit_compile=True, reduce_retracing=True)
 
 
 def theta_layer(init: str = "identity", name: str = "theta") -> keras.layers.Dense:
@@ -73,19 +80,22 @@ class SpatialTransformer(keras.layers.Layer):
       theta_activation: ``None``, or ``"tanh"``: the predecessor squashed
         theta with a tanh, which makes the identity (entries of 1)
         unreachable; kept only to reproduce that ablation.
+      jit_compile: run the sampler as an XLA cluster (default), even when
+        the surrounding step is a plain graph or eager.
 
     Call: ``images [B, H, W, C] -> [B, h, w, C]``. The sampler runs in the
     layer's compute dtype (keep it ``float32`` under mixed precision).
     """
 
     def __init__(self, localization: keras.layers.Layer, output_size=None,
-                 theta_activation: str | None = None, **kwargs):
+                 theta_activation: str | None = None, jit_compile: bool = True, **kwargs):
         super().__init__(**kwargs)
         if theta_activation not in (None, "tanh"):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
         self.localization = localization
         self.output_size = tuple(output_size) if output_size is not None else None
         self.theta_activation = theta_activation
+        self.jit_compile = jit_compile
 
     def build(self, input_shape):
         self.localization.build(input_shape)
@@ -97,7 +107,8 @@ class SpatialTransformer(keras.layers.Layer):
             theta = keras.ops.tanh(theta)
         theta = keras.ops.reshape(keras.ops.cast(theta, self.compute_dtype), (-1, 2, 3))
         inputs = keras.ops.cast(inputs, self.compute_dtype)
-        return T.transform(inputs, theta, self.output_size), theta
+        sample = _transform_xla if self.jit_compile else T.transform
+        return sample(inputs, theta, self.output_size), theta
 
     def call(self, inputs, training=None):
         return self.transform_and_theta(inputs, training)[0]
@@ -112,6 +123,7 @@ class SpatialTransformer(keras.layers.Layer):
             "localization": keras.saving.serialize_keras_object(self.localization),
             "output_size": self.output_size,
             "theta_activation": self.theta_activation,
+            "jit_compile": self.jit_compile,
         }
 
     @classmethod

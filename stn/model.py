@@ -36,8 +36,9 @@ def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
     x = inputs
     if config.transformer:
         x = _transformer(config)(x)
-    x = _seed_classifier(x, config) if config.classifier == "seed" else _paper_classifier(x, config)
-    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    classifier = _seed_classifier if config.classifier == "seed" else _paper_classifier
+    x = classifier(x, config, keras.DTypePolicy(config.dtype))
+    logits = keras.layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"stn_{config.preset}")
 
 
@@ -53,22 +54,23 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
                               dtype="float32", name="transformer")
 
 
-def _seed_classifier(x, config: ModelConfig):
+def _seed_classifier(x, config: ModelConfig, dtype):
     """Conv 3x3 -> conv 3x3 (ReLU, same padding) -> Dense(ReLU)."""
     for i, filters in enumerate(config.conv_filters):
         x = keras.layers.Conv2D(filters, 3, strides=config.conv_strides, padding="same",
-                                activation="relu", name=f"conv{i + 1}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    return keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+                                activation="relu", dtype=dtype, name=f"conv{i + 1}")(x)
+    x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
+    return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
 
-def _paper_classifier(x, config: ModelConfig):
+def _paper_classifier(x, config: ModelConfig, dtype):
     """Conv 9x9 -> max-pool -> conv 7x7 -> max-pool -> Dense (paper, A.4)."""
     for i, (filters, kernel) in enumerate(zip(config.conv_filters, (9, 7))):
-        x = keras.layers.Conv2D(filters, kernel, activation="relu", name=f"conv{i + 1}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    return keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+        x = keras.layers.Conv2D(filters, kernel, activation="relu", dtype=dtype,
+                                name=f"conv{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
+    x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
+    return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
 
 def find_transformer(model: keras.Model) -> SpatialTransformer | None:

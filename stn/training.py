@@ -66,7 +66,11 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     history = runs.read_history(run_dir)[:start]
     if verbose and resumed:
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
-    steps = _Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default")
+    steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default")
+    if verbose:
+        print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
+              f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
+              f"{len(data.train):,} training images")
 
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
@@ -94,6 +98,25 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     return metrics
 
 
+def auto_precision() -> str:
+    """``"mixed_bfloat16"`` where bfloat16 matmuls are native, else ``"float32"``.
+
+    Native means a GPU of compute capability 8.0 or newer (Ampere on), or a
+    CPU with AVX512-BF16 or AMX-BF16 instructions (oneDNN then runs bfloat16
+    matmuls and convolutions at about twice the float32 rate; bench/).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_bfloat16" if capability and capability >= (8, 0) else "float32"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: no cheap way to tell, stay safe
+        return "float32"
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 def _strategy(name: str) -> tf.distribute.Strategy:
     """The default (one device) strategy, or MirroredStrategy.
 
@@ -106,10 +129,19 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
-class _Steps:
-    """The compiled train and eval steps of one model on one strategy."""
+class Steps:
+    """The compiled train and eval steps of one model on one strategy.
 
-    def __init__(self, model, optimizer, strategy, jit_compile: bool):
+    Args:
+      model: logits model.
+      optimizer: a Keras optimizer, built for ``model.trainable_variables``.
+      strategy: a tf.distribute strategy (``tf.distribute.get_strategy()``
+        for one device); model and optimizer must be built in its scope.
+      jit_compile: compile the steps with XLA (one device only).
+    """
+
+    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = True):
+        strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
@@ -141,6 +173,7 @@ class _Steps:
         return [self.strategy.reduce("sum", s, axis=None) for s in sums]
 
     def train(self, images, labels):
+        """One step on a batch; returns (loss sum, number correct, count)."""
         return self._train(images, labels)
 
     def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
@@ -159,7 +192,7 @@ def _sums(losses, logits, labels):
             tf.cast(tf.size(labels), tf.float32))
 
 
-def _train_epoch(steps: _Steps, split, config: Config, epoch: int, verbose: int):
+def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """One epoch of training; returns (mean loss, accuracy) over it."""
     dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
                                      resample=config.resample_warps)

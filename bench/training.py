@@ -1,0 +1,178 @@
+"""Benchmarks 2-5: the training step, its baselines, warping, a full epoch.
+
+2. one training step of the default model vs the same classifier with no
+   transformer (preset ``cnn``): the transformer's overhead;
+3. the same step vs the same layers trained by ``model.fit``, the code a
+   user would write first;
+4. generating a whole warped split set (70,000 images);
+5. one full epoch end to end (tf.data pipeline included) vs the sum of its
+   steps: whether the input pipeline starves the step.
+
+Plus the achieved FLOP/s of the default step as a fraction of this
+machine's matrix-multiply peak, measured here.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bench.timing import Timing, measure, to_numpy
+from stn import config as C
+from stn import data as stn_data
+from stn import warps
+from stn.layers import SpatialTransformer
+from stn.model import build_model
+from stn.training import Steps
+
+BATCH = 500
+
+
+def _batch(size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((BATCH, size, size, 1)).astype(np.float32)
+    return tf.constant(images), tf.constant(rng.integers(0, 10, BATCH).astype(np.int32))
+
+
+def _model_and_steps(model_config: C.ModelConfig):
+    keras.utils.set_random_seed(0)
+    model = build_model(model_config)
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+    return model, Steps(model, optimizer, jit_compile=False)
+
+
+def step_time(model_config: C.ModelConfig, repeats: int) -> Timing:
+    """Median time of our compiled train step on one batch of 500."""
+    _, steps = _model_and_steps(model_config)
+    images, labels = _batch(model_config.input_size)
+    return measure(lambda: steps.train(images, labels), repeats, sync=to_numpy)
+
+
+class _BatchTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times, self._start = [], 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def fit_step_time(model_config: C.ModelConfig, repeats: int, warmup: int = 5) -> Timing:
+    """Median time per batch of ``model.fit`` on the same layers (float32)."""
+    keras.utils.set_random_seed(0)
+    model = build_model(model_config)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    n = BATCH * (warmup + repeats)
+    size = model_config.input_size
+    images = rng.random((n, size, size, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    timer = _BatchTimer()
+    model.fit(images, labels, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[timer])
+    q25, median, q75 = np.percentile(timer.times[warmup:], [25, 50, 75])
+    return Timing(float(median), float(q25), float(q75), repeats)
+
+
+def model_flops(model: keras.Model) -> float:
+    """Forward FLOPs per image (2 per multiply-add) of convolutions and matmuls."""
+    layers = list(model.layers)
+    for layer in model.layers:
+        if isinstance(layer, SpatialTransformer):
+            layers += layer.localization.layers
+    flops = 0.0
+    for layer in layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w = layer.kernel_size
+            flops += 2.0 * h * w * c_out * k_h * k_w * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2.0 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return flops
+
+
+def matmul_peak(dtype=tf.float32, n: int = 2048, repeats: int = 20) -> float:
+    """Measured FLOP/s of an n x n matrix product (TensorFlow, this machine)."""
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    product = tf.function(lambda: tf.matmul(a, a))
+    timing = measure(product, repeats, sync=to_numpy)
+    return 2.0 * n ** 3 / timing.median
+
+
+def warp_time(repeats: int = 5) -> Timing:
+    """Warping all 70,000 MNIST digits once (seed protocol), from padded arrays."""
+    (x_train, _), (x_test, _) = stn_data.load_mnist()
+    canonical = stn_data.pad(np.concatenate([x_train, x_test])).numpy()
+    protocol = warps.PROTOCOLS["seed"]
+    matrices = warps.compose(warps.sample_params(protocol, len(canonical),
+                                                 np.random.default_rng(0)), protocol.canvas)
+    return measure(lambda: warps.warp_images(canonical, matrices), repeats, warmup=1)
+
+
+def epoch_time(model_config: C.ModelConfig, resample: bool) -> tuple[float, int]:
+    """Seconds of one full training epoch (pipeline + steps), and its steps."""
+    data = stn_data.load_data("seed", 0)
+    _, steps = _model_and_steps(model_config)
+    for images, labels in stn_data.train_dataset(data.train, BATCH, seed=0, epoch=0).take(2):
+        to_numpy(steps.train(images, labels))  # compile outside the timing
+    start = time.perf_counter()
+    n = 0
+    for images, labels in stn_data.train_dataset(data.train, BATCH, seed=0, epoch=1,
+                                                  resample=resample):
+        to_numpy(steps.train(images, labels))
+        n += 1
+    return time.perf_counter() - start, n
+
+
+def run(repeats: int = 15) -> dict:
+    """Runs benchmarks 2-5, prints them with ratios, returns the numbers."""
+    default = C.make_config().model
+    results = {}
+    print(f"\n== 2-3. training step, batch {BATCH}, 40x40 (preset seed) ==")
+    rows = {
+        "seed, our step": step_time(default, repeats),
+        "cnn (no transformer), our step": step_time(C.model_config("cnn"), repeats),
+        "seed, plain model.fit (float32)": fit_step_time(
+            C.model_config("seed", dtype="float32"), repeats),
+    }
+    for name, timing in rows.items():
+        print(f"{name:36s} {timing}  {BATCH / timing.median:7.0f} images/s")
+        results[name] = {"seconds": timing.median, "images_per_s": BATCH / timing.median}
+    ours = rows["seed, our step"].median
+    results["transformer_overhead"] = ours / rows["cnn (no transformer), our step"].median - 1
+    results["speedup_vs_fit"] = rows["seed, plain model.fit (float32)"].median / ours
+    print(f"transformer overhead: {100 * results['transformer_overhead']:+.1f}% (target <= 10%)")
+    print(f"our step vs model.fit: {results['speedup_vs_fit']:.2f}x (target >= 1.5x "
+          "and >= 1,200 images/s)")
+
+    flops = 3 * model_flops(build_model(default)) * BATCH  # forward + backward ~ 3x
+    peak32, peak16 = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
+    achieved = flops / ours
+    results.update(step_flops=flops, achieved_flops=achieved, matmul_peak_float32=peak32,
+                   matmul_peak_bfloat16=peak16)
+    print(f"step: {flops / 1e9:.1f} GFLOP, achieved {achieved / 1e9:.0f} GFLOP/s = "
+          f"{100 * achieved / peak32:.0f}% of the float32 matmul peak "
+          f"({peak32 / 1e9:.0f} GFLOP/s; bfloat16 peak {peak16 / 1e9:.0f} GFLOP/s)")
+
+    print("\n== 4. warping all 70,000 digits (seed protocol) ==")
+    timing = warp_time()
+    results["warp_70k_seconds"] = timing.median
+    print(f"warp_images: {timing}  {70000 / timing.median:,.0f} images/s")
+
+    print("\n== 5. one full epoch, 55,000 images, pipeline included ==")
+    for resample in (False, True):
+        seconds, n = epoch_time(default, resample)
+        ratio = seconds / (n * ours)
+        key = "epoch_resampled" if resample else "epoch_fixed"
+        results[key] = {"seconds": seconds, "steps": n, "vs_sum_of_steps": ratio}
+        print(f"{'resampled' if resample else 'fixed'} warps: {seconds:.1f} s for {n} steps, "
+              f"{ratio:.2f}x the sum of step times ({55000 / seconds:.0f} images/s)")
+    return results
