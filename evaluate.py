@@ -1,0 +1,81 @@
+"""Evaluates a finished training run: test metrics, pose alignment, figures.
+
+    python evaluate.py --run-dir runs/seed_seed --images images   # the README's figures
+    python evaluate.py --run-dir runs/seed-original_seed          # figures in RUN/images
+
+Writes RUN/results.json (accuracy, confusion matrix, per-class recall, pose
+alignment; definitions in stn/evaluation.py) and the figures as PNG files.
+The test set is rebuilt from the run's protocol and seed, so it is the one
+the run was tested on.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+DPI = 120
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", required=True,
+                   help="run directory written by train.py (needs config.json and model.keras)")
+    p.add_argument("--images", metavar="DIR",
+                   help="where the PNG figures go (default: RUN/images)")
+    p.add_argument("--mnist", metavar="PATH",
+                   help="MNIST as a Keras mnist.npz or a folder of the four IDX files, "
+                   "if it cannot be downloaded (see README)")
+    p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
+    return p.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def save_figures(evaluation, images: Path) -> list[Path]:
+    """Renders every figure of the run into ``images`` as PNG."""
+    from stn import figures
+
+    images.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in figures.evaluation_figures(evaluation).items():
+        began = time.perf_counter()
+        path = images / f"{name}.png"
+        make().savefig(path, dpi=DPI)
+        say(f"  {path} ({time.perf_counter() - began:.1f} s)")
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from stn import evaluation
+    from stn.mnist import MnistError
+    from stn.runs import RunError
+
+    run_dir = Path(args.run_dir)
+    images = Path(args.images) if args.images else run_dir / "images"
+    try:
+        result = evaluation.evaluate_run(run_dir, mnist_path=args.mnist,
+                                         cache_dir=args.data_dir, progress=say)
+    except (RunError, MnistError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+    results_path = evaluation.write_results(result)
+    say(f"writing figures to {images}/ ...")
+    save_figures(result, images)
+    if result.pose is None:
+        say("  (no transformer in this model: stn_outputs.png and pose_alignment.png skipped)")
+    say(evaluation.summary_text(evaluation.results(result)))
+    say(f"results: {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
