@@ -98,23 +98,26 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     return metrics
 
 
-def auto_precision() -> str:
+def auto_precision(cpuinfo: str = "/proc/cpuinfo") -> str:
     """``"mixed_bfloat16"`` where bfloat16 matmuls are native, else ``"float32"``.
 
     Native means a GPU of compute capability 8.0 or newer (Ampere on), or a
     CPU with AVX512-BF16 or AMX-BF16 instructions (oneDNN then runs bfloat16
     matmuls and convolutions at about twice the float32 rate; bench/).
+
+    Args:
+      cpuinfo: where the CPU flags are read (Linux); elsewhere float32.
     """
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         return "mixed_bfloat16" if capability and capability >= (8, 0) else "float32"
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
+        with open(cpuinfo) as f:
+            flags = set(f.read().split())
     except OSError:  # not Linux: no cheap way to tell, stay safe
         return "float32"
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:

@@ -190,3 +190,36 @@ def test_model_overfits_one_batch():
     assert np.mean(np.argmax(model(images), -1) == labels) == 1.0
     # The transformer got gradients too: its last layer moved off zero.
     assert np.abs(find_transformer(model).localization.get_layer("theta").kernel.numpy()).max() > 0
+
+
+def test_mixed_bfloat16_keeps_the_transformer_and_logits_in_float32():
+    model = build_model("seed", dtype="mixed_bfloat16")
+    assert find_transformer(model).compute_dtype == "float32"
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("dense").compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    images = RNG.random((4, 40, 40, 1)).astype(np.float32)
+    logits = model(images)
+    assert logits.dtype == tf.float32
+    # At initialisation the transformer is still exactly the identity.
+    np.testing.assert_array_equal(transformer_outputs(model, images)[1], images)
+    # Same weights in float32 give nearly the same logits (bfloat16 has 8 bits).
+    reference = build_model("seed")
+    reference.set_weights(model.get_weights())
+    np.testing.assert_allclose(logits, reference(images), atol=0.05)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx2 avx512f avx512_bf16 amx_tile", "mixed_bfloat16"),
+    ("fpu avx2 amx_bf16", "mixed_bfloat16"),
+    ("fpu avx2 avx512f avx512_vnni", "float32"),
+])
+def test_auto_precision_reads_the_cpu_flags(tmp_path, flags, expected):
+    from stn.training import auto_precision
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides instead of the CPU flags")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert auto_precision(str(cpuinfo)) == expected
+    assert auto_precision(str(tmp_path / "missing")) == "float32"

@@ -243,7 +243,10 @@ def test_far_outside_thetas_are_finite(dtype, batch):
             assert np.all(np.isfinite(value.numpy()))
 
 
-def test_nan_theta_gives_nan_not_a_crash():
-    images = np.ones((1, 4, 4, 1), np.float32)
-    out = T.transform(images, np.full((1, 6), np.nan, np.float32))
-    assert np.all(np.isnan(out.numpy()))
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_nan_theta_gives_nan_not_a_crash(mode):
+    images = tf.ones((2, 4, 4, 1))
+    theta = tf.constant([[np.nan] * 6, [1, 0, np.nan, 0, 1, 0]], tf.float32)
+    run = {"eager": T.transform, "graph": tf.function(T.transform),
+           "xla": tf.function(T.transform, jit_compile=True)}[mode]
+    assert np.all(np.isnan(run(images, theta).numpy()))

@@ -1,0 +1,81 @@
+"""How much of a warp can a localization net see? A supervised upper bound.
+
+A spatial transformer learns theta without labels, from the classifier's
+loss alone. Here the same localization architectures are instead trained
+*with* the ground-truth answer: theta = F, the forward map of each warp,
+which undoes it exactly (stn.warps: chain(A, F) is the identity). Whatever
+pose spread remains on the validation split is a floor that the
+unsupervised transformer with the same localization net should not be
+expected to beat.
+
+    python experiments/pose_bound.py                   # seed protocol, both nets
+    python experiments/pose_bound.py --protocol rts --epochs 10
+
+Prints the pose-alignment statistics of stn.evaluation (residual std and
+ratio to the raw warps) for each architecture, and writes them as JSON
+with --json.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def regress_theta(localization, data, epochs: int, batch_size: int):
+    """Trains ``localization`` (input -> 6) to output F; returns validation theta."""
+    import keras
+
+    from stn import warps
+
+    target = warps.invert(data.train.warps).reshape(-1, 6).astype("float32")  # F
+    size = data.train.canvas
+    model = keras.Sequential([keras.Input((size, size, 1)), localization])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.fit(data.train.images, target, batch_size=batch_size, epochs=epochs, verbose=2)
+    return model.predict(data.validation.images, batch_size=1000, verbose=0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", default="seed", help="warp protocol (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=20, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=250, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--json", help="write the statistics to this file")
+    args = p.parse_args()
+
+    import keras
+
+    from stn import data as stn_data
+    from stn import evaluation
+    from stn.layers import conv_localization, dense_localization
+
+    data = stn_data.load_data(args.protocol, args.seed)
+    nets = {"seed (Flatten -> Dense 20 tanh)": dense_localization,
+            "paper (conv 5x5 x2 -> Dense 50)": conv_localization}
+    report = {}
+    for name, make in nets.items():
+        keras.utils.set_random_seed(args.seed)
+        print(f"\n== {name}, trained on the true warps of '{args.protocol}' ==", flush=True)
+        theta = regress_theta(make(), data, args.epochs, args.batch_size)
+        stats = evaluation.pose_alignment(data.validation.warps, theta,
+                                          data.validation.canvas).stats
+        report[name] = stats
+        for key in ("rotation", "scale", "shear", "tx", "ty"):
+            s = stats["parameters"][key]
+            print(f"  {key:8s} residual std {s['residual']['std']:7.3f} vs raw "
+                  f"{s['raw']['std']:7.3f} {s['unit']:6s} ratio {s['ratio']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"protocol": args.protocol, "epochs": args.epochs, "seed": args.seed,
+                       "validation": report}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
