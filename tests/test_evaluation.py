@@ -1,6 +1,5 @@
 """stn.evaluation and evaluate.py: metrics, pose alignment, results.json, errors."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,22 +7,20 @@ import keras
 import numpy as np
 import pytest
 
+import helpers
 from stn import config as C
 from stn import data as stn_data
 from stn import evaluation as E
 from stn import runs, training, warps
 from stn.model import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-CANVAS = 40
+CANVAS = helpers.CANVAS
 FIGURES = ("confusion_matrix", "loss_history", "data_augmentation", "architecture")
 STN_FIGURES = ("stn_outputs", "pose_alignment")
 
 
 def seed_warps(n=2000, seed=0):
-    """``n`` sampling matrices of the seed protocol: float64 [n, 2, 3]."""
-    params = warps.sample_params("seed", n, np.random.default_rng(seed))
-    return warps.compose(params, CANVAS)
+    return helpers.seed_warps(n, seed)
 
 
 def constant(n, canvas=CANVAS, **pose):
@@ -182,12 +179,8 @@ def test_targets_met_and_missed():
 
 def synthetic_evaluation(n=50, transformer=True):
     """An Evaluation of an untrained small model on random warped blobs (no MNIST)."""
-    rng = np.random.default_rng(1)
-    canonical = (rng.random((n, 28, 28)) * 255).astype(np.uint8)
-    labels = np.arange(n, dtype=np.int32) % 10
-    sampling = seed_warps(n).astype(np.float32)
-    images = warps.warp_images(stn_data.pad(canonical, CANVAS), sampling)
-    split = stn_data.Split(images, labels, sampling, canonical, "seed")
+    split = helpers.synthetic_split(n, np.random.default_rng(1))
+    images, labels, sampling = split.images, split.labels, split.warps
     config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8})
     model = build_model(config.model)
     logits = E.predict(model, images)
@@ -230,10 +223,7 @@ def test_results_are_strict_json_with_the_documented_fields(transformer):
 @pytest.fixture(scope="module")
 def evaluate_main():
     """evaluate.py's main(), imported in-process."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return helpers.entry_point("evaluate")
 
 
 def untrained_run(run_dir, preset="seed"):

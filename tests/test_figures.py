@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+import helpers
 from stn import config as C
-from stn import data as stn_data
 from stn import evaluation as E
 from stn import figures as F
 from stn import warps
 from stn.model import build_model, find_transformer
 
-CANVAS = 40
+CANVAS = helpers.CANVAS
 RNG = np.random.default_rng(0)
 
 
@@ -26,7 +26,7 @@ def images(n, size=CANVAS):
 
 
 def seed_warps(n):
-    return warps.compose(warps.sample_params("seed", n, np.random.default_rng(1)), CANVAS)
+    return helpers.seed_warps(n, seed=1)
 
 
 def test_confusion_figure_labels_rows_true_and_shows_recall_and_accuracy():
@@ -123,11 +123,8 @@ def test_augmentation_figure_grid():
 
 
 def synthetic_evaluation(transformer: bool, n=40):
-    canonical = (RNG.random((n, 28, 28)) * 255).astype(np.uint8)
-    labels = np.arange(n, dtype=np.int32) % 10
-    sampling = seed_warps(n).astype(np.float32)
-    warped = warps.warp_images(stn_data.pad(canonical, CANVAS), sampling)
-    split = stn_data.Split(warped, labels, sampling, canonical, "seed")
+    split = helpers.synthetic_split(n, RNG)
+    labels, sampling = split.labels, split.warps
     config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8})
     predictions = (labels + 1) % 10
     extra = {}

@@ -1,6 +1,5 @@
 """train.py and stn.training on real MNIST: smoke run, resume, errors, engines."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -8,16 +7,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import helpers
 from stn import config as C
 from stn import data as stn_data
 from stn import runs, training
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -41,10 +40,7 @@ def run_train(*args, **kwargs):
 @pytest.fixture(scope="module")
 def train_main():
     """train.py's main(), imported in-process (fast error-path checks)."""
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return helpers.entry_point("train")
 
 
 def test_help_lists_every_flag():

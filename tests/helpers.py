@@ -1,0 +1,35 @@
+"""Helpers shared by several test files (imported as ``helpers``)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from stn import data as stn_data
+from stn import warps
+
+ROOT = Path(__file__).resolve().parents[1]
+CANVAS = 40
+
+
+def entry_point(name: str):
+    """``main`` of the repository's ``<name>.py`` script, imported in-process."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def seed_warps(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` sampling matrices of the seed protocol: float64 ``[n, 2, 3]``."""
+    params = warps.sample_params("seed", n, np.random.default_rng(seed))
+    return warps.compose(params, CANVAS)
+
+
+def synthetic_split(n: int, rng: np.random.Generator) -> stn_data.Split:
+    """A seed-protocol Split of ``n`` random 'digits' (no MNIST needed)."""
+    canonical = (rng.random((n, 28, 28)) * 255).astype(np.uint8)
+    labels = np.arange(n, dtype=np.int32) % 10
+    sampling = seed_warps(n, seed=1).astype(np.float32)
+    images = warps.warp_images(stn_data.pad(canonical, CANVAS), sampling)
+    return stn_data.Split(images, labels, sampling, canonical, "seed")
