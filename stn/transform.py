@@ -99,7 +99,10 @@ def _corner(coord: tf.Tensor, size):
     # Beyond one pixel outside, the sample reads only zeros: clipping there
     # changes no value, keeps the indices in range and stops huge or
     # infinite coordinates from overflowing the integer cast.
-    coord = tf.clip_by_value(coord, -1.0, tf.cast(size, coord.dtype))
+    clipped = tf.clip_by_value(coord, -1.0, tf.cast(size, coord.dtype))
+    # Keep NaN: some kernels clamp it to a bound (XLA in TF 2.16), which
+    # would turn a NaN theta into a silently blank image; NaN must show.
+    coord = tf.where(tf.math.is_nan(coord), coord, clipped)
     low = tf.floor(coord)
     w_high = coord - low  # differentiable part: d w_high / d coord = 1
     # NaN coordinates cast to arbitrary integers; clamp so the gather stays
