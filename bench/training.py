@@ -24,7 +24,7 @@ from stn import data as stn_data
 from stn import warps
 from stn.layers import SpatialTransformer
 from stn.model import build_model
-from stn.training import Steps
+from stn.training import Steps, auto_precision
 
 BATCH = 500
 
@@ -134,12 +134,14 @@ def epoch_time(model_config: C.ModelConfig, resample: bool) -> tuple[float, int]
 
 def run(repeats: int = 15) -> dict:
     """Runs benchmarks 2-5, prints them with ratios, returns the numbers."""
-    default = C.make_config().model
-    results = {}
-    print(f"\n== 2-3. training step, batch {BATCH}, 40x40 (preset seed) ==")
+    precision = auto_precision()  # what train.py uses by default
+    default = C.model_config("seed", dtype=precision)
+    results = {"precision": precision}
+    print(f"\n== 2-3. training step, batch {BATCH}, 40x40 (preset seed, {precision}) ==")
     rows = {
         "seed, our step": step_time(default, repeats),
-        "cnn (no transformer), our step": step_time(C.model_config("cnn"), repeats),
+        "cnn (no transformer), our step": step_time(C.model_config("cnn", dtype=precision),
+                                                    repeats),
         "seed, plain model.fit (float32)": fit_step_time(
             C.model_config("seed", dtype="float32"), repeats),
     }
@@ -156,11 +158,12 @@ def run(repeats: int = 15) -> dict:
     flops = 3 * model_flops(build_model(default)) * BATCH  # forward + backward ~ 3x
     peak32, peak16 = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
     achieved = flops / ours
+    peak = peak16 if precision == "mixed_bfloat16" else peak32
     results.update(step_flops=flops, achieved_flops=achieved, matmul_peak_float32=peak32,
-                   matmul_peak_bfloat16=peak16)
+                   matmul_peak_bfloat16=peak16, fraction_of_peak=achieved / peak)
     print(f"step: {flops / 1e9:.1f} GFLOP, achieved {achieved / 1e9:.0f} GFLOP/s = "
-          f"{100 * achieved / peak32:.0f}% of the float32 matmul peak "
-          f"({peak32 / 1e9:.0f} GFLOP/s; bfloat16 peak {peak16 / 1e9:.0f} GFLOP/s)")
+          f"{100 * achieved / peak:.0f}% of this machine's {precision.split('_')[-1]} matmul "
+          f"peak (measured: float32 {peak32 / 1e9:.0f}, bfloat16 {peak16 / 1e9:.0f} GFLOP/s)")
 
     print("\n== 4. warping all 70,000 digits (seed protocol) ==")
     timing = warp_time()
