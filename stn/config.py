@@ -79,6 +79,9 @@ MODEL_PRESETS = {
                          conv_filters=(64, 64), dense_units=128),
     # The `seed` classifier with no transformer: the baseline to beat.
     "cnn": ModelConfig(preset="cnn", transformer=False),
+    # The `paper` classifier with no transformer: the paper's CNN baseline.
+    "paper-cnn": ModelConfig(preset="paper-cnn", transformer=False, classifier="paper",
+                             conv_filters=(64, 64), dense_units=128),
 }
 
 
