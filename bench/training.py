@@ -35,17 +35,17 @@ def _batch(size: int, seed: int = 0):
     return tf.constant(images), tf.constant(rng.integers(0, 10, BATCH).astype(np.int32))
 
 
-def _model_and_steps(model_config: C.ModelConfig):
+def _model_and_steps(model_config: C.ModelConfig, jit_compile: bool = False):
     keras.utils.set_random_seed(0)
     model = build_model(model_config)
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
-    return model, Steps(model, optimizer, jit_compile=False)
+    return model, Steps(model, optimizer, jit_compile=jit_compile)
 
 
-def step_time(model_config: C.ModelConfig, repeats: int) -> Timing:
+def step_time(model_config: C.ModelConfig, repeats: int, jit_compile: bool = False) -> Timing:
     """Median time of our compiled train step on one batch of 500."""
-    _, steps = _model_and_steps(model_config)
+    _, steps = _model_and_steps(model_config, jit_compile)
     images, labels = _batch(model_config.input_size)
     return measure(lambda: steps.train(images, labels), repeats, sync=to_numpy)
 
@@ -144,6 +144,9 @@ def run(repeats: int = 15) -> dict:
                                                     repeats),
         "seed, plain model.fit (float32)": fit_step_time(
             C.model_config("seed", dtype="float32"), repeats),
+        # The levers, one at a time: precision, and XLA for the whole step.
+        "seed, our step in float32": step_time(C.model_config("seed"), repeats),
+        "seed, our step, whole step XLA (--xla)": step_time(default, repeats, jit_compile=True),
     }
     for name, timing in rows.items():
         print(f"{name:36s} {timing}  {BATCH / timing.median:7.0f} images/s")
@@ -154,6 +157,8 @@ def run(repeats: int = 15) -> dict:
     print(f"transformer overhead: {100 * results['transformer_overhead']:+.1f}% (target <= 10%)")
     print(f"our step vs model.fit: {results['speedup_vs_fit']:.2f}x (target >= 1.5x "
           "and >= 1,200 images/s)")
+    for name in ("seed, our step in float32", "seed, our step, whole step XLA (--xla)"):
+        print(f"{name}: {rows[name].median / ours:.2f}x the time of our default step")
 
     flops = 3 * model_flops(build_model(default)) * BATCH  # forward + backward ~ 3x
     peak32, peak16 = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
