@@ -6,15 +6,8 @@ TensorFlow backend.
 """
 
 import keras
-import tensorflow as tf
 
 from stn import transform as T
-
-# The sampler, compiled by XLA even inside a step that is not: on CPU, XLA
-# fuses its index arithmetic and gather (~6x faster than the plain graph,
-# bench/sampler.py), while the convolutions and matmuls around it are
-# faster in TensorFlow's own oneDNN kernels than in XLA's.
-_transform_xla = tf.function(T.transform, jit_compile=True, reduce_retracing=True)
 
 
 def theta_layer(init: str = "identity", name: str = "theta") -> keras.layers.Dense:
@@ -107,7 +100,10 @@ class SpatialTransformer(keras.layers.Layer):
             theta = keras.ops.tanh(theta)
         theta = keras.ops.reshape(keras.ops.cast(theta, self.compute_dtype), (-1, 2, 3))
         inputs = keras.ops.cast(inputs, self.compute_dtype)
-        sample = _transform_xla if self.jit_compile else T.transform
+        # XLA for the sampler even inside a step that is not compiled: the
+        # convolutions and matmuls around it are faster in TensorFlow's own
+        # oneDNN kernels than in XLA's on CPU (make bench).
+        sample = T.transform_xla if self.jit_compile else T.transform
         return sample(inputs, theta, self.output_size), theta
 
     def call(self, inputs, training=None):

@@ -186,7 +186,9 @@ def test_resampled_warps_differ_per_epoch_and_match_the_eager_sampler():
         sampling = D.epoch_warps(split, 7, epoch)
         # The same op eagerly, outside tf.data, on the same digits and warps.
         eager = T.transform(D.pad(split.canonical[labels]), sampling[labels]).numpy()
-        np.testing.assert_allclose(images, eager, atol=1e-6)
+        # The pipeline runs the sampler under XLA: equal to float32 rounding
+        # of 40-pixel coordinates.
+        np.testing.assert_allclose(images, eager, atol=4e-5)
         seen.append(images[np.argsort(labels)])
         assert not np.allclose(sampling, split.warps)  # fresh, not the fixed ones
     assert np.abs(seen[0] - seen[1]).max() > 0.5
