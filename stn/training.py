@@ -1,7 +1,8 @@
 """Training: ``train_and_evaluate(config, run_dir)``.
 
-Adam on softmax cross-entropy, the step compiled as a graph (``tf.function``,
-with XLA by default), one checkpoint per epoch, and exact resumption: epoch
+Adam on softmax cross-entropy, the step compiled as a graph (``tf.function``;
+the sampler inside it is XLA-compiled, the whole step only with ``--xla``,
+which is slower on CPU: see ``bench/``), one checkpoint per epoch, and exact resumption: epoch
 ``e``'s batch order, warps and dropout masks are functions of ``(seed, e)``
 and of the checkpointed state, so a run interrupted at any point (even by
 ``kill -9``) and restarted with the same command ends with the same history
@@ -143,7 +144,7 @@ class Steps:
       jit_compile: compile the steps with XLA (one device only).
     """
 
-    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = True):
+    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False):
         strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
