@@ -42,8 +42,33 @@ def measure(fn: Callable[[], object], repeats: int = 30, warmup: int = 5,
         start = time.perf_counter()
         sync(fn())
         times.append(time.perf_counter() - start)
+    return _summary(times)
+
+
+def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30,
+                        warmup: int = 5, sync: Callable[[object], object] = lambda r: r
+                        ) -> dict[str, Timing]:
+    """Times several contenders in alternation, one call of each per round.
+
+    A slow spell of the machine then slows every contender alike, so the
+    ratios between them stay honest even when the absolute times drift.
+    Arguments as for :func:`measure`; returns one :class:`Timing` per key.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            sync(fn())
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            sync(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: _summary(t) for name, t in times.items()}
+
+
+def _summary(times: list[float]) -> Timing:
     q25, median, q75 = np.percentile(times, [25, 50, 75])
-    return Timing(float(median), float(q25), float(q75), repeats)
+    return Timing(float(median), float(q25), float(q75), len(times))
 
 
 def to_numpy(result):
