@@ -75,13 +75,18 @@ class SpatialTransformer(keras.layers.Layer):
         unreachable; kept only to reproduce that ablation.
       jit_compile: run the sampler as an XLA cluster (default), even when
         the surrounding step is a plain graph or eager.
+      image_gradient: pass gradients through the sampler to the input images
+        (default). ``False`` for a transformer on the raw model input, which
+        needs none: the backward pass then skips that gradient. Gradients
+        through the localization net are unaffected.
 
     Call: ``images [B, H, W, C] -> [B, h, w, C]``. The sampler runs in the
     layer's compute dtype (keep it ``float32`` under mixed precision).
     """
 
     def __init__(self, localization: keras.layers.Layer, output_size=None,
-                 theta_activation: str | None = None, jit_compile: bool = True, **kwargs):
+                 theta_activation: str | None = None, jit_compile: bool = True,
+                 image_gradient: bool = True, **kwargs):
         super().__init__(**kwargs)
         if theta_activation not in (None, "tanh"):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
@@ -89,6 +94,7 @@ class SpatialTransformer(keras.layers.Layer):
         self.output_size = tuple(output_size) if output_size is not None else None
         self.theta_activation = theta_activation
         self.jit_compile = jit_compile
+        self.image_gradient = image_gradient
 
     def build(self, input_shape):
         self.localization.build(input_shape)
@@ -103,7 +109,12 @@ class SpatialTransformer(keras.layers.Layer):
         # XLA for the sampler even inside a step that is not compiled: the
         # convolutions and matmuls around it are faster in TensorFlow's own
         # oneDNN kernels than in XLA's on CPU (make bench).
-        sample = T.transform_xla if self.jit_compile else T.transform
+        if self.jit_compile:
+            sample = T.transform_xla if self.image_gradient else T.transform_xla_theta_grad
+        else:
+            sample = T.transform
+            if not self.image_gradient:
+                inputs = keras.ops.stop_gradient(inputs)
         return sample(inputs, theta, self.output_size), theta
 
     def call(self, inputs, training=None):
@@ -120,6 +131,7 @@ class SpatialTransformer(keras.layers.Layer):
             "output_size": self.output_size,
             "theta_activation": self.theta_activation,
             "jit_compile": self.jit_compile,
+            "image_gradient": self.image_gradient,
         }
 
     @classmethod

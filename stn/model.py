@@ -51,6 +51,7 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
     size = config.transformer_output_size
     return SpatialTransformer(localization, output_size=(size, size) if size else None,
                               theta_activation=config.theta_activation,
+                              image_gradient=False,  # its input is the raw images
                               dtype="float32", name="transformer")
 
 

@@ -108,6 +108,31 @@ def test_dropout_only_in_training():
     assert np.abs(layer(images, training=True) - layer(images, training=False)).max() > 0
 
 
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_image_gradient_off_stops_only_the_sampler_path(jit_compile):
+    images = tf.constant(RNG.random((8, 40, 40, 1)).astype(np.float32))
+    grads = {}
+    for image_gradient in (True, False):
+        keras.utils.set_random_seed(3)  # the same weights for both layers
+        layer = SpatialTransformer(dense_localization(hidden=8), jit_compile=jit_compile,
+                                   image_gradient=image_gradient)
+        layer.build(images.shape)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(images)
+            loss = tf.reduce_sum(tf.square(layer(images, training=False)))
+        grads[image_gradient] = (tape.gradient(loss, images),
+                                 tape.gradient(loss, layer.trainable_variables))
+    # At initialisation theta is the identity and does not depend on the
+    # images (zero kernel): through the sampler d/dx sum(x^2) = 2x exactly,
+    # through the localization net nothing.
+    np.testing.assert_allclose(grads[True][0], 2 * images.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(grads[False][0], np.zeros(images.shape, np.float32))
+    # The weights' gradients (theta's kernel among them) do not change.
+    assert any(np.any(g) for g in grads[True][1])
+    for with_images, without in zip(grads[True][1], grads[False][1]):
+        np.testing.assert_allclose(with_images, without, rtol=1e-5, atol=1e-7)
+
+
 def _random_model(tmp_path, preset, size):
     keras.utils.set_random_seed(1)
     model = build_model(preset, input_size=size)
