@@ -54,12 +54,11 @@ from typing import Callable
 import keras
 import numpy as np
 import sklearn.metrics
-import tensorflow as tf
 
 from stn import data as stn_data
 from stn import runs, warps
 from stn.config import Config
-from stn.model import find_transformer, transformer_outputs
+from stn.model import find_transformer, in_batches, transformer_outputs
 
 RESULTS = "results.json"
 RESULTS_FORMAT = 1  # bump when the layout of results.json changes
@@ -84,10 +83,8 @@ def predict(model: keras.Model, images, batch_size: int = 1000) -> np.ndarray:
     Returns:
       float32 ``[N, 10]`` NumPy array.
     """
-    step = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    parts = [step(tf.constant(images[i:i + batch_size])).numpy()
-             for i in range(0, len(images), batch_size)]
-    return np.concatenate(parts).astype(np.float32)
+    return in_batches(lambda batch: model(batch, training=False), images,
+                      batch_size).astype(np.float32)
 
 
 def confusion_matrix(labels, predictions) -> np.ndarray:
@@ -376,6 +373,20 @@ def _fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def pose_lines(pose: dict) -> list[str]:
+    """Residual vs raw std per parameter, and the 2-D shift, of :func:`pose_statistics`."""
+    lines = []
+    for name, p in (pose["parameters"] or {}).items():
+        lines.append(f"  {name:<9}{_fmt(p['residual']['std'], '8.3f')} vs "
+                     f"{_fmt(p['raw']['std'], '7.3f')} {p['unit']:<6} ratio "
+                     f"{_fmt(p['ratio'], '.3f'):>6}, median residual "
+                     f"{_fmt(p['residual']['median'], '+.3f')}")
+    if pose["translation"]:
+        t = pose["translation"]
+        lines.append(f"  2-D shift rms {t['residual_rms']:.2f} px vs {t['raw_rms']:.2f} px")
+    return lines
+
+
 def summary_text(record: dict) -> str:
     """A few lines for the terminal from a :func:`results` dict."""
     lines = [f"{record['run_dir']}: preset {record['preset']}, protocol {record['protocol']}, "
@@ -389,14 +400,7 @@ def summary_text(record: dict) -> str:
     lines.append(f"pose alignment, std of the residual vs the raw warps "
                  f"({pose['n_valid']:,} examples, {pose['n_excluded']} excluded as "
                  f"singular/non-finite, {pose['n_reflected']} reflected):")
-    for name, p in (pose["parameters"] or {}).items():
-        lines.append(f"  {name:<9}{_fmt(p['residual']['std'], '8.3f')} vs "
-                     f"{_fmt(p['raw']['std'], '7.3f')} {p['unit']:<6} ratio "
-                     f"{_fmt(p['ratio'], '.3f'):>6}, median residual "
-                     f"{_fmt(p['residual']['median'], '+.3f')}")
-    if pose["translation"]:
-        t = pose["translation"]
-        lines.append(f"  2-D shift rms {t['residual_rms']:.2f} px vs {t['raw_rms']:.2f} px")
+    lines += pose_lines(pose)
     for name, target in record["targets"].items():
         met = {True: "met", False: "NOT met", None: "undefined"}[target["met"]]
         lines.append(f"  target {target['description']}: {met} "

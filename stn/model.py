@@ -97,12 +97,26 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
         raise ValueError(f"model {model.name!r} has no SpatialTransformer layer")
     upstream = keras.Model(model.inputs, layer.input)
 
-    @tf.function(reduce_retracing=True)
     def step(batch):
         outputs, theta = layer.transform_and_theta(upstream(batch, training=False),
                                                    training=False)
         return theta, outputs
 
+    return in_batches(step, images, batch_size)
+
+
+def in_batches(fn, images, batch_size: int = 1000):
+    """``fn``, compiled once, over ``images`` in batches; its outputs joined.
+
+    Args:
+      fn: maps a batch ``[b, ...]`` to a tensor ``[b, ...]`` or a tuple of them.
+      images: NumPy ``[N, ...]``.
+      batch_size: images per call.
+
+    Returns:
+      NumPy ``[N, ...]``, or a tuple of them, as ``fn`` returns.
+    """
+    step = tf.function(fn, reduce_retracing=True)
     parts = [step(tf.constant(images[i:i + batch_size]))
              for i in range(0, len(images), batch_size)]
-    return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in range(2))
+    return tf.nest.map_structure(lambda *part: np.concatenate([p.numpy() for p in part]), *parts)
