@@ -17,9 +17,9 @@ with --json.
 """
 
 import argparse
-import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,7 +53,7 @@ def main() -> None:
     import keras
 
     from stn import data as stn_data
-    from stn import evaluation
+    from stn import evaluation, runs
     from stn.layers import conv_localization, dense_localization
 
     data = stn_data.load_data(args.protocol, args.seed)
@@ -67,14 +67,10 @@ def main() -> None:
         stats = evaluation.pose_alignment(data.validation.warps, theta,
                                           data.validation.canvas).stats
         report[name] = stats
-        for key in ("rotation", "scale", "shear", "tx", "ty"):
-            s = stats["parameters"][key]
-            print(f"  {key:8s} residual std {s['residual']['std']:7.3f} vs raw "
-                  f"{s['raw']['std']:7.3f} {s['unit']:6s} ratio {s['ratio']:.3f}")
+        print("\n".join(evaluation.pose_lines(stats)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"protocol": args.protocol, "epochs": args.epochs, "seed": args.seed,
-                       "validation": report}, f, indent=2)
+        runs.write_json(Path(args.json), {"protocol": args.protocol, "epochs": args.epochs,
+                                          "seed": args.seed, "validation": report})
 
 
 if __name__ == "__main__":
