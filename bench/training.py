@@ -126,22 +126,21 @@ def warp_time(repeats: int = 5) -> Timing:
     return measure(lambda: warps.warp_images(canonical, matrices), repeats, warmup=1)
 
 
-def epoch_times(model_config: C.ModelConfig, resample: bool,
+def epoch_times(model_config: C.ModelConfig, train: stn_data.Split, resample: bool,
                 epochs: int = 2) -> list[tuple[float, float, int]]:
-    """Consecutive full training epochs (pipeline + steps), as in train.py.
+    """Consecutive full training epochs on ``train`` (pipeline + steps), as in train.py.
 
     Returns, per epoch, its wall seconds, the seconds spent in its steps (the
     rest is waiting for the input pipeline), and its number of steps.
     """
-    data = stn_data.load_data("seed", 0)
     _, steps = _model_and_steps(model_config)
-    for images, labels in stn_data.train_dataset(data.train, BATCH, seed=0, epoch=0).take(2):
+    for images, labels in stn_data.train_dataset(train, BATCH, seed=0, epoch=0).take(2):
         to_numpy(steps.train(images, labels))  # compile outside the timing
     results = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         in_steps, n = 0.0, 0
-        for images, labels in stn_data.train_dataset(data.train, BATCH, seed=0, epoch=epoch,
+        for images, labels in stn_data.train_dataset(train, BATCH, seed=0, epoch=epoch,
                                                       resample=resample):
             step_start = time.perf_counter()
             to_numpy(steps.train(images, labels))
@@ -195,10 +194,11 @@ def run(repeats: int = 15) -> dict:
     print(f"warp_images: {timing}  {70000 / timing.median:,.0f} images/s")
 
     print("\n== 5. one full epoch, 55,000 images, pipeline included ==")
+    train = stn_data.load_data("seed", 0).train
     for resample in (False, True):
         key = "epoch_resampled" if resample else "epoch_fixed"
         results[key] = []
-        for i, (seconds, in_steps, n) in enumerate(epoch_times(default, resample), 1):
+        for i, (seconds, in_steps, n) in enumerate(epoch_times(default, train, resample), 1):
             ratio = seconds / in_steps
             results[key].append({"seconds": seconds, "steps": n, "vs_steps": ratio})
             print(f"{'resampled' if resample else 'fixed'} warps, epoch {i}: {seconds:.1f} s "
