@@ -2,11 +2,11 @@
 
 Adam on softmax cross-entropy, the step compiled as a graph (``tf.function``;
 the sampler inside it is XLA-compiled, the whole step only with ``--xla``,
-which is slower on CPU: see ``bench/``), one checkpoint per epoch, and exact resumption: epoch
-``e``'s batch order, warps and dropout masks are functions of ``(seed, e)``
-and of the checkpointed state, so a run interrupted at any point (even by
-``kill -9``) and restarted with the same command ends with the same history
-as an uninterrupted run.
+which is slower on CPU: see ``bench/``), one checkpoint per epoch, and exact
+resumption: epoch ``e``'s batch order, warps and dropout masks are functions
+of ``(seed, e)`` and of the checkpointed state, so a run interrupted at any
+point (even by ``kill -9``) and restarted with the same command ends with
+the same history as an uninterrupted run.
 """
 
 import sys
