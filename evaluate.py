@@ -53,6 +53,15 @@ def save_figures(evaluation, images: Path) -> list[Path]:
     return written
 
 
+def check_outputs(run_dir: Path, images: Path) -> None:
+    """Raises RunError now if results.json or the figures could not be written at the end."""
+    from stn.runs import check_writable_dir
+
+    if run_dir.is_dir():  # else evaluate_run says it is not a run directory
+        check_writable_dir(run_dir, "--run-dir")  # results.json goes there
+        check_writable_dir(images, "--images")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from stn import evaluation
@@ -62,6 +71,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     images = Path(args.images) if args.images else run_dir / "images"
     try:
+        check_outputs(run_dir, images)
         result = evaluation.evaluate_run(run_dir, mnist_path=args.mnist,
                                          cache_dir=args.data_dir, progress=say)
     except (RunError, MnistError) as e:
@@ -70,6 +80,11 @@ def main(argv=None) -> int:
     results_path = evaluation.write_results(result)
     say(f"writing figures to {images}/ ...")
     save_figures(result, images)
+    from stn import animation
+    began = time.perf_counter()
+    gif = animation.render_run(run_dir, images)  # None for a model with no transformer
+    if gif:
+        say(f"  {gif} ({time.perf_counter() - began:.1f} s)")
     if result.pose is None:
         say("  (no transformer in this model: stn_outputs.png and pose_alignment.png skipped)")
     say(evaluation.summary_text(evaluation.results(result)))

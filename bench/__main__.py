@@ -7,9 +7,21 @@ import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import sampler, training  # noqa: E402  (after the log-level setting)
+from bench import kinds, sampler, scaling, training  # noqa: E402  (after the log-level setting)
 
-BENCHMARKS = {"sampler": sampler.run, "training": training.run}
+BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
+              "training": training.run}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -18,8 +30,9 @@ def main() -> None:
                         help="benchmarks to run (default: all)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, python "
+          f"{platform.python_version()} (absolute times include whatever else it runs; "
+          "ratios are measured side by side)")
     results = {name: BENCHMARKS[name]() for name in (args.names or BENCHMARKS)}
     if args.json:
         with open(args.json, "w") as f:

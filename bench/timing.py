@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -78,19 +79,105 @@ def to_numpy(result):
     return result.numpy() if hasattr(result, "numpy") else result
 
 
-def run_isolated(module: str, kind: str, repeats: int) -> dict:
-    """Runs ``python -m module kind repeats`` and returns its JSON result.
+_PREFIX = "BENCH "  # marks the protocol's lines among whatever else a worker prints
 
-    Used to time each contender in a fresh process (see bench.sampler).
+
+def decline(reason: str) -> None:
+    """Worker side: tells :func:`measure_in_processes` this worker cannot run, and why."""
+    print(_PREFIX + json.dumps({"unavailable": reason}), flush=True)
+
+
+def serve(label: str, contenders: dict[str, Callable[[], object]], warmup: int = 5,
+          sync: Callable[[object], object] = lambda r: r) -> None:
+    """Worker side of :func:`measure_in_processes`: times one call per request.
+
+    Warms every contender up, announces ``label`` and their names, then
+    answers each line ``<name>`` on stdin with the seconds of one call of
+    that contender, until stdin closes. Each timed call follows an untimed
+    one: the first call after another process ran pays for waking this
+    one's threads and refilling the caches, which would fall on whichever
+    contender is asked first.
     """
-    proc = subprocess.run([sys.executable, "-m", module, kind, str(repeats)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker {module} {kind} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    for fn in contenders.values():
+        for _ in range(warmup):
+            sync(fn())
+    print(_PREFIX + json.dumps({"label": label, "names": list(contenders)}), flush=True)
+    for line in sys.stdin:
+        fn = contenders[line.strip()]
+        sync(fn())
+        start = time.perf_counter()
+        sync(fn())
+        print(_PREFIX + json.dumps(time.perf_counter() - start), flush=True)
 
 
-def worker_main(worker) -> None:
-    """Entry point of a worker process: ``worker(kind, repeats)`` -> JSON."""
-    kind, repeats = sys.argv[1], int(sys.argv[2])
-    print(json.dumps(worker(kind, repeats)))
+class _Worker:
+    """A process running ``python -m module *args``, which calls :func:`serve`."""
+
+    def __init__(self, module: str, args: list[str]):
+        self.command = f"python -m {module} {' '.join(args)}"
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen([sys.executable, "-m", module, *args], text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._stderr)
+        hello = self._read()
+        self.unavailable = hello.get("unavailable")
+        self.label, self.names = hello.get("label"), hello.get("names", [])
+
+    def _read(self):
+        for line in self._proc.stdout:
+            if line.startswith(_PREFIX):
+                return json.loads(line[len(_PREFIX):])
+        self._stderr.seek(0)
+        raise RuntimeError(f"benchmark worker `{self.command}` failed:\n"
+                           f"{self._stderr.read()[-3000:]}")
+
+    def time(self, name: str) -> float:
+        self._proc.stdin.write(name + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
+        self._stderr.close()
+
+
+def measure_in_processes(module: str, workers: list[list[str]], repeats: int = 30
+                         ) -> dict[str, dict]:
+    """Times contenders living in separate processes, in alternation.
+
+    Contenders that must not share a process (TensorFlow's and PyTorch's
+    thread pools slow each other down: torch ran 10x slower here after TF
+    had run in the same process) are still timed side by side: each round
+    asks every worker, one at a time, for one timed call of each of its
+    contenders, so a slow spell of the machine hits them all alike. Only
+    one worker computes at any moment; the others wait on their stdin.
+
+    Args:
+      module: run as ``python -m module *args`` for each worker; it calls
+        :func:`serve`, or :func:`decline` if its contenders are unavailable.
+      workers: the argument lists, one worker each, started one after the
+        other (each compiles and warms up alone).
+      repeats: rounds.
+
+    Returns:
+      ``{" ".join(args): {"label": ..., "timings": {name: Timing}}}`` per
+      worker, or ``{" ".join(args): {"unavailable": reason}}`` for one that
+      declined.
+    """
+    started = {}
+    try:
+        for args in workers:
+            started[" ".join(args)] = _Worker(module, args)
+        times = {key: {name: [] for name in w.names} for key, w in started.items()}
+        for _ in range(repeats):
+            for key, worker in started.items():
+                for name in worker.names:
+                    times[key][name].append(worker.time(name))
+    finally:
+        for worker in started.values():
+            worker.close()
+    return {key: ({"unavailable": worker.unavailable} if worker.unavailable else
+                  {"label": worker.label,
+                   "timings": {name: _summary(t) for name, t in times[key].items()}})
+            for key, worker in started.items()}

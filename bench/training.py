@@ -22,7 +22,7 @@ import tensorflow as tf
 from bench.timing import Timing, measure, measure_interleaved, to_numpy
 from stn import config as C
 from stn import data as stn_data
-from stn import warps
+from stn import protocols
 from stn.layers import SpatialTransformer
 from stn.model import build_model
 from stn.training import Steps, auto_precision
@@ -120,10 +120,8 @@ def warp_time(repeats: int = 5) -> Timing:
     """Warping all 70,000 MNIST digits once (seed protocol), from padded arrays."""
     (x_train, _), (x_test, _) = stn_data.load_mnist()
     canonical = stn_data.pad(np.concatenate([x_train, x_test])).numpy()
-    protocol = warps.PROTOCOLS["seed"]
-    matrices = warps.compose(warps.sample_params(protocol, len(canonical),
-                                                 np.random.default_rng(0)), protocol.canvas)
-    return measure(lambda: warps.warp_images(canonical, matrices), repeats, warmup=1)
+    params = protocols.PROTOCOLS["seed"].sample(len(canonical), np.random.default_rng(0))
+    return measure(lambda: protocols.apply("seed", canonical, params), repeats, warmup=1)
 
 
 def epoch_times(model_config: C.ModelConfig, train: stn_data.Split, resample: bool,
@@ -191,7 +189,7 @@ def run(repeats: int = 15) -> dict:
     print("\n== 4. warping all 70,000 digits (seed protocol) ==")
     timing = warp_time()
     results["warp_70k_seconds"] = timing.median
-    print(f"warp_images: {timing}  {70000 / timing.median:,.0f} images/s")
+    print(f"protocols.apply: {timing}  {70000 / timing.median:,.0f} images/s")
 
     print("\n== 5. one full epoch, 55,000 images, pipeline included ==")
     train = stn_data.load_data("seed", 0).train

@@ -1,21 +1,25 @@
 """Warped MNIST: splits, padding, fixed and resampled warps, tf.data pipelines.
 
 This module owns the data constants (image sizes, split sizes); other modules
-import them from here. Geometry of the warps: :mod:`stn.warps`.
+import them from here. What the warps are (each protocol's canvas, kind and
+sampling) and the one function that applies them: :mod:`stn.protocols`.
 
 * **Splits.** ``validation`` is the *first* 5,000 MNIST training images,
   ``train`` the other 55,000 (the split of TF 1.x ``read_data_sets``), and
   ``test`` the 10,000 test images.
 * **Preprocessing.** ``x / 255`` as float32 in [0, 1], zero-padded to the
   protocol's canvas with the 28 x 28 digit centred (6 px a side on 40 x 40,
-  7 px on 42 x 42). The background is exactly 0, the value the sampler's
-  zero padding reads outside the image, so no border appears when a warp
-  pulls in points from outside the canvas. No mean/std normalization here:
-  it would make the padding differ from the background (see STYLE.md).
-* **Fixed warps.** Each split's warps are drawn from a generator keyed by
-  ``(seed, "warps", split name)``, for all of the split's images before any
-  truncation: the warped test set is a pure function of the seed, and
-  ``max_train_examples`` only drops images, it never changes the others.
+  7 px on 42 x 42, none on 28 x 28). The background is exactly 0, the value
+  the sampler's zero padding reads outside the image, so no border appears
+  when a warp pulls in points from outside the canvas. No mean/std
+  normalization here: it would make the padding differ from the background
+  (see STYLE.md).
+* **Fixed warps.** Each split's warps are drawn by the protocol's
+  ``sample`` from a generator keyed by ``(seed, "warps", split name)``, for
+  all of the split's images before any truncation, and applied by
+  :func:`stn.protocols.apply`: the warped test set is a pure function of the
+  seed, and ``max_train_examples`` only drops images, it never changes the
+  others.
 * **Memory.** A :class:`Split` keeps its canonical digits as the original
   uint8 28 x 28 (55,000 of them are 43 MB, against 352 MB as padded
   float32) and pads them on demand (:meth:`Split.canonical_images`, and in
@@ -26,7 +30,7 @@ import them from here. Geometry of the warps: :mod:`stn.warps`.
   generator keyed by ``(seed, "order", epoch)``, so epoch ``e`` is the same
   whether or not the run was interrupted; with ``resample=True`` it draws
   fresh warps from ``(seed, "resample", epoch)`` and applies them inside the
-  pipeline, per batch.
+  pipeline, per batch, with the same :func:`stn.protocols.apply`.
 """
 
 import dataclasses
@@ -35,7 +39,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from stn import transform, warps
+from stn import protocols
 
 MNIST_SIZE = 28
 """Side of an MNIST digit in pixels."""
@@ -88,17 +92,22 @@ class Split:
     Attributes:
       images: float32 ``[N, S, S, 1]``, the warped images in [0, 1].
       labels: int32 ``[N]``, digit classes 0..9.
-      warps: float32 ``[N, 2, 3]``, the ground-truth sampling matrices:
-        ``images == transform(canonical_images(), warps)`` (float rounding).
+      warps: float32 ``[N, P]``, the ground-truth sampling parameters of
+        ``kind``, flat (``[N, 6]`` row-major affine matrices for the affine
+        protocols): ``images == stn.kinds.warp(canonical_images(), warps,
+        kind)`` (float rounding).
       canonical: uint8 ``[N, 28, 28]``, the unwarped digits; pad them with
         :meth:`canonical_images`.
-      protocol: name of the warp protocol (:data:`stn.warps.PROTOCOLS`).
+      protocol: name of the warp protocol (:data:`stn.protocols.PROTOCOLS`).
+      kind: the transformation kind of ``warps`` (:data:`stn.kinds.KINDS`),
+        the protocol's ``kind``.
     """
     images: np.ndarray
     labels: np.ndarray
     warps: np.ndarray
     canonical: np.ndarray
     protocol: str
+    kind: str = "affine"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -135,7 +144,7 @@ class Data:
     train: Split
     validation: Split
     test: Split
-    protocol: warps.Protocol
+    protocol: protocols.Protocol
     seed: int
 
 
@@ -145,45 +154,46 @@ def _rng(seed: int, *key) -> np.random.Generator:
     return np.random.default_rng([int(seed), *words])
 
 
-def _warp_digits(digits: np.ndarray, sampling: np.ndarray, canvas: int,
+def _warp_digits(digits: np.ndarray, params: np.ndarray, protocol: protocols.Protocol,
                  chunk_size: int = 8192) -> np.ndarray:
     """Pads and warps uint8 digits chunk by chunk: float32 ``[N, S, S, 1]``."""
+    canvas = protocol.canvas
     out = np.empty((len(digits), canvas, canvas, 1), np.float32)
     for start in range(0, len(digits), chunk_size):
         part = slice(start, start + chunk_size)
-        out[part] = warps.warp_images(pad(digits[part], canvas), sampling[part])
+        out[part] = protocols.apply(protocol, pad(digits[part], canvas).numpy(), params[part])
     return out
 
 
 def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
-                protocol: warps.Protocol, seed: int, limit: int | None = None) -> Split:
+                protocol: protocols.Protocol, seed: int, limit: int | None = None) -> Split:
     """Draws the split's fixed warps (for all of it), truncates, then warps."""
-    params = warps.sample_params(protocol, len(digits), _rng(seed, "warps", name))
-    sampling = warps.compose(params, protocol.canvas).astype(np.float32)
-    digits, labels, sampling = digits[:limit], labels[:limit], sampling[:limit]
+    params = protocol.sample(len(digits), _rng(seed, "warps", name)).astype(np.float32)
+    digits, labels, params = digits[:limit], labels[:limit], params[:limit]
     return Split(
-        images=_read_only(_warp_digits(digits, sampling, protocol.canvas)),
+        images=_read_only(_warp_digits(digits, params, protocol)),
         labels=_read_only(np.asarray(labels, np.int32)),
-        warps=_read_only(sampling),
+        warps=_read_only(params),
         canonical=_read_only(np.ascontiguousarray(digits, np.uint8)),
-        protocol=protocol.name)
+        protocol=protocol.name,
+        kind=protocol.kind)
 
 
-def build_data(mnist, protocol: str | warps.Protocol = "seed", seed: int = 0, *,
+def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0, *,
                max_train_examples: int | None = None) -> Data:
     """Splits, pads and warps MNIST arrays (the work of :func:`load_data`).
 
     Args:
       mnist: ``((x_train, y_train), (x_test, y_test))``, uint8
         ``[N, 28, 28]`` digits and ``[N]`` labels, as from ``load_mnist``.
-      protocol: name in :data:`stn.warps.PROTOCOLS` (or a Protocol).
+      protocol: name in :data:`stn.protocols.PROTOCOLS` (or a Protocol).
       seed: non-negative int; the warps are a pure function of it.
       max_train_examples: keep only the first this-many train images.
 
     Returns:
       :class:`Data`.
     """
-    protocol = warps.get_protocol(protocol)
+    protocol = protocols.get_protocol(protocol)
     (x_train, y_train), (x_test, y_test) = mnist
     if len(x_train) <= VALIDATION_SIZE:
         raise ValueError(f"need more than {VALIDATION_SIZE} training images "
@@ -204,7 +214,8 @@ def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_d
     """Loads MNIST (``stn.mnist.load_mnist``) and builds the warped splits.
 
     Args:
-      protocol: ``"seed"`` (default), ``"rts"``, ``"r"`` or ``"none"``.
+      protocol: a name in :data:`stn.protocols.PROTOCOLS`: ``"seed"``
+        (default), ``"r"``, ``"rts"``, ``"p"``, ``"e"`` or ``"none"``.
       seed: non-negative int; the warps are a pure function of it.
       mnist_path: MNIST file or directory, passed to ``load_mnist(path=)``.
       cache_dir: download cache, passed to ``load_mnist(cache_dir=)``.
@@ -218,7 +229,7 @@ def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_d
       ValueError: unknown protocol (before any loading).
       stn.mnist.MnistError: MNIST cannot be found or read.
     """
-    warps.get_protocol(protocol)  # fail fast, before the download
+    protocols.get_protocol(protocol)  # fail fast, before the download
     from stn.mnist import load_mnist
     mnist = load_mnist(cache_dir=cache_dir, path=mnist_path)
     return build_data(mnist, protocol, seed, max_train_examples=max_train_examples)
@@ -230,7 +241,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def epoch_warps(split: Split, seed: int, epoch: int,
-                protocol: str | warps.Protocol | None = None) -> np.ndarray:
+                protocol: str | protocols.Protocol | None = None) -> np.ndarray:
     """Fresh warps of epoch ``epoch`` for every image of ``split``.
 
     Args:
@@ -239,14 +250,14 @@ def epoch_warps(split: Split, seed: int, epoch: int,
       protocol: name or Protocol; defaults to ``split.protocol``.
 
     Returns:
-      float32 ``[N, 2, 3]`` sampling matrices, indexed like the split.
+      float32 ``[N, P]`` parameters of the protocol's kind (``protocol.sample``),
+      indexed like the split.
     """
-    protocol = warps.get_protocol(protocol or split.protocol)
+    protocol = protocols.get_protocol(protocol or split.protocol)
     if protocol.canvas != split.canvas:
         raise ValueError(f"protocol {protocol.name!r} has a {protocol.canvas} px canvas "
                          f"but the split's images are {split.canvas} px")
-    params = warps.sample_params(protocol, len(split), _rng(seed, "resample", epoch))
-    return warps.compose(params, protocol.canvas).astype(np.float32)
+    return protocol.sample(len(split), _rng(seed, "resample", epoch)).astype(np.float32)
 
 
 def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
@@ -269,23 +280,23 @@ def _fixed_fetch(split: Split):
     return lambda index: (tf.gather(images, index), tf.gather(labels, index))
 
 
-def _resample_fetch(split: Split, sampling: np.ndarray):
-    """Batch-of-indices -> (canonical digits warped by ``sampling``, labels)."""
+def _resample_fetch(split: Split, protocol: protocols.Protocol, params: np.ndarray):
+    """Batch-of-indices -> (canonical digits warped by ``params``, labels)."""
     digits, labels = split._tensor("canonical"), split._tensor("labels")
-    sampling, canvas = tf.constant(sampling), split.canvas
+    params, canvas = tf.constant(params), split.canvas
 
     def fetch(index):
         canonical = pad(tf.gather(digits, index), canvas)  # (b, S, S, 1)
         # XLA inside the pipeline: ~8x less CPU time per epoch than the plain
         # graph, CPU the training step would otherwise lose (make bench).
-        warped = transform.transform_xla(canonical, tf.gather(sampling, index))
+        warped = protocols.apply(protocol, canonical, tf.gather(params, index))
         return warped, tf.gather(labels, index)
     return fetch
 
 
 def train_dataset(split: Split, batch_size: int, *, seed: int, epoch: int,
                   resample: bool = False,
-                  protocol: str | warps.Protocol | None = None) -> tf.data.Dataset:
+                  protocol: str | protocols.Protocol | None = None) -> tf.data.Dataset:
     """One epoch of shuffled training batches, a pure function of (seed, epoch).
 
     Build one dataset per epoch. The last partial batch is kept.
@@ -305,7 +316,8 @@ def train_dataset(split: Split, batch_size: int, *, seed: int, epoch: int,
     """
     order = epoch_order(len(split), seed, epoch)
     if resample:
-        fetch = _resample_fetch(split, epoch_warps(split, seed, epoch, protocol))
+        protocol = protocols.get_protocol(protocol or split.protocol)
+        fetch = _resample_fetch(split, protocol, epoch_warps(split, seed, epoch, protocol))
     else:
         fetch = _fixed_fetch(split)
     return _batches(order, batch_size, fetch)

@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from stn import evaluation, warps
+from stn import evaluation, kinds, pose as stn_pose, protocols, warps
 
 _CELL = 1.35  # inches per image panel
 
@@ -30,7 +30,7 @@ def _show(ax, image, label=None):
 
 
 def _describe(params: dict, i: int, distortion: str) -> str:
-    """Short label of the sampled value(s) of warp ``i``."""
+    """Short label of the sampled value(s) of affine warp ``i`` (named parameters)."""
     # Whole ints: -0.3 prints as "+0", not "-0".
     rot, shear, tx, ty = (round(float(params[k][i]))
                           for k in ("rotation", "shear", "tx", "ty"))
@@ -46,7 +46,23 @@ def _describe(params: dict, i: int, distortion: str) -> str:
     return f"rot {rot:+d}°, shear {shear:+d}°\n×{scale:.2f}, ({tx:+d}, {ty:+d}) px"
 
 
-def _range_label(protocol: warps.Protocol, distortion: str) -> str:
+def _describe_warps(params, kind: str, canvas: int) -> list[str]:
+    """Labels of warps of any kind: their affine part's pose, and the rest in px.
+
+    The affine part is the least-squares fit over the canvas
+    (:func:`stn.kinds.affine_fit`), decomposed by :func:`stn.warps.decompose`;
+    the rest is the RMS distance between the warp and that fit over the
+    same grid, in pixels of the canvas (0 for an affine warp).
+    """
+    fit = kinds.affine_fit((kind, params))  # (n, 2, 3)
+    pose = warps.decompose(fit, canvas)
+    rest = kinds.compose_points((kind, params)) - kinds.compose_points(("affine", fit))
+    rms = np.sqrt(np.mean(np.sum(rest ** 2, axis=-1), axis=-1)) * (canvas / 2.0)
+    return [f"rot {round(float(r)):+d}°, ×{s:.2f}\nnon-affine {e:.1f} px"
+            for r, s, e in zip(pose["rotation"], pose["scale"], rms)]
+
+
+def _range_label(protocol: protocols.AffineProtocol, distortion: str) -> str:
     """Column header: the distortion and its range in the protocol."""
     lo, hi = getattr(protocol, distortion)
     if distortion == "scale":
@@ -56,51 +72,72 @@ def _range_label(protocol: warps.Protocol, distortion: str) -> str:
     return f"{distortion}\n±{hi:g}{unit}{extra}"
 
 
-def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Figure:
-    """Digits under each distortion of a protocol alone, then all combined.
+_RANDOM_WARPS = 5
+"""Columns of the augmentation figure of a protocol without named distortions."""
 
-    Rows are digits; columns are the original, each of rotation, shear,
-    translation and scale drawn alone from the protocol's range, and a warp
-    with all four. Each panel is labelled with its sampled value(s)
+
+def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Figure:
+    """Digits under the warps of a protocol.
+
+    Rows are digits; the first column is the original. For an affine
+    protocol (named distortions) the columns are each of rotation, shear,
+    translation and scale drawn alone from the protocol's range, then a
+    warp with all four; each panel is labelled with its sampled value(s)
     (rotation positive = clockwise, shear positive = italic slant, shift in
-    pixels with +y down; see :mod:`stn.warps`).
+    pixels with +y down; see :mod:`stn.warps`). For any other protocol (the
+    paper's P and E) the columns are independent random warps of the
+    protocol, each labelled with the rotation and scale of its affine part
+    and how far the rest moves the canvas (RMS, px).
 
     Args:
       canonical_images: float32 ``[N, S, S, 1]`` (or ``[N, S, S]``) padded,
         unwarped digits in [0, 1], ``S`` the protocol's canvas; a few (say
         4) rows read best.
       seed: seed of the sampled warps.
-      protocol: name or :class:`stn.warps.Protocol`, default ``"seed"``.
+      protocol: name or :class:`stn.protocols.Protocol`, default ``"seed"``.
 
     Returns:
       The figure.
     """
-    protocol = warps.get_protocol(protocol)
+    protocol = protocols.get_protocol(protocol)
     images = np.asarray(canonical_images, np.float32)
     images = images.reshape(images.shape[:3] + (1,))  # (N, S, S, 1)
     if images.shape[1:3] != (protocol.canvas, protocol.canvas):
         raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} px but the "
                          f"{protocol.name!r} canvas is {protocol.canvas} px")
     rng = np.random.default_rng(seed)
-    columns = [(d, warps.single_distortion(protocol, d)) for d in warps.DISTORTIONS]
-    columns.append(("all", protocol))
+    named = isinstance(protocol, protocols.AffineProtocol)
+    columns = protocols.DISTORTIONS + ("all",) if named else range(_RANDOM_WARPS)
     rows = len(images)
     fig = Figure(figsize=(_CELL * (len(columns) + 1), _CELL * rows + 0.9))
     axes = fig.subplots(rows, len(columns) + 1, squeeze=False)
     for r in range(rows):
         _show(axes[r, 0], images[r])
     axes[0, 0].set_title("original\n(padded)", fontsize=9, fontweight="bold")
-    for c, (name, variant) in enumerate(columns, start=1):
-        params = warps.sample_params(variant, rows, rng)
-        warped = warps.warp_images(images, warps.compose(params, protocol.canvas))
+    for c, column in enumerate(columns, start=1):
+        if named:
+            variant = protocol if column == "all" else protocol.single_distortion(column)
+            params = variant.sample_params(rows, rng)
+            warped = protocols.apply(protocol, images, warps.compose(params, protocol.canvas))
+            labels = [_describe(params, r, column) for r in range(rows)]
+            header = "all combined" if column == "all" else _range_label(protocol, column)
+        else:
+            params = protocol.sample(rows, rng)
+            warped = protocols.apply(protocol, images, params)
+            labels = _describe_warps(params, protocol.kind, protocol.canvas)
+            header = f"random warp {column + 1}"
         for r in range(rows):
-            _show(axes[r, c], warped[r], _describe(params, r, name))
-        header = "all combined" if name == "all" else _range_label(protocol, name)
+            _show(axes[r, c], warped[r], labels[r])
         axes[0, c].set_title(header, fontsize=9, fontweight="bold")
-    fig.suptitle(f"Warp protocol '{protocol.name}' (canvas {protocol.canvas} px): "
-                 "each distortion alone, then all combined\n"
-                 "rotation > 0 turns clockwise, shear > 0 slants like italics, "
-                 "shift (x, y) with y down", fontsize=9)
+    if named:
+        caption = ("each distortion alone, then all combined\n"
+                   "rotation > 0 turns clockwise, shear > 0 slants like italics, "
+                   "shift (x, y) with y down")
+    else:
+        caption = (f"{protocol.description}\nindependent {protocol.kind} warps; labels: "
+                   "rotation (> 0 clockwise) and scale of the affine part, RMS of the rest")
+    fig.suptitle(f"Warp protocol '{protocol.name}' (canvas {protocol.canvas} px): {caption}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -286,7 +323,7 @@ def pose_figure(pose, max_points: int = 4000) -> Figure:
     """Residual pose against the warp's, per parameter: flat means canonicalised.
 
     Args:
-      pose: a :class:`stn.evaluation.PoseAlignment` (``raw``, ``residual``,
+      pose: a :class:`stn.pose.PoseAlignment` (``raw``, ``residual``,
         ``valid``, ``stats``).
       max_points: plot the first this-many valid examples (statistics use all).
 
@@ -303,7 +340,7 @@ def pose_figure(pose, max_points: int = 4000) -> Figure:
         return fig
     # Residual rotations made contiguous around their median (no jump at +-180).
     centre = stats["parameters"]["rotation"]["residual"]["median"]
-    residual["rotation"] = centre + evaluation.wrap_degrees(residual["rotation"] - centre)
+    residual["rotation"] = centre + stn_pose.wrap_degrees(residual["rotation"] - centre)
     for ax, (name, label) in zip(axes, _POSE_PANELS):
         _pose_panel(ax, raw[name], residual[name], stats["parameters"][name], name, label)
     axes[0].legend(fontsize=7, loc="lower right", markerscale=4)

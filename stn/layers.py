@@ -1,55 +1,61 @@
 """Keras layers of the spatial transformer: localization nets and the module.
 
-The transformer wraps :mod:`stn.transform` (whose docstring fixes the
-coordinate convention) and can be dropped into any Keras model on the
-TensorFlow backend.
+The transformer wraps :mod:`stn.kinds` (the transformations) and
+:mod:`stn.transform` (whose docstring fixes the coordinate convention) and
+can be dropped into any Keras model on the TensorFlow backend.
 """
 
 import keras
 
-from stn import transform as T
+from stn import kinds
 
 
-def theta_layer(init: str = "identity", name: str = "theta") -> keras.layers.Dense:
-    """The last localization layer: 6 affine parameters, linear.
+def theta_layer(init: str = "identity", name: str = "theta",
+                kind: str = "affine") -> keras.layers.Dense:
+    """The last localization layer: the kind's parameters, linear.
 
     Args:
-      init: ``"identity"``: zero kernel and identity bias, so the transformer
-        starts as the identity whatever its input (paper, appendix A);
-        ``"glorot"``: Glorot-uniform kernel and zero bias, the predecessor's
-        initialisation, which starts from a random, collapsing transform.
+      init: ``"identity"``: zero kernel and the kind's identity as bias, so
+        the transformer starts as the identity whatever its input (paper,
+        appendix A); ``"glorot"``: Glorot-uniform kernel and zero bias, the
+        predecessor's initialisation, which starts from a random, collapsing
+        transform.
       name: layer name.
+      kind: transformer kind (stn.kinds.KINDS): sets the layer's width.
     """
+    kind = kinds.get_kind(kind)
     if init == "identity":
-        return keras.layers.Dense(6, kernel_initializer="zeros",
-                                  bias_initializer=keras.initializers.Constant(T.IDENTITY),
+        return keras.layers.Dense(kind.size, kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(kind.identity),
                                   name=name)
     if init == "glorot":
-        return keras.layers.Dense(6, kernel_initializer="glorot_uniform",
+        return keras.layers.Dense(kind.size, kernel_initializer="glorot_uniform",
                                   bias_initializer="zeros", name=name)
     raise ValueError(f"unknown theta init {init!r}; use 'identity' or 'glorot'")
 
 
 def dense_localization(hidden: int = 20, dropout: float = 0.2, init: str = "identity",
-                       name: str = "localization") -> keras.Sequential:
+                       name: str = "localization", kind: str = "affine") -> keras.Sequential:
     """The predecessor's localization net: Flatten -> Dense(tanh) -> Dropout -> theta.
 
-    Maps ``[B, H, W, C]`` to ``[B, 6]``. Dropout (rate 0.2, keep probability
-    0.8) is active only when called with ``training=True``.
+    Maps ``[B, H, W, C]`` to ``[B, P]``, ``P`` the kind's parameter count.
+    Dropout (rate 0.2, keep probability 0.8) is active only when called with
+    ``training=True``.
     """
     return keras.Sequential([
         keras.layers.Flatten(),
         keras.layers.Dense(hidden, activation="tanh"),
         keras.layers.Dropout(dropout),
-        theta_layer(init),
+        theta_layer(init, kind=kind),
     ], name=name)
 
 
-def conv_localization(init: str = "identity", name: str = "localization") -> keras.Sequential:
+def conv_localization(init: str = "identity", name: str = "localization",
+                      kind: str = "affine") -> keras.Sequential:
     """The paper's ST-CNN localization net for distorted MNIST (appendix A.4).
 
     Max-pool 2x2 -> conv 20 5x5 -> max-pool 2x2 -> conv 20 5x5 -> Dense 50
-    -> theta, ReLU throughout. Maps ``[B, H, W, C]`` to ``[B, 6]``.
+    -> theta, ReLU throughout. Maps ``[B, H, W, C]`` to ``[B, P]``.
     """
     return keras.Sequential([
         keras.layers.MaxPooling2D(2),
@@ -58,17 +64,34 @@ def conv_localization(init: str = "identity", name: str = "localization") -> ker
         keras.layers.Conv2D(20, 5, activation="relu"),
         keras.layers.Flatten(),
         keras.layers.Dense(50, activation="relu"),
-        theta_layer(init),
+        theta_layer(init, kind=kind),
+    ], name=name)
+
+
+def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity",
+                    name: str = "localization", kind: str = "affine") -> keras.Sequential:
+    """The paper's ST-FCN localization net: fully connected layers (appendix A.4).
+
+    Flatten -> Dense(units[0]) -> ... (ReLU) -> theta. Maps ``[B, H, W, C]``
+    to ``[B, P]``.
+    """
+    return keras.Sequential([
+        keras.layers.Flatten(),
+        *[keras.layers.Dense(u, activation="relu") for u in units],
+        theta_layer(init, kind=kind),
     ], name=name)
 
 
 @keras.saving.register_keras_serializable(package="stn")
 class SpatialTransformer(keras.layers.Layer):
-    """Localization net -> theta -> affine grid -> bilinear sampler (Sec. 3).
+    """Localization net -> parameters -> grid generator -> bilinear sampler (Sec. 3).
 
     Args:
-      localization: a layer mapping the input ``[B, H, W, C]`` to ``[B, 6]``,
-        the rows of theta (output -> input coordinates, see stn.transform).
+      localization: a layer mapping the input ``[B, H, W, C]`` to ``[B, P]``,
+        the parameters of the kind's transformation (output -> input
+        coordinates, see stn.transform), ``P = stn.kinds.KINDS[kind].size``.
+      kind: ``"affine"`` (default, 6 parameters), ``"projective"`` (8) or
+        ``"tps"`` (32): a name in stn.kinds.KINDS.
       output_size: ``(h, w)`` of the output; ``None`` keeps ``(H, W)``.
       theta_activation: ``None``, or ``"tanh"``: the predecessor squashed
         theta with a tanh, which makes the identity (entries of 1)
@@ -80,16 +103,20 @@ class SpatialTransformer(keras.layers.Layer):
         needs none: the backward pass then skips that gradient. Gradients
         through the localization net are unaffected.
 
-    Call: ``images [B, H, W, C] -> [B, h, w, C]``. The sampler runs in the
-    layer's compute dtype (keep it ``float32`` under mixed precision).
+    Call: ``images [B, H, W, C] -> [B, h, w, C]`` in the layer's compute
+    dtype. Under a mixed-precision policy (``mixed_float16``,
+    ``mixed_bfloat16``) the grid and the sampler still run in float32, where
+    sub-pixel coordinates are exact enough (float16 has 11 bits: steps of
+    1/32 px on a 40 px image), and the output is cast to the compute dtype.
     """
 
-    def __init__(self, localization: keras.layers.Layer, output_size=None,
-                 theta_activation: str | None = None, jit_compile: bool = True,
-                 image_gradient: bool = True, **kwargs):
+    def __init__(self, localization: keras.layers.Layer, kind: str = "affine",
+                 output_size=None, theta_activation: str | None = None,
+                 jit_compile: bool = True, image_gradient: bool = True, **kwargs):
         super().__init__(**kwargs)
         if theta_activation not in (None, "tanh"):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
+        self.kind = kinds.get_kind(kind).name
         self.localization = localization
         self.output_size = tuple(output_size) if output_size is not None else None
         self.theta_activation = theta_activation
@@ -99,23 +126,31 @@ class SpatialTransformer(keras.layers.Layer):
     def build(self, input_shape):
         self.localization.build(input_shape)
 
+    def _sampler_dtype(self) -> str:
+        # Half precision is too coarse for coordinates, and XLA's CPU gather
+        # has no float16 kernel: sample in float32 (float64 stays float64).
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
     def transform_and_theta(self, inputs, training=None):
-        """``(outputs [B, h, w, C], theta [B, 2, 3])`` for ``inputs``."""
-        theta = self.localization(inputs, training=training)  # (B, 6)
+        """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``."""
+        size = kinds.get_kind(self.kind).size
+        theta = self.localization(inputs, training=training)  # (B, P)
         if self.theta_activation == "tanh":
             theta = keras.ops.tanh(theta)
-        theta = keras.ops.reshape(keras.ops.cast(theta, self.compute_dtype), (-1, 2, 3))
-        inputs = keras.ops.cast(inputs, self.compute_dtype)
+        dtype = self._sampler_dtype()
+        theta = keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, size))
+        inputs = keras.ops.cast(inputs, dtype)
         # XLA for the sampler even inside a step that is not compiled: the
         # convolutions and matmuls around it are faster in TensorFlow's own
         # oneDNN kernels than in XLA's on CPU (make bench).
         if self.jit_compile:
-            sample = T.transform_xla if self.image_gradient else T.transform_xla_theta_grad
+            sample = kinds.warp_xla if self.image_gradient else kinds.warp_xla_params_grad
         else:
-            sample = T.transform
+            sample = kinds.warp
             if not self.image_gradient:
                 inputs = keras.ops.stop_gradient(inputs)
-        return sample(inputs, theta, self.output_size), theta
+        outputs = sample(inputs, theta, self.kind, self.output_size)
+        return keras.ops.cast(outputs, self.compute_dtype), theta
 
     def call(self, inputs, training=None):
         return self.transform_and_theta(inputs, training)[0]
@@ -128,6 +163,7 @@ class SpatialTransformer(keras.layers.Layer):
         return {
             **super().get_config(),
             "localization": keras.saving.serialize_keras_object(self.localization),
+            "kind": self.kind,
             "output_size": self.output_size,
             "theta_activation": self.theta_activation,
             "jit_compile": self.jit_compile,

@@ -54,6 +54,7 @@ IDX_FILES = {
     "y_test": ("t10k-labels-idx1-ubyte", 2049),
 }
 """Key -> (original IDX file name, magic number: 0x0803 images, 0x0801 labels)."""
+NPZ = "an .npz archive (a zip of .npy arrays, like Keras's mnist.npz)"
 
 Arrays = dict[str, np.ndarray]
 Split = tuple[np.ndarray, np.ndarray]
@@ -96,15 +97,43 @@ def _verify(arrays: Arrays) -> Arrays:
 
 
 def _read_npz(path: str) -> Arrays:
-    """Arrays of a Keras-format ``mnist.npz``, read fully into memory."""
-    # Our own handle: np.load leaks the one it opens when the zip is corrupt.
-    with open(path, "rb") as f:
-        # allow_pickle=False: an .npz with object arrays would run code on load.
-        npz = np.load(f, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise MnistError(f"{path} is a single .npy array, not an .npz archive")
-        with npz:
-            return {key: npz[key] for key in EXPECTED if key in npz.files}
+    """Arrays of a Keras-format ``mnist.npz``, read fully into memory.
+
+    Raises:
+      MnistError: the file cannot be read, or is not an .npz of plain
+        arrays; the message says what it looks like instead.
+    """
+    try:
+        # Our own handle: np.load leaks the one it opens when the zip is corrupt.
+        f = open(path, "rb")
+    except OSError as error:
+        raise MnistError(f"cannot read {path}: {error}") from None
+    with f:
+        try:
+            # allow_pickle=False: an .npz with object arrays would run code on load.
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise MnistError(f"{path} is a single .npy array, not {NPZ}")
+            with npz:
+                return {key: npz[key] for key in EXPECTED if key in npz.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            # NumPy's message for a file that is not an .npz advises loading
+            # it "unsafely with allow_pickle": never the right advice here.
+            raise MnistError(f"{path} is not a valid MNIST .npz: {_npz_problem(f, error)}") \
+                from None
+
+
+def _npz_problem(f, error: Exception) -> str:
+    """What an open file that np.load refused looks like, from its first bytes."""
+    f.seek(0)
+    head = f.read(4)
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed: decompress it first (gunzip), then pass the result"
+    if head == b"PK\x03\x04":
+        if "allow_pickle" in str(error):
+            return "it holds pickled Python objects, which are refused (they could run code)"
+        return f"the archive is damaged or truncated ({type(error).__name__}: {error})"
+    return f"it is not {NPZ}"
 
 
 def _parse_idx(data: bytes, magic: int, name: str) -> np.ndarray:
@@ -306,6 +335,10 @@ def _try_network(failures: list[str]) -> Arrays | None:
 
 def _load_from_sources(cache: str, path: str | None) -> tuple[Arrays, bool]:
     """``(arrays, came_from_cache)`` from the first source that works."""
+    if path is not None and not os.path.exists(path):  # even if the cache would do
+        raise MnistError(f"--mnist {path}: no such file or folder. Give the path of "
+                         "mnist.npz or of the folder of IDX files, or leave --mnist out to "
+                         f"use the cache {cache} or download MNIST.")
     failures = []
     if os.path.exists(cache):
         try:
@@ -337,8 +370,9 @@ def load_mnist(cache_dir: str | None = None,
       cache_dir: folder of the ``mnist.npz`` cache; defaults to
         :func:`default_cache_dir`.
       path: a Keras-format ``mnist.npz`` or a folder with the four IDX files,
-        used when the cache is missing or bad. If it fails, this raises
-        rather than falling back to the network.
+        used when the cache is missing or bad. It must exist, even when the
+        cache is good; if it fails, this raises rather than falling back to
+        the network.
 
     Returns:
       ``(x_train, y_train), (x_test, y_test)`` in MNIST's original order:
@@ -346,8 +380,9 @@ def load_mnist(cache_dir: str | None = None,
       uint8 ``[10000, 28, 28]``, uint8 ``[10000]``.
 
     Raises:
-      MnistError: the given ``path`` failed, or every source failed; the
-        message says which source failed, why, and how to supply MNIST by hand.
+      MnistError: the given ``path`` does not exist or failed, or every
+        source failed; the message says which source failed, why, and how to
+        supply MNIST by hand.
     """
     cache = os.path.join(os.path.expanduser(cache_dir or default_cache_dir()), CACHE_NAME)
     arrays, from_cache = _load_from_sources(cache, path)

@@ -4,7 +4,7 @@ Importable in a notebook::
 
     import stn.model
     model = stn.model.build_model("seed")          # keras.Model, logits
-    theta, upright = stn.model.transformer_outputs(model, images)
+    params, upright = stn.model.transformer_outputs(model, images)
 
 The model knows nothing of files, plots or command lines.
 """
@@ -16,17 +16,16 @@ import numpy as np
 import tensorflow as tf
 
 from stn.config import ModelConfig, model_config
-from stn.layers import SpatialTransformer, conv_localization, dense_localization
-
-NUM_CLASSES = 10
+from stn.data import NUM_CLASSES
+from stn.layers import SpatialTransformer, conv_localization, dense_localization, fc_localization
 
 
 def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
     """Builds a classifier from float32 images ``[B, S, S, 1]`` to logits ``[B, 10]``.
 
     Args:
-      preset: a preset name (``seed``, ``seed-original``, ``paper``, ``cnn``;
-        see stn.config.MODEL_PRESETS) or a full ModelConfig.
+      preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
+        stn.config.MODEL_PRESETS) or a full ModelConfig.
       **overrides: ModelConfig fields to replace, e.g. ``input_size=42``.
     """
     config = (dataclasses.replace(preset, **overrides) if isinstance(preset, ModelConfig)
@@ -36,20 +35,26 @@ def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
     x = inputs
     if config.transformer:
         x = _transformer(config)(x)
-    classifier = _seed_classifier if config.classifier == "seed" else _paper_classifier
+    classifier = _CLASSIFIERS[config.classifier]
     x = classifier(x, config, keras.DTypePolicy(config.dtype))
     logits = keras.layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"stn_{config.preset}")
 
 
-def _transformer(config: ModelConfig) -> SpatialTransformer:
+def _localization(config: ModelConfig) -> keras.layers.Layer:
+    common = dict(init=config.theta_init, kind=config.kind)
     if config.localization == "dense":
-        localization = dense_localization(config.localization_hidden,
-                                          config.localization_dropout, config.theta_init)
-    else:
-        localization = conv_localization(config.theta_init)
+        return dense_localization(config.localization_hidden, config.localization_dropout,
+                                  **common)
+    if config.localization == "fc":
+        return fc_localization(config.localization_units, **common)
+    return conv_localization(**common)
+
+
+def _transformer(config: ModelConfig) -> SpatialTransformer:
     size = config.transformer_output_size
-    return SpatialTransformer(localization, output_size=(size, size) if size else None,
+    return SpatialTransformer(_localization(config), kind=config.kind,
+                              output_size=(size, size) if size else None,
                               theta_activation=config.theta_activation,
                               image_gradient=False,  # its input is the raw images
                               dtype="float32", name="transformer")
@@ -74,6 +79,18 @@ def _paper_classifier(x, config: ModelConfig, dtype):
     return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
 
+def _fcn_classifier(x, config: ModelConfig, dtype):
+    """Flatten -> Dense -> Dense (ReLU): with the logits, the paper's 3-layer FCN."""
+    x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
+    for i in range(2):
+        x = keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype,
+                               name=f"dense{i + 1}")(x)
+    return x
+
+
+_CLASSIFIERS = {"seed": _seed_classifier, "paper": _paper_classifier, "fcn": _fcn_classifier}
+
+
 def find_transformer(model: keras.Model) -> SpatialTransformer | None:
     """The model's SpatialTransformer layer, or None if it has none."""
     found = [layer for layer in model.layers if isinstance(layer, SpatialTransformer)]
@@ -81,7 +98,7 @@ def find_transformer(model: keras.Model) -> SpatialTransformer | None:
 
 
 def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
-    """The transformer's theta and output for ``images`` (inference mode).
+    """The transformer's parameters and output for ``images`` (inference mode).
 
     Args:
       model: a model built by :func:`build_model` (or any functional model
@@ -90,7 +107,9 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
       batch_size: images per forward pass.
 
     Returns:
-      ``(theta float32 [N, 2, 3], transformed float32 [N, h, w, 1])`` as NumPy.
+      ``(params float32 [N, P], transformed float32 [N, h, w, C])`` as NumPy:
+      the parameters of the layer's kind (``find_transformer(model).kind``,
+      stn.kinds), output -> input coordinates.
     """
     layer = find_transformer(model)
     if layer is None:

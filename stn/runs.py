@@ -11,16 +11,25 @@ A run directory holds::
 Every file is written atomically (a temporary file, then ``os.replace``),
 so a run killed at any moment, even by ``kill -9``, leaves each file either
 old or new, never half-written; see :func:`stn.training.train_and_evaluate`
-for the order that makes resuming exact.
+for the order that makes resuming exact. Only such a kill leaves the
+temporary file behind (``.<name>.<random>.tmp``, ``.model.tmp.keras``);
+:func:`init_run_dir` removes them when the run resumes.
 """
 
+import contextlib
 import csv
 import io
+import itertools
 import json
+import math
 import os
 import platform
+import re
 import subprocess
+import sys
 import tempfile
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -37,23 +46,89 @@ MODEL = "model.keras"
 METRICS = "metrics.json"
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "seconds")
+TMP_SUFFIX = ".tmp"
+MODEL_TMP = ".model.tmp.keras"  # Keras insists on the .keras suffix
+# What an interrupted write leaves: mkstemp's ".<name>." + 8 random characters
+# + ".tmp" (atomic_write), or save_model's temporary model.
+_STALE = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX) + "|" + re.escape(MODEL_TMP))
 
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked: the message says why."""
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Writes ``data`` to ``path`` so that readers see all of it or none."""
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """A binary file open for writing that replaces ``path`` when the block ends.
+
+    The data goes to ``.<name>.<random>.tmp`` beside ``path``, renamed over
+    it (``os.replace``, atomic) only if the block completes: readers see the
+    old file or the new one, never part of one. An exception, KeyboardInterrupt
+    included, removes the temporary file; only ``kill -9`` (or a crash) can
+    leave it, and :func:`init_run_dir` removes it on resume.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        # mkstemp makes the file private (0600); a run's files are ordinary
+        # files, readable as the umask allows, like model.keras.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` so that readers see all of it or none."""
+    with atomic_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+def check_writable_dir(path: Path, flag: str = "--run-dir") -> None:
+    """Raises RunError unless ``path`` is, or can be made, a directory we can write.
+
+    Called before any work, so that a bad output path costs a second, not a
+    training run or an evaluation. ``flag`` names the option in the message.
+    """
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent  # the nearest ancestor that exists
+    if not existing.is_dir():
+        made = "" if existing == path else f", so {path} cannot be created"
+        raise RunError(f"{existing} is a file, not a directory{made}: choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == path else f", so {path} cannot be created in it"
+        raise RunError(f"{existing} is not writable{made}: choose another {flag}, or "
+                       "make it writable")
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Deletes the temporary files interrupted writes left in ``run_dir``; returns their names.
+
+    Only a ``kill -9`` or a crash during :func:`atomic_file` or
+    :func:`save_model` leaves one; the complete file it was replacing is intact.
+    """
+    stale = sorted(p.name for p in Path(run_dir).iterdir() if _STALE.fullmatch(p.name))
+    for name in stale:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    if stale:
+        files = "file" if len(stale) == 1 else "files"
+        print(f"stn.runs: removed {len(stale)} temporary {files} left by an interrupted write "
+              f"in {run_dir}: {', '.join(stale)}", file=sys.stderr)
+    return stale
 
 
 def environment() -> dict:
@@ -75,14 +150,18 @@ def environment() -> dict:
 def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None) -> bool:
     """Creates a run directory for ``config``, or checks an existing one.
 
+    Temporary files left by a write that ``kill -9`` interrupted are removed
+    (and counted on stderr) before the run goes on.
+
     Returns:
       True if the directory already holds this config (the run resumes).
 
     Raises:
-      RunError: the directory holds a different config or another format;
-        nothing is changed.
+      RunError: the path is a file or not writable, or the directory holds
+        a different config or another format; nothing is changed.
     """
     run_dir = Path(run_dir)
+    check_writable_dir(run_dir)
     if (run_dir / CONFIG).exists():
         existing = read_config(run_dir)
         if existing != config:
@@ -90,10 +169,14 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
             diff = _diff(old, new)
             raise RunError(f"{run_dir} holds a run with a different config ({diff}). "
                            "Use another --run-dir, or the same flags to resume it.")
+        remove_stale_temporaries(run_dir)
         return True
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir} is not empty and has no {CONFIG}: not a run directory. "
-                       "Choose an empty or new --run-dir.")
+    if run_dir.exists():
+        # A kill during the very first write of config.json leaves only its temporary.
+        if any(not _STALE.fullmatch(p.name) for p in run_dir.iterdir()):
+            raise RunError(f"{run_dir} is not empty and has no {CONFIG}: not a run directory. "
+                           "Choose an empty or new --run-dir.")
+        remove_stale_temporaries(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, {"format": FORMAT, "config": config_to_dict(config),
                                   "environment": environment(), "command": command})
@@ -167,11 +250,29 @@ def _state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
 
 
 def save_checkpoint(run_dir: Path, model, optimizer, epoch: int) -> None:
-    """Saves the state after ``epoch`` completed epochs."""
-    arrays = {name: np.asarray(v.numpy()) for name, v in _state(model, optimizer).items()}
-    buffer = io.BytesIO()
-    np.savez(buffer, epoch=np.int64(epoch), **arrays)
-    atomic_write(Path(run_dir) / CHECKPOINT, buffer.getvalue())
+    """Saves the state after ``epoch`` completed epochs (atomically).
+
+    The variables are streamed into the temporary file one at a time, so
+    saving costs the memory of the largest variable (105 MB for the default
+    model's dense kernel), not a second copy of the whole state (420 MB).
+    """
+    variables = ((name, v.numpy()) for name, v in _state(model, optimizer).items())
+    with atomic_file(Path(run_dir) / CHECKPOINT) as f:
+        _write_npz(f, itertools.chain([("epoch", np.int64(epoch))], variables))
+
+
+def _write_npz(file, pairs: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Writes ``(name, array)`` pairs as ``np.savez`` does, consuming them one by one.
+
+    The layout is np.savez's (an uncompressed zip of ``<name>.npy`` members),
+    so ``np.load`` reads the file; unlike np.savez, an array need not exist
+    before the previous one is written.
+    """
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in pairs:
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            del array  # before the next one is made: one variable in memory at a time
 
 
 def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
@@ -180,7 +281,9 @@ def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
     The optimizer must be built (``optimizer.build(model.trainable_variables)``).
 
     Raises:
-      RunError: the checkpoint is corrupt or does not fit this model.
+      RunError: the checkpoint is corrupt, does not fit this model, or is
+        ahead of history.csv (whose missing rows cannot be rebuilt); the
+        model, the optimizer and the files are left unchanged.
     """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
@@ -199,9 +302,29 @@ def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
         if arrays[name].shape != tuple(variable.shape):
             raise RunError(f"{path} does not fit this model: {name} ({variable.path}) has "
                            f"shape {arrays[name].shape}, expected {tuple(variable.shape)}")
+    epoch = int(arrays["epoch"])
+    _check_history_reaches(run_dir, epoch)
     for name, variable in state.items():
         variable.assign(arrays[name])
-    return int(arrays["epoch"])
+    return epoch
+
+
+def _check_history_reaches(run_dir: Path, epoch: int) -> None:
+    """Raises RunError unless history.csv has the rows of epochs 1..``epoch``.
+
+    A row missing beside a checkpoint (history.csv deleted or replaced by
+    hand) cannot be rebuilt: the checkpoint holds weights, not metrics.
+    Refusing keeps the run's record complete; the message says what to do.
+    """
+    epochs = [row["epoch"] for row in read_history(run_dir)[:epoch]]
+    if epochs == list(range(1, epoch + 1)):
+        return
+    history, checkpoint = Path(run_dir) / HISTORY, Path(run_dir) / CHECKPOINT
+    raise RunError(
+        f"{history} holds {len(epochs)} epochs but {checkpoint} was saved after epoch "
+        f"{epoch}: the metrics of the missing epochs are lost, and cannot be rebuilt from the "
+        f"checkpoint. Put back the complete {HISTORY}, or delete {checkpoint} to train "
+        "this run again from scratch, or use a new --run-dir.")
 
 
 # --- final model -------------------------------------------------------------
@@ -209,25 +332,59 @@ def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
 def save_model(run_dir: Path, model: keras.Model) -> None:
     """Writes model.keras atomically (Keras needs the .keras suffix)."""
     path = Path(run_dir) / MODEL
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(MODEL_TMP)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_model(run_dir: Path) -> keras.Model:
-    """The final model of a finished run. Raises RunError if there is none."""
-    import stn.layers  # noqa: F401  (registers the custom layer for loading)
+    """The final model of a finished run. Raises RunError if there is none.
 
+    ``import stn`` has registered the package's layers, so Keras finds them.
+    """
     path = Path(run_dir) / MODEL
     if not path.exists():
         raise RunError(f"{path} not found: the run in {run_dir} has not finished; "
                        "run train.py with the same flags to complete it")
+    rebuild = (f"Delete {path} and run train.py again with the run's flags: a finished run "
+               f"rewrites {MODEL} from {CHECKPOINT} without training")
+    # Keras reports a file that is not a zip as "File not found"; say what it is.
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{path} is damaged or not a Keras archive (not a zip file). {rebuild}.")
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # Keras raises many types for a bad file
-        raise RunError(f"{path} cannot be loaded ({type(e).__name__}: {e})") from None
+        raise RunError(f"{path} is damaged or not a Keras archive ({type(e).__name__}: {e}). "
+                       f"{rebuild}.") from None
 
 
 def write_json(path: Path, obj) -> None:
-    """Writes ``obj`` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    """Writes ``obj`` as indented, strict JSON (no NaN or Infinity), atomically.
+
+    Raises:
+      ValueError: ``obj`` holds a NaN or infinite float (named in the
+        message); nothing is written.
+    """
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError:
+        bad = ", ".join(f"{key} is {value}" for key, value in _non_finite(obj))
+        raise ValueError(f"cannot write {path}: {bad}, and strict JSON has no NaN or "
+                         "Infinity") from None
+    atomic_write(path, text + "\n")
+
+
+def _non_finite(obj, prefix: str = ""):
+    """``(key path, value)`` of every NaN or infinite float in a JSON-ready ``obj``."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _non_finite(value, f"{prefix}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        yield prefix, obj

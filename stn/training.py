@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from stn import data as stn_data
-from stn import runs
+from stn import monitor, runs
 from stn.config import Config
 from stn.model import build_model
 
@@ -31,9 +31,11 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
                        command: list[str] | None = None, verbose: int = 1) -> dict:
     """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
 
-    Order of writes per epoch: the history row, then the checkpoint. A run
-    killed between the two resumes from the previous checkpoint and drops
-    the extra row, so history and checkpoint always agree.
+    Order of writes per epoch: the history row, then the checkpoint, then
+    the TensorBoard logs and trace.npz (stn.monitor). A run killed between
+    the first two resumes from the previous checkpoint and drops the extra
+    row, so history and checkpoint always agree; the logs and trace are
+    caught up to the checkpoint and never hold an epoch twice.
 
     Args:
       config: the run's Config (see stn.config.make_config).
@@ -60,14 +62,16 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     strategy = _strategy(config.strategy)
     with strategy.scope():
         model = build_model(config.model)
-        optimizer = keras.optimizers.Adam(config.learning_rate, config.beta_1, config.beta_2,
-                                          config.epsilon)
+        optimizer = make_optimizer(config, steps_per_epoch(config, len(data.train)))
         optimizer.build(model.trainable_variables)
     start = runs.restore_checkpoint(run_dir, model, optimizer)
     history = runs.read_history(run_dir)[:start]
     if verbose and resumed:
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
-    steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default")
+    # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.monitor).
+    watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
+    steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
+                  label_smoothing=config.label_smoothing)
     if verbose:
         print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
               f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
@@ -82,10 +86,12 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
         runs.save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        watch.epoch_end(history[-1])  # after the checkpoint: logs never run ahead of it
         if verbose:
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train[0]:.4f} "
                   f"acc {train[1]:.4f} | val loss {val[0]:.4f} acc {val[1]:.4f}")
 
+    watch.close()
     runs.save_model(run_dir, model)
     test = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
     metrics = {"epochs": config.epochs,
@@ -99,26 +105,117 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     return metrics
 
 
-def auto_precision(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """``"mixed_bfloat16"`` where bfloat16 matmuls are native, else ``"float32"``.
+def steps_per_epoch(config: Config, n_train: int) -> int:
+    """Training steps in one epoch of ``n_train`` images (the last batch may be partial)."""
+    steps = -(-n_train // config.batch_size)
+    return min(steps, config.max_steps_per_epoch or steps)
 
-    Native means a GPU of compute capability 8.0 or newer (Ampere on), or a
-    CPU with AVX512-BF16 or AMX-BF16 instructions (oneDNN then runs bfloat16
-    matmuls and convolutions at about twice the float32 rate; bench/).
+
+def learning_rate(config: Config, steps_per_epoch: int):
+    """The recipe's learning rate: a float, or a schedule of the step count.
+
+    ``"cosine"``: linear warm-up from 0 to ``config.learning_rate`` over
+    ``warmup_epochs``, then cosine decay to 0 at the end of the last epoch.
+    The schedule reads the optimizer's step counter, which the checkpoint
+    holds, so a resumed run continues on the same curve.
+    """
+    if config.schedule == "constant":
+        return config.learning_rate
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else config.learning_rate, decay_steps=max(total - warmup, 1),
+        alpha=0.0, warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup)
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam (AdamW if ``weight_decay``) on the recipe's learning-rate schedule.
+
+    Under ``mixed_float16`` it is wrapped in a LossScaleOptimizer (dynamic
+    loss scaling), without which small float16 gradients underflow to 0.
+    """
+    rate = learning_rate(config, steps_per_epoch)
+    common = dict(learning_rate=rate, beta_1=config.beta_1, beta_2=config.beta_2,
+                  epsilon=config.epsilon)
+    optimizer = (keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
+                 if config.weight_decay else keras.optimizers.Adam(**common))
+    if config.model.dtype == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate the optimizer's next step will use."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    rate = inner.learning_rate
+    return float(rate(inner.iterations) if callable(rate) else rate)
+
+
+def auto_precision(cpuinfo: str = "/proc/cpuinfo", gpu_capabilities=None) -> str:
+    """The classifier's dtype policy for this machine: :func:`precision_choice` without the why."""
+    return precision_choice(cpuinfo, gpu_capabilities)[0]
+
+
+def precision_choice(cpuinfo: str = "/proc/cpuinfo",
+                     gpu_capabilities: list[tuple[int, int] | None] | None = None
+                     ) -> tuple[str, str]:
+    """The classifier's dtype policy where its arithmetic is native, and why.
+
+    With GPUs, the oldest decides (MirroredStrategy trains on all of them):
+    compute capability 8.0 or newer (Ampere on) computes in bfloat16 ->
+    ``"mixed_bfloat16"``; 7.x (Volta, Turing) has float16 tensor cores but
+    no bfloat16 -> ``"mixed_float16"``, the standard speed-up there; older
+    -> ``"float32"``. Without a GPU, a CPU with AVX512-BF16 or AMX-BF16
+    (oneDNN then runs bfloat16 matmuls and convolutions at about twice the
+    float32 rate; bench/) -> ``"mixed_bfloat16"``, else ``"float32"``.
 
     Args:
       cpuinfo: where the CPU flags are read (Linux); elsewhere float32.
+      gpu_capabilities: ``(major, minor)`` compute capability of each GPU
+        (None where unknown); None asks TensorFlow. Tests pass it.
+
+    Returns:
+      ``(policy, reason)``, e.g. ``("mixed_bfloat16", "CPU has AVX512-BF16")``.
     """
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        return "mixed_bfloat16" if capability and capability >= (8, 0) else "float32"
+    if gpu_capabilities is None:
+        gpu_capabilities = [_compute_capability(gpu)
+                            for gpu in tf.config.list_physical_devices("GPU")]
+    if gpu_capabilities:
+        return _gpu_precision(gpu_capabilities)
+    return _cpu_precision(cpuinfo)
+
+
+def _compute_capability(gpu) -> tuple[int, int] | None:
+    """``(major, minor)`` of a physical GPU device, None if TensorFlow does not say."""
+    return tf.config.experimental.get_device_details(gpu).get("compute_capability")
+
+
+def _gpu_precision(capabilities: list[tuple[int, int] | None]) -> tuple[str, str]:
+    """``(policy, reason)`` for GPUs of these compute capabilities (see precision_choice)."""
+    which = f"oldest of {len(capabilities)} GPUs: " if len(capabilities) > 1 else ""
+    if any(c is None for c in capabilities):
+        return "float32", f"{which}the GPU's compute capability is unknown"
+    major, minor = min(tuple(c) for c in capabilities)
+    cc = f"{which}GPU compute capability {major}.{minor}"
+    if (major, minor) >= (8, 0):
+        return "mixed_bfloat16", f"{cc} computes in bfloat16 natively"
+    if (major, minor) >= (7, 0):
+        return "mixed_float16", f"{cc} has float16 tensor cores but no bfloat16 (8.0 has)"
+    return "float32", f"{cc} has no tensor cores (7.0 has)"
+
+
+def _cpu_precision(cpuinfo: str) -> tuple[str, str]:
+    """``(policy, reason)`` from the CPU flags in ``cpuinfo`` (see precision_choice)."""
     try:
         with open(cpuinfo) as f:
             flags = set(f.read().split())
     except OSError:  # not Linux: no cheap way to tell, stay safe
-        return "float32"
-    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+        return "float32", f"cannot read {cpuinfo} to look for bfloat16 instructions"
+    for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")):
+        if flag in flags:
+            return "mixed_bfloat16", f"CPU has {name}"
+    return "float32", "CPU has neither AVX512-BF16 nor AMX-BF16 (no native bfloat16)"
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -144,9 +241,11 @@ class Steps:
       jit_compile: compile the steps with XLA (one device only).
     """
 
-    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False):
+    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False,
+                 label_smoothing: float = 0.0):
         strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
+        self.label_smoothing = label_smoothing
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
 
@@ -157,10 +256,12 @@ class Steps:
             "sum", tf.cast(tf.shape(labels)[0], tf.float32))
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            losses = _losses(labels, logits, self.label_smoothing)
             loss = tf.reduce_sum(losses) / size
+            # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
+            scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return _sums(losses, logits, labels)
 
     def _train_step(self, images, labels):
@@ -188,6 +289,15 @@ class Steps:
         return total[0] / total[2], total[1] / total[2]
 
 
+def _losses(labels, logits, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy, against smoothed targets if asked."""
+    if not label_smoothing:
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    targets = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    return keras.losses.categorical_crossentropy(targets, logits, from_logits=True,
+                                                 label_smoothing=label_smoothing)
+
+
 def _sums(losses, logits, labels):
     """(sum of losses, number correct, number of examples), float32."""
     correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
@@ -200,10 +310,8 @@ def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """One epoch of training; returns (mean loss, accuracy) over it."""
     dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
                                      resample=config.resample_warps)
-    n_steps = -(-len(split) // config.batch_size)
-    if config.max_steps_per_epoch:
-        n_steps = min(n_steps, config.max_steps_per_epoch)
-        dataset = dataset.take(n_steps)
+    n_steps = steps_per_epoch(config, len(split))
+    dataset = dataset.take(n_steps)
     # A live bar on a terminal; one line per epoch in a log file.
     bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
                               unit_name="step",

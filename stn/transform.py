@@ -1,4 +1,4 @@
-"""Affine grid generator and bilinear sampler (paper Sec. 3.2 and 3.3), pure TF.
+"""Grid generators and the bilinear sampler (paper Sec. 3.1-3.3), pure TF.
 
 Coordinate convention: written here once, used by the whole package.
 
@@ -8,27 +8,57 @@ Coordinate convention: written here once, used by the whole package.
   corner pixels. Pixel column ``j`` of an image ``W`` pixels wide covers
   ``[2j/W - 1, 2(j+1)/W - 1]`` and its centre is at ``x = (2j + 1)/W - 1``;
   rows likewise with ``H``.
-* **Direction of theta.** ``theta`` (``[B, 2, 3]``, or ``[B, 6]`` row-major)
-  maps *output* coordinates to *input* coordinates: the output pixel at
-  ``(x, y)`` reads the input at ``theta @ (x, y, 1)`` (paper, Eq. 1). The
-  identity ``[[1, 0, 0], [0, 1, 0]]`` returns the input unchanged.
+* **Direction.** Every transformation maps *output* coordinates to *input*
+  coordinates: the output pixel centred at ``(x, y)`` reads the input at
+  ``T(x, y)`` (paper, Eq. 1). A grid generator returns ``T`` at every output
+  pixel centre, ``[B, h, w, 2]`` as ``(x, y)``.
 * **Interpolation.** Bilinear, between the four input pixel centres around
   the sample point (paper, Eq. 5).
 * **Padding.** Zeros: the input is treated as if surrounded by zeros, so a
   sample point half a pixel outside the image blends its edge pixel half and
   half with zero, and a point a pixel or more outside reads exactly zero.
 
+The three transformations of the paper (Sec. 3.1, Table 1), in these
+coordinates:
+
+* **Affine** (:func:`affine_grid`), ``theta`` ``[B, 2, 3]`` or ``[B, 6]``
+  row-major: ``T(x, y) = theta @ (x, y, 1)``. Identity ``[[1, 0, 0], [0, 1, 0]]``.
+* **Projective** (:func:`projective_grid`), ``theta`` ``[B, 3, 3]`` or the
+  first 8 entries ``[B, 8]`` of a 3x3 matrix whose last entry is 1:
+  ``T(x, y) = ((t0 x + t1 y + t2) / d, (t3 x + t4 y + t5) / d)`` with
+  ``d = t6 x + t7 y + t8``. Where ``|d|`` is below :data:`MIN_DENOMINATOR`
+  (the horizon of the homography) the point is sent far outside the image
+  and reads zero; beyond the horizon (``d < 0``) the division stands, as in
+  OpenCV's ``warpPerspective``. Identity ``[1, 0, 0, 0, 1, 0, 0, 0]``.
+* **Thin-plate spline** (:func:`tps_grid`), ``control`` ``[B, 16, 2]`` or
+  ``[B, 32]``: the input ``(x, y)`` of 16 control points whose output
+  positions are the regular 4x4 grid :func:`tps_targets` (x and y each in
+  ``linspace(-1, 1, 4)``, row by row: y outer, x inner). ``T`` is the thin
+  plate spline through those 16 pairs (kernel ``U(r) = r^2 log r^2`` plus an
+  affine part; Bookstein 1989). Identity: ``control = tps_targets()``.
+
 This is the convention of ``affine_grid``/``grid_sample`` with
 ``align_corners=False, padding_mode="zeros"`` in PyTorch, so weights and
 intuition carry over. Everything here is plain TensorFlow ops: it runs
 eagerly, in ``tf.function`` (with or without ``jit_compile``), and in a TF1
-``tf.Graph`` executed by ``tf.compat.v1.Session``.
+``tf.Graph`` executed by ``tf.compat.v1.Session``. :mod:`stn.kinds` names the
+three transformations and gives each its parameter count and identity.
 """
 
+import functools
+
+import numpy as np
 import tensorflow as tf
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-"""The identity transform, row-major ``[2, 3]`` flattened."""
+"""The identity affine transform, row-major ``[2, 3]`` flattened."""
+PROJECTIVE_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+"""The identity homography: the first 8 entries of the 3x3 identity, row-major."""
+MIN_DENOMINATOR = 1e-6
+"""``|t6 x + t7 y + t8|`` below this sends a projective sample point outside."""
+_FAR = 1e4  # grid coordinates are clipped to +-this: far outside, still finite
+TPS_GRID = 4
+"""The thin-plate spline's control points form a ``TPS_GRID x TPS_GRID`` grid."""
 
 
 def _as_matrix(theta: tf.Tensor) -> tf.Tensor:
@@ -88,6 +118,201 @@ def affine_grid(theta: tf.Tensor, height, width) -> tf.Tensor:
     return tf.einsum("hwk,bjk->bhwj", target, theta)  # (B, h, w, 2)
 
 
+def _pixel_centre_points(height, width, dtype) -> tf.Tensor:
+    """``[h, w, 2]``: the normalized ``(x, y)`` of every output pixel centre."""
+    x, y = tf.meshgrid(pixel_centers(width, dtype), pixel_centers(height, dtype))
+    return tf.stack([x, y], axis=-1)
+
+
+def _as_homography(theta: tf.Tensor) -> tf.Tensor:
+    """``theta`` ``[B, 8]`` (last entry 1 implied) or ``[B, 3, 3]`` -> ``[B, 3, 3]``."""
+    theta = tf.convert_to_tensor(theta)
+    if theta.shape.rank == 2:
+        ones = tf.ones_like(theta[:, :1])
+        return tf.reshape(tf.concat([theta, ones], axis=1), [-1, 3, 3])
+    if theta.shape.rank == 3:
+        return theta
+    raise ValueError(f"theta must be [B, 8] or [B, 3, 3], got shape {theta.shape}")
+
+
+def _keep_nan(value: tf.Tensor, clipped: tf.Tensor) -> tf.Tensor:
+    # Some kernels clamp NaN to a bound (XLA in TF 2.16); a NaN parameter
+    # must reach the output, not turn into a silently blank image.
+    return tf.where(tf.math.is_nan(value), value, clipped)
+
+
+def projective_grid(theta: tf.Tensor, height, width) -> tf.Tensor:
+    """Sampling grid of a projective transform (homography).
+
+    Args:
+      theta: float ``[B, 8]`` (the first 8 entries, row-major, of a 3x3
+        matrix whose last entry is 1) or ``[B, 3, 3]``; output -> input.
+      height: output height ``h`` (int or scalar int tensor).
+      width: output width ``w``.
+
+    Returns:
+      ``[B, h, w, 2]`` of theta's dtype, input ``(x, y)`` per output pixel
+      centre. Points where the denominator ``|d| < MIN_DENOMINATOR`` are set
+      far outside (they read zero); every coordinate is clipped to +-1e4, so
+      the grid and its gradient stay finite unless theta holds NaN.
+    """
+    theta = _as_homography(theta)
+    x, y = tf.unstack(_pixel_centre_points(height, width, theta.dtype), axis=-1)  # (h, w)
+    return _homography_grid(theta, x, y)
+
+
+def _homography_terms(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor):
+    """The homography ``theta [B, 3, 3]`` at the points ``x, y [h, w]``.
+
+    Returns:
+      ``((n_x, n_y), d, valid, safe_d)``, ``[B, h, w]`` each: the numerators,
+      the denominator, where ``|d| >= MIN_DENOMINATOR``, and ``d`` there (1
+      elsewhere, safe to divide by).
+    """
+    t = theta[:, :, :, None, None]  # (B, 3, 3, 1, 1)
+    n_x, n_y, d = (t[:, j, 0] * x + t[:, j, 1] * y + t[:, j, 2] for j in range(3))
+    valid = tf.abs(d) >= MIN_DENOMINATOR
+    return (n_x, n_y), d, valid, tf.where(valid, d, tf.ones_like(d))
+
+
+@tf.custom_gradient
+def _homography_grid(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """:func:`projective_grid` of ``theta [B, 3, 3]`` at the points ``x, y [h, w]``.
+
+    Elementwise per coordinate, ending in a stack that bilinear_sample's
+    unstack cancels, so that XLA fuses the grid into the sampler: an einsum
+    over ``(x, y, 1)`` is a small matmul XLA does not fuse, which made the
+    projective warp several times as slow as the affine one. The gradient is
+    written out for speed too: derived by TensorFlow, it carried every
+    masked quotient across the XLA boundary of a training step and reduced
+    over the pixels once per entry of theta; here it is recomputed from
+    theta and reduced by one matmul with ``(x, y, 1)`` (``make bench``).
+    """
+    numerators, d, valid, safe_d = _homography_terms(theta, x, y)
+
+    def coordinate(numerator):
+        grid = tf.where(valid, numerator / safe_d, -_FAR * tf.ones_like(d))
+        return _keep_nan(numerator + d, tf.clip_by_value(grid, -_FAR, _FAR))
+
+    def grad(g):  # g: (B, h, w, 2)
+        numerators, d, valid, safe_d = _homography_terms(theta, x, y)
+        inv_d = 1.0 / safe_d
+        rows, grad_d = [], tf.zeros_like(d)
+        for numerator, g_c in zip(numerators, tf.unstack(g, num=2, axis=-1)):
+            ratio = numerator / safe_d
+            # As in the forward pass: a NaN passes through, a masked or
+            # clipped quotient passes nothing.
+            nan = tf.math.is_nan(numerator + d)
+            passes = valid & (tf.abs(ratio) <= _FAR)
+            zero = tf.zeros_like(g_c)
+            rows.append(tf.where(nan, g_c, tf.where(passes, g_c * inv_d, zero)))
+            grad_d += tf.where(nan, g_c, tf.where(passes, -ratio * inv_d * g_c, zero))
+        rows = tf.reshape(tf.stack(rows + [grad_d], axis=1), [-1, tf.size(x)])  # (B * 3, h * w)
+        basis = tf.reshape(tf.stack([x, y, tf.ones_like(x)], axis=-1), [-1, 3])  # (h * w, 3)
+        return tf.reshape(tf.matmul(rows, basis), [-1, 3, 3]), None, None
+
+    return tf.stack([coordinate(n) for n in numerators], axis=-1), grad
+
+
+def tps_targets(dtype=np.float64) -> np.ndarray:
+    """``[16, 2]``: the output ``(x, y)`` of the TPS control points, row by row."""
+    ticks = np.linspace(-1.0, 1.0, TPS_GRID)
+    x, y = np.meshgrid(ticks, ticks)  # y outer, x inner when flattened
+    return np.stack([x.ravel(), y.ravel()], axis=-1).astype(dtype)
+
+
+def _tps_kernel(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``U(r) = r^2 log r^2`` between ``[m, 2]`` points and ``[k, 2]`` centres."""
+    r2 = np.sum((points[:, None, :] - centres[None, :, :]) ** 2, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r2 > 0, r2 * np.log(np.where(r2 > 0, r2, 1.0)), 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _tps_solution() -> np.ndarray:
+    """``[19, 16]``: maps the 16 control points to the spline's coefficients.
+
+    The spline ``f(p) = sum_i w_i U(|p - P_i|) + a0 + a1 x + a2 y`` through
+    ``f(P_i) = c_i`` solves ``[[K, P], [P^T, 0]] [w; a] = [c; 0]``; with the
+    targets ``P_i`` fixed, ``[w; a] = inv(L)[:, :16] c`` (float64).
+    """
+    targets = tps_targets()
+    affine = np.concatenate([np.ones((len(targets), 1)), targets], axis=1)  # (16, 3)
+    system = np.block([[_tps_kernel(targets, targets), affine],
+                       [affine.T, np.zeros((3, 3))]])  # (19, 19)
+    return np.linalg.inv(system)[:, :len(targets)]
+
+
+def tps_matrix(points: np.ndarray) -> np.ndarray:
+    """``[m, 16]`` float64: ``f(points) = tps_matrix(points) @ control``.
+
+    Args:
+      points: ``[m, 2]`` normalized output ``(x, y)``.
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    basis = np.concatenate([_tps_kernel(points, tps_targets()), np.ones((len(points), 1)),
+                            points], axis=1)  # (m, 19)
+    return basis @ _tps_solution()
+
+
+@functools.lru_cache(maxsize=64)
+def _tps_grid_matrix(height: int, width: int) -> np.ndarray:
+    x = (2.0 * np.arange(width) + 1.0) / width - 1.0
+    y = (2.0 * np.arange(height) + 1.0) / height - 1.0
+    xx, yy = np.meshgrid(x, y)
+    return tps_matrix(np.stack([xx.ravel(), yy.ravel()], axis=-1))  # (h * w, 16)
+
+
+def _tps_grid_basis(height, width, dtype) -> tf.Tensor:
+    """``[h * w, 16]``: :func:`tps_matrix` at the output pixel centres.
+
+    A constant computed once per size when the size is static; otherwise
+    (placeholders of unknown size) the same formula in TF ops.
+    """
+    static = [tf.get_static_value(s) for s in (height, width)]
+    if None not in static:
+        return tf.constant(_tps_grid_matrix(int(static[0]), int(static[1])), dtype)
+    points = tf.reshape(_pixel_centre_points(height, width, dtype), [-1, 1, 2])  # (hw, 1, 2)
+    r2 = tf.reduce_sum((points - tf.constant(tps_targets(), dtype)) ** 2, axis=-1)  # (hw, 16)
+    kernel = tf.where(r2 > 0, r2 * tf.math.log(tf.where(r2 > 0, r2, tf.ones_like(r2))), 0.0)
+    basis = tf.concat([kernel, tf.ones_like(r2[:, :1]), points[:, 0]], axis=1)  # (hw, 19)
+    return tf.matmul(basis, tf.constant(_tps_solution(), dtype))
+
+
+def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
+    """Sampling grid of the 16-point thin-plate spline (module docstring).
+
+    The spline is linear in ``control`` for fixed output points, so the grid
+    is one matmul with a ``[h * w, 16]`` matrix computed once per size
+    (float64 in NumPy, then cast; in TF ops if the size is not static).
+
+    Args:
+      control: float ``[B, 16, 2]`` or ``[B, 32]``: input ``(x, y)`` of the
+        control points, in the order of :func:`tps_targets`.
+      height, width: output size (ints or scalar int tensors).
+
+    Returns:
+      ``[B, h, w, 2]`` of the control points' dtype.
+    """
+    control = tf.convert_to_tensor(control)
+    if control.shape.rank not in (2, 3):
+        raise ValueError(f"control must be [B, 32] or [B, 16, 2], got shape {control.shape}")
+    control = tf.reshape(control, [-1, TPS_GRID * TPS_GRID, 2])
+    matrix = _tps_grid_basis(height, width, control.dtype)  # (h * w, 16)
+    # The spline reproduces affine maps, so matrix @ targets is the identity
+    # grid; spline the displacement from it, so the identity is exact to the
+    # rounding of the pixel centres (as for the affine grid).
+    offsets = control - tf.constant(tps_targets(), control.dtype)
+    # x and y as two planes of one matmul, not an einsum to (B, h * w, 2):
+    # XLA fuses the planes into the sampler, while the interleaved einsum
+    # output took longer than the whole affine warp (make bench).
+    planes = tf.matmul(tf.reshape(tf.transpose(offsets, [0, 2, 1]), [-1, TPS_GRID ** 2]),
+                       matrix, transpose_b=True)  # (B * 2, h * w)
+    dx, dy = tf.unstack(tf.reshape(planes, [-1, 2, height, width]), num=2, axis=1)
+    x, y = tf.unstack(_pixel_centre_points(height, width, control.dtype), axis=-1)
+    return tf.stack([x + dx, y + dy], axis=-1)  # bilinear_sample's unstack cancels it
+
+
 def _corner(coord: tf.Tensor, size):
     """Pixel coordinate -> index of the lower neighbour and the two weights.
 
@@ -111,8 +336,72 @@ def _corner(coord: tf.Tensor, size):
     return index, 1.0 - w_high, w_high
 
 
+def _quads(images: tf.Tensor) -> tf.Tensor:
+    """``[B * (H+2) * (W+2), 4, C]``: every 2x2 neighbourhood of the padded image.
+
+    Each row holds one neighbourhood of the image zero-padded as in
+    :func:`_corner`, so a single gather of B*h*w rows fetches all four
+    corners. On CPU under XLA this is several times faster than gathering
+    single pixels (and 4 separate gather_nd calls are slower still).
+    """
+    channels = _dims(images)[3]
+    padded = tf.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]])
+    quads = tf.stack([padded[:, :-1, :-1], padded[:, :-1, 1:],
+                      padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=3)
+    return tf.reshape(quads, [-1, 4, channels])
+
+
+def _quads_to_images(grad_quads: tf.Tensor, dims) -> tf.Tensor:
+    """The adjoint of :func:`_quads`: ``[B * (H+2) * (W+2), 4, C] -> [B, H, W, C]``."""
+    batch, height, width, channels = dims
+    g = tf.reshape(grad_quads, [batch, height + 2, width + 2, 4, channels])
+    # Pixel (i, j) is corner 0 of neighbourhood (i+1, j+1), corner 1 of
+    # (i+1, j), corner 2 of (i, j+1) and corner 3 of (i, j).
+    return (g[:, 1:height + 1, 1:width + 1, 0] + g[:, 1:height + 1, :width, 1]
+            + g[:, :height, 1:width + 1, 2] + g[:, :height, :width, 3])
+
+
+def _neighbours(u: tf.Tensor, v: tf.Tensor, dims):
+    """Row of each sample's neighbourhood in :func:`_quads`, and its weights.
+
+    Returns:
+      ``(rows, weights, (wx0, wx1, wy0, wy1))``: int32 ``[B, h, w]``, the
+      four bilinear weights ``[B, h, w, 4]`` in corner order, and their
+      factors ``[B, h, w]`` each.
+    """
+    batch, height, width, _ = dims
+    x0, wx0, wx1 = _corner(u, width)  # (B, h, w) each
+    y0, wy0, wy1 = _corner(v, height)
+    row = width + 2
+    base = tf.reshape(tf.range(batch) * (height + 2) * row, [-1, 1, 1])
+    weights = tf.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], axis=-1)
+    return base + y0 * row + x0, weights, (wx0, wx1, wy0, wy1)
+
+
+def _clipped(coord: tf.Tensor, size) -> tf.Tensor:
+    """bool ``coord.shape``: where :func:`_corner` clips ``coord``.
+
+    The clipping's derivative is 0 there and 1 elsewhere (NaN included).
+    """
+    return (coord < -1.0) | (coord > tf.cast(size, coord.dtype))
+
+
+@tf.custom_gradient
 def _sample_pixels(images: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """Bilinear sampling at pixel coordinates (pixel centres at integers).
+
+    The gradient is written out (paper, Eq. 6-7) rather than derived by
+    TensorFlow: the slopes along ``u`` and ``v`` come from the four corners
+    the forward pass gathered anyway. A step that is not compiled but calls
+    the XLA-compiled sampler (a training step) carries every tensor its
+    backward pass reads across the XLA boundary. Derived automatically,
+    those were the gathered corners, their weights and a dozen more
+    ``[B, h, w]`` tensors: memory traffic that made the step much slower
+    than the same work compiled whole, and slower than linear in the number
+    of pixels once it outgrew the cache. Written out, they are the slopes
+    and the sampler's inputs. The images' gradient (a scatter-add,
+    recomputed from ``u`` and ``v``) is pruned from graphs and XLA programs
+    when the images need none.
 
     Args:
       images: float ``[B, H, W, C]``.
@@ -122,24 +411,27 @@ def _sample_pixels(images: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     Returns:
       ``[B, h, w, C]``, zero-padded outside the image.
     """
-    batch, height, width, channels = _dims(images)
-    x0, wx0, wx1 = _corner(u, width)  # (B, h, w) each
-    y0, wy0, wy1 = _corner(v, height)
+    dims = _dims(images)
+    batch, height, width, _ = dims
+    rows, weights, (wx0, wx1, wy0, wy1) = _neighbours(u, v, dims)
+    corners = tf.gather(_quads(images), rows)  # (B, h, w, 4, C)
+    out = tf.reduce_sum(corners * weights[..., None], axis=3)  # (B, h, w, C)
+    c00, c01, c10, c11 = tf.unstack(corners, axis=3)  # (B, h, w, C) each
+    du = wy0[..., None] * (c01 - c00) + wy1[..., None] * (c11 - c10)  # d out / d u
+    dv = wx0[..., None] * (c10 - c00) + wx1[..., None] * (c11 - c01)
 
-    # Every 2x2 neighbourhood of the zero-padded image, laid out as one row,
-    # so a single gather of B*h*w rows fetches all four corners. On CPU under
-    # XLA this is several times faster than gathering single pixels (and
-    # 4 separate gather_nd calls are slower still), for the forward pass and
-    # for the gradient with respect to theta alike.
-    padded = tf.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]])
-    quads = tf.stack([padded[:, :-1, :-1], padded[:, :-1, 1:],
-                      padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=3)
-    quads = tf.reshape(quads, [-1, 4, channels])  # (B * (H+2) * (W+2), 4, C)
-    row = width + 2
-    base = tf.reshape(tf.range(batch) * (height + 2) * row, [-1, 1, 1])
-    corners = tf.gather(quads, base + y0 * row + x0)  # (B, h, w, 4, C)
-    weight = tf.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], axis=-1)
-    return tf.reduce_sum(corners * weight[..., None], axis=3)  # (B, h, w, C)
+    def grad(g):  # g: (B, h, w, C)
+        rows, weights, _ = _neighbours(u, v, dims)
+        grad_quads = tf.math.unsorted_segment_sum(
+            weights[..., None] * g[..., None, :], rows, batch * (height + 2) * (width + 2))
+        # Masked here rather than in the forward pass: XLA then reduces the
+        # result over the pixels with its faster reduction (measured).
+        grad_u, grad_v = tf.reduce_sum(g * du, axis=-1), tf.reduce_sum(g * dv, axis=-1)
+        grad_u = tf.where(_clipped(u, width), tf.zeros_like(grad_u), grad_u)
+        grad_v = tf.where(_clipped(v, height), tf.zeros_like(grad_v), grad_v)
+        return _quads_to_images(grad_quads, dims), grad_u, grad_v
+
+    return out, grad
 
 
 def bilinear_sample(images: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
@@ -156,10 +448,35 @@ def bilinear_sample(images: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
     grid = tf.cast(grid, images.dtype)
     _, height, width, _ = _dims(images)
-    # Normalized -> pixel units: x = -1 is the left edge, u = -0.5.
-    u = (grid[..., 0] * tf.cast(width, grid.dtype) + tf.cast(width - 1, grid.dtype)) / 2.0
-    v = (grid[..., 1] * tf.cast(height, grid.dtype) + tf.cast(height - 1, grid.dtype)) / 2.0
+    out_h, out_w = tf.shape(grid)[1], tf.shape(grid)[2]
+    # Unstacked, not sliced (grid[..., 0]): a slice's gradient is a pad of
+    # the whole grid per coordinate, which XLA does not fuse away.
+    x, y = tf.unstack(grid, num=2, axis=-1)  # (B, h, w) each
+    u = _to_pixels(x, width, out_w, [1, 1, -1])
+    v = _to_pixels(y, height, out_h, [1, -1, 1])
     return _sample_pixels(images, u, v)
+
+
+def _to_pixels(coord: tf.Tensor, size, out_size, shape) -> tf.Tensor:
+    """Normalized input coordinates -> input pixel units (centres at integers).
+
+    ``u = (x * size + size - 1) / 2``, computed as the output pixel's own
+    centre in input pixels plus the grid's displacement from that centre, so
+    that a grid point lying exactly on its output pixel centre (any identity
+    grid) lands exactly on an integer: identity grids sample exactly.
+
+    Args:
+      coord: ``[B, h, w]`` normalized x (or y) of the grid.
+      size: input width (or height).
+      out_size: output width (or height), the grid's.
+      shape: how the output pixel index broadcasts against ``coord``.
+    """
+    dtype = coord.dtype
+    size, out_size = tf.cast(size, dtype), tf.cast(out_size, dtype)
+    index = tf.reshape(tf.range(out_size, dtype=dtype), shape)
+    centre = (2.0 * index + 1.0) / out_size - 1.0  # as in pixel_centers
+    base = ((2.0 * index + 1.0) * (size / out_size) - 1.0) / 2.0  # exact for equal sizes
+    return base + (coord - centre) * (size / 2.0)
 
 
 def _pixel_affine(theta: tf.Tensor, in_size, out_size):
@@ -197,7 +514,7 @@ def _pixel_affine(theta: tf.Tensor, in_size, out_size):
     return axis(theta[:, 0], in_w), axis(theta[:, 1], in_h)
 
 
-def transform(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.Tensor:
+def affine_transform(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.Tensor:
     """Warps ``images`` by the affine ``theta`` (grid generator + sampler).
 
     Equal to ``bilinear_sample(images, affine_grid(theta, h, w))`` up to
@@ -221,8 +538,11 @@ def transform(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.Tensor:
     return _sample_pixels(images, u, v)
 
 
-transform_xla = tf.function(transform, jit_compile=True, reduce_retracing=True)
-""":func:`transform` compiled by XLA, for graphs and tf.data pipelines.
+transform = affine_transform
+"""Alias of :func:`affine_transform` (the name of earlier versions)."""
+
+transform_xla = tf.function(affine_transform, jit_compile=True, reduce_retracing=True)
+""":func:`affine_transform` compiled by XLA, for graphs and tf.data pipelines.
 
 Same results up to float32 rounding. On CPU, XLA fuses the index
 arithmetic and the gather: about 10x faster forward and 5x with the
@@ -232,7 +552,7 @@ in TF1 ``tf.compat.v1.Session`` code.
 
 
 def _transform_constant_images(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.Tensor:
-    return transform(tf.stop_gradient(images), theta, out_size)
+    return affine_transform(tf.stop_gradient(images), theta, out_size)
 
 
 transform_xla_theta_grad = tf.function(_transform_constant_images, jit_compile=True,

@@ -1,4 +1,4 @@
-"""The geometry of the warp protocols: sampling, composing and decomposing warps.
+"""Affine warp geometry in NumPy: composing, decomposing, inverting, chaining.
 
 All coordinates are the normalized ones of :mod:`stn.transform` (read its
 module docstring first): ``x`` to the right, ``y`` *down*, ``[-1, 1]`` from
@@ -15,10 +15,11 @@ ground-truth warp is the *sampling* matrix ``A = F^-1`` as ``[2, 3]``, the
 same convention as the transformer's theta (output coordinates -> input
 coordinates), so that ::
 
-    warped = stn.transform.transform(canonical, A)
+    warped = stn.kinds.warp(canonical, A.reshape(-1, 6), "affine")
 
-(:func:`warp_images` computes exactly this, XLA-compiled: equal to the eager
-sampler to float32 rounding, ~1e-5).
+(:func:`stn.protocols.apply` computes exactly this, XLA-compiled). This
+module is pure NumPy, no TensorFlow; the affine warp protocols that sample
+the parameters live in :mod:`stn.protocols`.
 
 A network that undoes the warp perfectly predicts ``theta = F`` (the output
 pixel at ``x`` must read the warped image where the canonical point ``x``
@@ -53,123 +54,9 @@ change), ``aspect = sx / |sy|`` (1 for every protocol warp) and
 transforms (warp chained with a learned theta) decompose without hiding
 anything: a non-isotropic residual shows in ``aspect``, a flip in
 ``reflected``.
-
-**Protocols** (:data:`PROTOCOLS`), all parameters drawn independently and
-uniformly from the closed ranges:
-
-* ``seed`` (default): rotation +-30 deg, shear +-20 deg, translation +-10 px
-  in x and y independently (0.25 of the 40 px canvas), scale 0.8 to 1.2.
-* ``rts`` (paper Sec. 4.1, "RTS"): rotation +-45 deg, scale 0.7 to 1.2, no
-  shear, on a 42 x 42 canvas; the digit is placed at a random position by a
-  translation of +-7 px in x and y: exactly the range that keeps the
-  unscaled 28 x 28 digit box inside the canvas (42 - 28 = 14 = 2 x 7).
-* ``r`` (paper, "R"): rotation +-90 deg only, 40 px canvas.
-* ``none``: padding only; every warp is the identity.
-
-With the largest scale, shift and rotation combined, the ink of a large
-digit can touch the canvas edge and lose a few pixels: that is part of the
-protocol (the sampler's zero padding fills in the background).
 """
 
-import dataclasses
-
 import numpy as np
-
-from stn import transform
-
-DISTORTIONS = ("rotation", "shear", "translation", "scale")
-"""The four distortions of a protocol, in the names of :class:`Protocol`."""
-
-_NEUTRAL = {"rotation": (0.0, 0.0), "shear": (0.0, 0.0),
-            "translation": (0.0, 0.0), "scale": (1.0, 1.0)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """Ranges ``(low, high)`` of the uniform distributions of a warp protocol.
-
-    Attributes:
-      name: key in :data:`PROTOCOLS`.
-      canvas: side of the square image in pixels; the 28 x 28 digit is
-        zero-padded to it, centred.
-      rotation: degrees, positive is clockwise on screen.
-      shear: degrees, positive slants vertical strokes like italics.
-      translation: pixels of the canvas, for x and y independently.
-      scale: isotropic scale factor, > 1 enlarges.
-    """
-    name: str
-    canvas: int
-    rotation: tuple[float, float] = (0.0, 0.0)
-    shear: tuple[float, float] = (0.0, 0.0)
-    translation: tuple[float, float] = (0.0, 0.0)
-    scale: tuple[float, float] = (1.0, 1.0)
-
-
-PROTOCOLS = {
-    "seed": Protocol("seed", 40, rotation=(-30.0, 30.0), shear=(-20.0, 20.0),
-                     translation=(-10.0, 10.0), scale=(0.8, 1.2)),
-    "rts": Protocol("rts", 42, rotation=(-45.0, 45.0),
-                    translation=(-7.0, 7.0), scale=(0.7, 1.2)),
-    "r": Protocol("r", 40, rotation=(-90.0, 90.0)),
-    "none": Protocol("none", 40),
-}
-
-
-def get_protocol(protocol: str | Protocol) -> Protocol:
-    """Looks up a protocol by name (a :class:`Protocol` passes through).
-
-    Raises:
-      ValueError: unknown name; the message lists the valid ones.
-    """
-    if isinstance(protocol, Protocol):
-        return protocol
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown warp protocol {protocol!r}; "
-                         f"choose one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol]
-
-
-def single_distortion(protocol: str | Protocol, distortion: str) -> Protocol:
-    """The protocol with every distortion but ``distortion`` switched off.
-
-    Args:
-      protocol: name or :class:`Protocol`.
-      distortion: one of :data:`DISTORTIONS`.
-
-    Returns:
-      A :class:`Protocol` named like ``"seed/rotation"``, same canvas.
-    """
-    protocol = get_protocol(protocol)
-    if distortion not in DISTORTIONS:
-        raise ValueError(f"unknown distortion {distortion!r}; choose one of {DISTORTIONS}")
-    neutral = {k: v for k, v in _NEUTRAL.items() if k != distortion}
-    return dataclasses.replace(protocol, name=f"{protocol.name}/{distortion}", **neutral)
-
-
-def sample_params(protocol: str | Protocol, n: int,
-                  rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Draws ``n`` warps' parameters, uniform and independent.
-
-    The draws are made in a fixed order (rotation, shear, scale, tx, ty), ``n``
-    at a time, so the result is a pure function of the generator's state.
-
-    Args:
-      protocol: name or :class:`Protocol`.
-      n: number of warps.
-      rng: NumPy generator (advanced by the call).
-
-    Returns:
-      float64 ``[n]`` arrays ``rotation`` and ``shear`` (degrees), ``scale``,
-      ``tx`` and ``ty`` (pixels of the canvas).
-    """
-    protocol = get_protocol(protocol)
-    return {
-        "rotation": rng.uniform(*protocol.rotation, size=n),
-        "shear": rng.uniform(*protocol.shear, size=n),
-        "scale": rng.uniform(*protocol.scale, size=n),
-        "tx": rng.uniform(*protocol.translation, size=n),
-        "ty": rng.uniform(*protocol.translation, size=n),
-    }
 
 
 def _forward(params: dict, canvas: int) -> np.ndarray:
@@ -240,7 +127,8 @@ def compose(params: dict, canvas: int) -> np.ndarray:
     Args:
       params: ``rotation``, ``shear`` (degrees), ``scale``, ``tx``, ``ty``
         (pixels), optionally ``aspect`` (default 1), arrays of length ``n``
-        (or scalars), as returned by :func:`sample_params`.
+        (or scalars), as returned by
+        :meth:`stn.protocols.AffineProtocol.sample_params`.
       canvas: side of the canvas in pixels (converts the translation).
 
     Returns:
@@ -283,27 +171,3 @@ def decompose(matrices, canvas: int) -> dict[str, np.ndarray]:
             "ty": forward[:, 1, 2] * (canvas / 2.0),
             "reflected": sy < 0,
         }
-
-
-def warp_images(canonical, warps, chunk_size: int = 1024) -> np.ndarray:
-    """Applies the warps: ``transform(canonical, warps)`` in chunks, XLA-compiled.
-
-    Args:
-      canonical: float32 ``[N, S, S, C]`` canonical (padded) images.
-      warps: ``[N, 2, 3]`` (or ``[N, 6]``) sampling matrices; cast to float32.
-      chunk_size: images per call of the sampler (bounds the memory of its
-        ``[chunk, S, S, 4, C]`` gather).
-
-    Returns:
-      float32 ``[N, S, S, C]`` NumPy array.
-    """
-    canonical = np.asarray(canonical, np.float32)
-    warps = np.asarray(warps, np.float32).reshape(-1, 2, 3)
-    if len(canonical) != len(warps):
-        raise ValueError(f"{len(canonical)} images but {len(warps)} warps")
-    out = np.empty_like(canonical)
-    for start in range(0, len(canonical), chunk_size):
-        part = slice(start, start + chunk_size)
-        # XLA: all 70,000 digits in well under a second on CPU.
-        out[part] = transform.transform_xla(canonical[part], warps[part]).numpy()
-    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from stn import data as stn_data
-from stn import warps
+from stn import protocols
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS = 40
@@ -22,14 +22,13 @@ def entry_point(name: str):
 
 def seed_warps(n: int, seed: int = 0) -> np.ndarray:
     """``n`` sampling matrices of the seed protocol: float64 ``[n, 2, 3]``."""
-    params = warps.sample_params("seed", n, np.random.default_rng(seed))
-    return warps.compose(params, CANVAS)
+    return protocols.PROTOCOLS["seed"].sample(n, np.random.default_rng(seed)).reshape(n, 2, 3)
 
 
 def synthetic_split(n: int, rng: np.random.Generator) -> stn_data.Split:
     """A seed-protocol Split of ``n`` random 'digits' (no MNIST needed)."""
     canonical = (rng.random((n, 28, 28)) * 255).astype(np.uint8)
     labels = np.arange(n, dtype=np.int32) % 10
-    sampling = seed_warps(n, seed=1).astype(np.float32)
-    images = warps.warp_images(stn_data.pad(canonical, CANVAS), sampling)
-    return stn_data.Split(images, labels, sampling, canonical, "seed")
+    params = seed_warps(n, seed=1).reshape(n, 6).astype(np.float32)
+    images = protocols.apply("seed", stn_data.pad(canonical, CANVAS).numpy(), params)
+    return stn_data.Split(images, labels, params, canonical, "seed", "affine")

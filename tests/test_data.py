@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from stn import data as D
-from stn import transform as T
-from stn import warps as W
+from stn import kinds as K
+from stn import protocols as P
 
 N_TRAIN, N_TEST = D.VALIDATION_SIZE + 120, 40
 
@@ -33,14 +33,15 @@ def data(mnist):
     return D.build_data(mnist, "seed", seed=3)
 
 
-def tiny_split(n=10, canvas=40, protocol="seed"):
+def tiny_split(n=10, protocol="seed"):
     """A Split whose labels are the example indices (to read the order)."""
+    protocol = P.get_protocol(protocol)
     rng = np.random.default_rng(n)
     canonical = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    sampling = W.compose(W.sample_params(protocol, n, rng), canvas).astype(np.float32)
-    images = W.warp_images(D.pad(canonical, canvas), sampling)
-    return D.Split(images=images, labels=np.arange(n, dtype=np.int32), warps=sampling,
-                   canonical=canonical, protocol=protocol)
+    params = protocol.sample(n, rng).astype(np.float32)
+    images = P.apply(protocol, D.pad(canonical, protocol.canvas).numpy(), params)
+    return D.Split(images=images, labels=np.arange(n, dtype=np.int32), warps=params,
+                   canonical=canonical, protocol=protocol.name, kind=protocol.kind)
 
 
 def collect(dataset):
@@ -67,7 +68,7 @@ def test_pad_centres_the_digit_with_an_exact_zero_border(canvas, margin):
 
 def test_constants():
     assert (D.MNIST_SIZE, D.IMAGE_SIZE, D.NUM_CLASSES, D.VALIDATION_SIZE) == (28, 40, 10, 5000)
-    assert W.PROTOCOLS["seed"].canvas == D.IMAGE_SIZE
+    assert P.PROTOCOLS["seed"].canvas == D.IMAGE_SIZE
 
 
 def test_split_sizes_and_validation_is_the_first_5000(data, mnist):
@@ -80,30 +81,45 @@ def test_split_sizes_and_validation_is_the_first_5000(data, mnist):
     for split in (data.train, data.validation, data.test):
         n = len(split)
         assert split.images.shape == (n, 40, 40, 1) and split.images.dtype == np.float32
-        assert split.labels.dtype == np.int32 and split.warps.shape == (n, 2, 3)
+        assert split.labels.dtype == np.int32 and split.warps.shape == (n, 6)
         assert split.warps.dtype == np.float32 and split.canvas == 40
-        assert split.protocol == "seed" and not split.images.flags.writeable
+        assert split.protocol == "seed" and split.kind == "affine"
+        assert not split.images.flags.writeable and not split.warps.flags.writeable
     assert data.protocol.name == "seed" and data.seed == 3
 
 
 def test_split_images_are_the_canonical_digits_warped(data):
     split = data.test
-    expected = T.transform(split.canonical_images(), split.warps).numpy()
+    expected = K.warp(split.canonical_images(), split.warps, split.kind).numpy()
     np.testing.assert_allclose(split.images, expected, atol=2e-5)
     assert split.images.min() >= 0 and split.images.max() <= 1 + 1e-6
     np.testing.assert_array_equal(split.canonical_images([3])[0], D.pad(split.canonical[3:4])[0])
 
 
-def test_rts_uses_its_42_px_canvas(mnist):
-    data = D.build_data(mnist, "rts", seed=0, max_train_examples=5)
-    assert data.test.images.shape == (N_TEST, 42, 42, 1)
-    assert data.train.canonical_images().shape == (5, 42, 42, 1)
+@pytest.mark.parametrize("name, canvas, kind, size", [
+    ("rts", 42, "affine", 6), ("r", 28, "affine", 6), ("p", 28, "projective", 8),
+    ("e", 28, "tps", 32)])
+def test_each_protocol_makes_its_canvas_kind_and_warps(mnist, name, canvas, kind, size):
+    data = D.build_data(mnist, name, seed=0, max_train_examples=5)
+    split = data.test
+    assert split.images.shape == (N_TEST, canvas, canvas, 1) and split.canvas == canvas
+    assert data.train.canonical_images().shape == (5, canvas, canvas, 1)
+    assert split.warps.shape == (N_TEST, size) and split.warps.dtype == np.float32
+    assert (split.protocol, split.kind, data.protocol) == (name, kind, P.PROTOCOLS[name])
+    # The protocol's own draws, from the split's keyed generator, as stored.
+    drawn = P.PROTOCOLS[name].sample(N_TEST, D._rng(0, "warps", "test"))
+    np.testing.assert_array_equal(split.warps, drawn.astype(np.float32))
+    expected = K.warp(split.canonical_images(), split.warps, kind).numpy()
+    np.testing.assert_allclose(split.images, expected, atol=2e-5)
 
 
-def test_test_warps_are_a_pure_function_of_the_seed(data, mnist):
-    again = D.build_data(mnist, "seed", seed=3)
-    other = D.build_data(mnist, "seed", seed=4)
-    short = D.build_data(mnist, "seed", seed=3, max_train_examples=7)
+@pytest.mark.parametrize("protocol", ["seed", "p", "e"])
+def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
+    if protocol != "seed":
+        data = D.build_data(mnist, protocol, seed=3)
+    again = D.build_data(mnist, protocol, seed=3)
+    other = D.build_data(mnist, protocol, seed=4)
+    short = D.build_data(mnist, protocol, seed=3, max_train_examples=7)
     for name in D.SPLITS[1:]:
         a, b = getattr(data, name), getattr(again, name)
         np.testing.assert_array_equal(a.warps, b.warps)
@@ -120,9 +136,9 @@ def test_test_warps_are_a_pure_function_of_the_seed(data, mnist):
 
 
 def test_unknown_protocol_is_a_value_error_listing_names(mnist):
-    with pytest.raises(ValueError, match="seed, rts, r, none"):
+    with pytest.raises(ValueError, match="seed, r, rts, p, e, none"):
         D.load_data("bogus")  # fails before looking for MNIST
-    with pytest.raises(ValueError, match="seed, rts, r, none"):
+    with pytest.raises(ValueError, match="seed, r, rts, p, e, none"):
         D.build_data(mnist, "RTS")
 
 
@@ -178,22 +194,39 @@ def test_fixed_train_dataset_serves_the_split_images():
     np.testing.assert_array_equal(images, split.images[labels])
 
 
-def test_resampled_warps_differ_per_epoch_and_match_the_eager_sampler():
-    split = tiny_split(20)
+@pytest.mark.parametrize("protocol", ["seed", "p", "e"])
+def test_resampled_warps_differ_per_epoch_and_match_the_eager_sampler(protocol):
+    split = tiny_split(20, protocol)
     seen = []
     for epoch in (0, 1):
         images, labels, _ = collect(D.train_dataset(split, 6, seed=7, epoch=epoch, resample=True))
-        sampling = D.epoch_warps(split, 7, epoch)
+        params = D.epoch_warps(split, 7, epoch)
+        assert params.shape == split.warps.shape and params.dtype == np.float32
         # The same op eagerly, outside tf.data, on the same digits and warps.
-        eager = T.transform(D.pad(split.canonical[labels]), sampling[labels]).numpy()
+        eager = K.warp(D.pad(split.canonical[labels], split.canvas), params[labels],
+                       split.kind).numpy()
         # The pipeline runs the sampler under XLA: equal to float32 rounding
-        # of 40-pixel coordinates.
+        # of pixel coordinates.
         np.testing.assert_allclose(images, eager, atol=4e-5)
         seen.append(images[np.argsort(labels)])
-        assert not np.allclose(sampling, split.warps)  # fresh, not the fixed ones
-    assert np.abs(seen[0] - seen[1]).max() > 0.5
+        assert not np.allclose(params, split.warps)  # fresh, not the fixed ones
+    assert np.abs(seen[0] - seen[1]).max() > 0.2
     assert not np.allclose(D.epoch_warps(split, 7, 0), D.epoch_warps(split, 7, 1))
     np.testing.assert_array_equal(D.epoch_warps(split, 7, 1), D.epoch_warps(split, 7, 1))
+
+
+@pytest.mark.parametrize("protocol", ["seed", "rts", "r", "p", "e"])
+def test_resampling_with_the_split_warps_gives_the_split_images(monkeypatch, mnist, protocol):
+    # The fixed splits and the resampler warp through the one protocols.apply:
+    # resampling with the split's own warps serves the split's own images.
+    data = D.build_data(mnist, protocol, seed=0, max_train_examples=30)
+    monkeypatch.setattr(D, "epoch_warps", lambda split, *args, **kwargs: split.warps)
+    images, _, _ = collect(D.train_dataset(data.train, 8, seed=0, epoch=0, resample=True))
+    expected = data.train.images[D.epoch_order(30, seed=0, epoch=0)]
+    if data.train.kind == "affine":
+        np.testing.assert_array_equal(images, expected)
+    else:  # projective and TPS grids round with the batch shape (protocols.apply)
+        np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)
 
 
 def test_resample_under_the_none_protocol_gives_the_padded_digits():

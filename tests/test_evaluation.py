@@ -11,6 +11,7 @@ import helpers
 from stn import config as C
 from stn import data as stn_data
 from stn import evaluation as E
+from stn import pose as P
 from stn import runs, training, warps
 from stn.model import build_model
 
@@ -67,21 +68,21 @@ def test_predict_matches_the_model_in_odd_sized_batches():
 # --- pose alignment ----------------------------------------------------------------
 
 def test_wrap_degrees_to_the_half_open_interval():
-    np.testing.assert_allclose(E.wrap_degrees([180, -180, 190, -190, 540, 0, 359.5]),
+    np.testing.assert_allclose(P.wrap_degrees([180, -180, 190, -190, 540, 0, 359.5]),
                                [180, 180, -170, 170, 180, 0, -0.5])
 
 
 def test_circular_spread_does_not_split_angles_at_180():
     angles = np.array([179.0, -179.0, 179.0, -179.0])
-    circular = E.spread(angles, circular=True)
+    circular = P.spread(angles, circular=True)
     assert circular["std"] == pytest.approx(1.0)
     assert abs(circular["median"]) == pytest.approx(180.0)
-    assert E.spread(angles)["std"] == pytest.approx(179.0)  # the naive answer
+    assert P.spread(angles)["std"] == pytest.approx(179.0)  # the naive answer
 
 
 def test_perfect_canonicaliser_leaves_no_spread():
     sampling = seed_warps()
-    pose = E.pose_alignment(sampling, warps.invert(sampling), CANVAS)
+    pose = P.pose_alignment(sampling, warps.invert(sampling), CANVAS)
     np.testing.assert_allclose(warps.chain(sampling, warps.invert(sampling)),
                                constant(len(sampling)), atol=1e-12)  # residual = identity
     for name in ("rotation", "scale", "shear", "tx", "ty"):
@@ -94,7 +95,7 @@ def test_perfect_canonicaliser_leaves_no_spread():
 
 def test_identity_theta_leaves_the_raw_warp():
     sampling = seed_warps()
-    pose = E.pose_alignment(sampling, constant(len(sampling)), CANVAS)
+    pose = P.pose_alignment(sampling, constant(len(sampling)), CANVAS)
     for name in ("rotation", "scale", "shear", "tx", "ty"):
         np.testing.assert_allclose(pose.residual[name], pose.raw[name], atol=1e-9)
         assert pose.stats["parameters"][name]["ratio"] == pytest.approx(1.0)
@@ -108,7 +109,7 @@ def test_identity_theta_leaves_the_raw_warp():
 def test_canonicaliser_with_a_constant_half_turn_has_no_spread():
     sampling = seed_warps()
     theta = warps.chain(warps.invert(sampling), constant(len(sampling), rotation=180.0))
-    pose = E.pose_alignment(sampling, theta, CANVAS)
+    pose = P.pose_alignment(sampling, theta, CANVAS)
     # Numerically the residual rotations straddle +-180 ...
     assert np.any(pose.residual["rotation"] > 179) and np.any(pose.residual["rotation"] < -179)
     # ... yet the spread is ~0 and the common pose is the half turn.
@@ -120,7 +121,7 @@ def test_canonicaliser_with_a_constant_half_turn_has_no_spread():
 def test_median_residual_is_the_common_pose():
     sampling = seed_warps()
     common = constant(len(sampling), rotation=5.0, scale=1.25, tx=2.0, ty=-1.0)
-    pose = E.pose_alignment(sampling, warps.chain(warps.invert(sampling), common), CANVAS)
+    pose = P.pose_alignment(sampling, warps.chain(warps.invert(sampling), common), CANVAS)
     medians = {k: v["residual"]["median"] for k, v in pose.stats["parameters"].items()}
     expected = {"rotation": 5.0, "scale": 1.25, "shear": 0.0, "tx": 2.0, "ty": -1.0,
                 "aspect": 1.0}
@@ -135,7 +136,7 @@ def test_translation_rms_is_the_2d_distance_from_the_mean():
     # Residual centres at (+-3, 0) and (0, +-4) px around (1, 1): rms^2 = (9 + 9 + 16 + 16) / 4.
     shifts = [(4.0, 1.0), (-2.0, 1.0), (1.0, 5.0), (1.0, -3.0)]
     theta = np.concatenate([constant(1, tx=x, ty=y) for x, y in shifts])
-    pose = E.pose_alignment(sampling, theta, CANVAS)
+    pose = P.pose_alignment(sampling, theta, CANVAS)
     assert pose.stats["translation"]["residual_rms"] == pytest.approx(np.sqrt(12.5))
     assert pose.stats["parameters"]["tx"]["residual"]["std"] == pytest.approx(np.sqrt(4.5))
     assert pose.stats["translation"]["ratio"] is None  # the raw warps do not move
@@ -148,7 +149,7 @@ def test_singular_and_non_finite_residuals_are_counted_not_hidden():
     theta[1, 0, 0] = np.nan
     theta[2, 1, 2] = np.inf
     theta[3, :, 0] *= -1  # a flip: finite, kept, and counted as reflected
-    pose = E.pose_alignment(sampling, theta, CANVAS)
+    pose = P.pose_alignment(sampling, theta, CANVAS)
     assert pose.stats["n"] == 100 and pose.stats["n_valid"] == 97
     assert pose.stats["n_excluded"] == 3 and pose.stats["n_reflected"] == 1
     assert not pose.valid[:3].any() and pose.valid[3:].all()
@@ -157,18 +158,18 @@ def test_singular_and_non_finite_residuals_are_counted_not_hidden():
 
 def test_all_residuals_singular():
     sampling = seed_warps(10)
-    pose = E.pose_alignment(sampling, np.zeros_like(sampling), CANVAS)
+    pose = P.pose_alignment(sampling, np.zeros_like(sampling), CANVAS)
     assert pose.stats["n_excluded"] == 10 and pose.stats["parameters"] is None
-    targets = E.pose_targets(pose.stats)
+    targets = P.pose_targets(pose.stats)
     assert targets["rotation_std_ratio"]["met"] is None
 
 
 def test_targets_met_and_missed():
     sampling = seed_warps()
-    good = E.pose_targets(E.pose_alignment(sampling, warps.invert(sampling), CANVAS).stats)
+    good = P.pose_targets(P.pose_alignment(sampling, warps.invert(sampling), CANVAS).stats)
     assert good["rotation_std_ratio"]["met"] is True
     assert good["translation_std_px"]["met"] is True
-    bad = E.pose_targets(E.pose_alignment(sampling, constant(len(sampling)), CANVAS).stats)
+    bad = P.pose_targets(P.pose_alignment(sampling, constant(len(sampling)), CANVAS).stats)
     assert bad["rotation_std_ratio"]["met"] is False
     assert bad["rotation_std_ratio"]["value"] == pytest.approx(1.0)
     assert bad["translation_std_px"]["met"] is False
@@ -189,7 +190,7 @@ def synthetic_evaluation(n=50, transformer=True):
     if transformer:
         theta = constant(n).astype(np.float32)
         extra = {"theta": theta, "transformed": images,
-                 "pose": E.pose_alignment(sampling, theta, CANVAS)}
+                 "pose": P.pose_alignment(sampling, theta, CANVAS)}
     history = [{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3, "val_loss": 1.5,
                 "val_accuracy": 0.5, "seconds": 1.0}]
     return E.Evaluation(Path("synthetic-run"), config, model, split, logits, predictions,

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 import helpers
 from stn import config as C
 from stn import evaluation as E
+from stn import pose as P
 from stn import figures as F
 from stn import warps
 from stn.model import build_model, find_transformer
@@ -84,7 +85,7 @@ def test_pose_figure_panels_and_contiguous_half_turn():
     half_turn = warps.compose({"rotation": 180.0, "shear": 0.0, "scale": 1.0, "tx": 0.0,
                                "ty": 0.0}, CANVAS)
     theta = warps.chain(warps.invert(sampling), np.repeat(half_turn, 300, axis=0))
-    fig = F.pose_figure(E.pose_alignment(sampling, theta, CANVAS))
+    fig = F.pose_figure(P.pose_alignment(sampling, theta, CANVAS))
     titles = [ax.get_title().split(":")[0] for ax in fig.axes]
     assert titles == ["rotation", "scale", "shear", "tx", "ty", "digit centre, 2-D"]
     assert "ratio 0.000" in fig.axes[0].get_title()
@@ -97,7 +98,7 @@ def test_pose_figure_reports_points_off_the_scale():
     sampling = seed_warps(300)
     theta = warps.invert(sampling)
     theta[:2] *= 40.0  # two wild zooms (< 1% of the points): drawn off the scale
-    fig = F.pose_figure(E.pose_alignment(sampling, theta, CANVAS))
+    fig = F.pose_figure(P.pose_alignment(sampling, theta, CANVAS))
     assert "2 points off the scale" in fig.axes[1].get_title()  # scale
 
 
@@ -122,6 +123,19 @@ def test_augmentation_figure_grid():
     assert len(fig.axes) == 2 * 6  # original, 4 distortions alone, all combined
 
 
+@pytest.mark.parametrize("protocol, kind", [("p", "projective"), ("e", "tps")])
+def test_augmentation_figure_of_a_protocol_without_named_distortions(protocol, kind):
+    fig = F.augmentation_figure(images(3, size=28), protocol=protocol)
+    assert len(fig.axes) == 3 * 6  # original, then 5 random warps
+    assert [fig.axes[c].get_title() for c in range(1, 6)] == \
+        [f"random warp {c}" for c in range(1, 6)]
+    written = texts(fig)
+    assert f"'{protocol}'" in written and kind in written and "non-affine" in written
+    assert sum(ax.get_xlabel().startswith("rot ") for ax in fig.axes) == 3 * 5
+    with pytest.raises(ValueError, match="canvas is 28 px"):
+        F.augmentation_figure(images(2), protocol=protocol)
+
+
 def synthetic_evaluation(transformer: bool, n=40):
     split = helpers.synthetic_split(n, RNG)
     labels, sampling = split.labels, split.warps
@@ -131,7 +145,7 @@ def synthetic_evaluation(transformer: bool, n=40):
     if transformer:
         theta = warps.invert(sampling).astype(np.float32)
         extra = {"theta": theta, "transformed": split.canonical_images(),
-                 "pose": E.pose_alignment(sampling, theta, CANVAS)}
+                 "pose": P.pose_alignment(sampling, theta, CANVAS)}
     return E.Evaluation("run", config, build_model(config.model), split,
                         np.zeros((n, 10), np.float32), predictions,
                         E.confusion_matrix(labels, predictions), [], **extra)

@@ -143,10 +143,37 @@ def test_cache_hit_touches_no_other_source(small, tmp_path):
     write_npz(tmp_path / "mnist.npz", small)
     stamp = os.stat(tmp_path / "mnist.npz").st_mtime_ns
     # A path that would fail if read, and network fakes that fail the test.
-    result = mnist.load_mnist(cache_dir=str(tmp_path), path=str(tmp_path / "absent"))
+    (tmp_path / "garbage.npz").write_bytes(b"not read")
+    result = mnist.load_mnist(cache_dir=str(tmp_path), path=str(tmp_path / "garbage.npz"))
     assert_same(result, small)
-    assert cache_listing(tmp_path) == ["mnist.npz"]
+    assert cache_listing(tmp_path) == ["garbage.npz", "mnist.npz"]
     assert os.stat(tmp_path / "mnist.npz").st_mtime_ns == stamp  # not rewritten
+
+
+def test_a_given_path_must_exist_even_with_a_good_cache(small, tmp_path):
+    write_npz(tmp_path / "mnist.npz", small)
+    with pytest.raises(mnist.MnistError, match="absent: no such file or folder"):
+        mnist.load_mnist(cache_dir=str(tmp_path), path=str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01 random bytes, not a zip" * 10, "it is not an .npz archive"),
+    (gzip.compress(b"PK\x03\x04" + bytes(64)), "it is gzip-compressed: decompress it first"),
+    (b"PK\x03\x04 half a zip", "the archive is damaged or truncated"),
+], ids=["random bytes", "gzip", "broken zip"])
+def test_a_file_that_is_not_an_npz_is_named_without_numpy_advice(small, tmp_path, content,
+                                                                  message):
+    path = tmp_path / "given.npz"
+    path.write_bytes(content)
+    with pytest.raises(mnist.MnistError, match="given.npz is not a valid MNIST .npz") as info:
+        mnist.load_mnist(cache_dir=str(tmp_path / "cache"), path=str(path))
+    assert message in str(info.value) and "allow_pickle" not in str(info.value)
+
+
+def test_an_npz_of_pickled_objects_is_refused(small, tmp_path):
+    src = write_npz(tmp_path / "given.npz", small, y_test=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(mnist.MnistError, match="holds pickled Python objects, which are refused"):
+        mnist.load_mnist(cache_dir=str(tmp_path / "cache"), path=src)
 
 
 def test_npz_path_is_loaded_and_cached(small, tmp_path):

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 from stn import config as C
+from stn import kinds
 from stn import transform as T
-from stn.layers import SpatialTransformer, dense_localization
+from stn.layers import SpatialTransformer, conv_localization, dense_localization
 from stn.model import build_model, find_transformer, transformer_outputs
 
 RNG = np.random.default_rng(0)
@@ -31,6 +32,14 @@ PAPER_LOCALIZATION = (conv_params(5, 1, 20) + conv_params(5, 20, 20)
 # 42 -> conv9 34 -> pool 17 -> conv7 11 -> pool 5: 5 * 5 * 64 features.
 PAPER_CLASSIFIER = (conv_params(9, 1, 64) + conv_params(7, 64, 64)
                     + dense_params(5 * 5 * 64, 128) + dense_params(128, 10))
+# On 28x28: conv9 20 -> pool 10 -> conv7 4 -> pool 2: 2 * 2 * 64 features.
+PAPER_CLASSIFIER_28 = (conv_params(9, 1, 64) + conv_params(7, 64, 64)
+                       + dense_params(2 * 2 * 64, 128) + dense_params(128, 10))
+# 28 -> pool 14 -> conv5 10 -> pool 5 -> conv5 1: 20 features; P outputs.
+PAPER_LOCALIZATION_28 = (conv_params(5, 1, 20) + conv_params(5, 20, 20)
+                         + dense_params(20, 50))
+FCN_28 = dense_params(28 * 28, 256) + dense_params(256, 256) + dense_params(256, 10)
+FC_LOCALIZATION_28 = dense_params(28 * 28, 32) + 2 * dense_params(32, 32)
 
 
 @pytest.mark.parametrize("preset, size, params", [
@@ -41,12 +50,25 @@ PAPER_CLASSIFIER = (conv_params(9, 1, 64) + conv_params(7, 64, 64)
     ("paper-cnn", 42, PAPER_CLASSIFIER),
 ])
 def test_preset_shapes_and_parameter_counts(preset, size, params):
+    _check_preset(preset, size, params)
+
+
+@pytest.mark.parametrize("kind", list(kinds.KINDS))
+def test_table1_presets_per_kind(kind):
+    size = kinds.KINDS[kind].size
+    _check_preset(f"st-cnn-{kind}", 28,
+                  PAPER_LOCALIZATION_28 + dense_params(50, size) + PAPER_CLASSIFIER_28)
+    _check_preset(f"st-fcn-{kind}", 28, FC_LOCALIZATION_28 + dense_params(32, size) + FCN_28)
+    _check_preset("paper-fcn", 28, FCN_28)
+
+
+def _check_preset(preset, size, params):
     model = build_model(preset, input_size=size)
     assert model.count_params() == params
     assert model.output_shape == (None, 10)
     logits = model(np.zeros((3, size, size, 1), np.float32))
     assert logits.shape == (3, 10) and logits.dtype == tf.float32
-    assert (find_transformer(model) is None) == preset.endswith("cnn")
+    assert (find_transformer(model) is None) == (preset in ("cnn", "paper-cnn", "paper-fcn"))
 
 
 def test_seed_shapes_follow_the_predecessor():
@@ -58,12 +80,14 @@ def test_seed_shapes_follow_the_predecessor():
     assert strided.get_layer("flatten").output.shape == (None, 16 * 10 * 10)
 
 
-@pytest.mark.parametrize("preset, size", [("seed", 40), ("paper", 42)])
+@pytest.mark.parametrize("preset, size", [("seed", 40), ("paper", 42), ("st-cnn-projective", 28),
+                                          ("st-cnn-tps", 28), ("st-fcn-tps", 28)])
 def test_transformer_is_the_identity_at_initialisation(preset, size):
     model = build_model(preset, input_size=size)
     images = RNG.random((5, size, size, 1)).astype(np.float32)
     theta, out = transformer_outputs(model, images)
-    np.testing.assert_array_equal(theta, np.tile(np.reshape(T.IDENTITY, (2, 3)), (5, 1, 1)))
+    kind = find_transformer(model).kind
+    np.testing.assert_array_equal(theta, kinds.identity(kind, 5).astype(np.float32))
     np.testing.assert_array_equal(out, images)
 
 
@@ -90,7 +114,7 @@ def test_transformer_outputs_batches_and_matches_the_layer():
     layer.localization.get_layer("theta").bias.assign([0.9, 0.1, 0.05, -0.1, 1.1, 0.0])
     images = RNG.random((7, 40, 40, 1)).astype(np.float32)
     theta, out = transformer_outputs(model, images, batch_size=3)
-    assert theta.shape == (7, 2, 3) and out.shape == (7, 40, 40, 1)
+    assert theta.shape == (7, 6) and out.shape == (7, 40, 40, 1)
     # Equal up to float32 rounding of 40-pixel coordinates (different graphs
     # may fuse the arithmetic differently).
     np.testing.assert_allclose(out, layer(images, training=False), rtol=0, atol=4e-5)
@@ -142,7 +166,8 @@ def _random_model(tmp_path, preset, size):
     return model
 
 
-@pytest.mark.parametrize("preset, size", [("seed", 40), ("seed-original", 40), ("paper", 42)])
+@pytest.mark.parametrize("preset, size", [("seed", 40), ("seed-original", 40), ("paper", 42),
+                                          ("st-cnn-projective", 28), ("st-fcn-tps", 28)])
 def test_save_load_round_trip(tmp_path, preset, size):
     model = _random_model(tmp_path, preset, size)
     path = tmp_path / "model.keras"
@@ -249,3 +274,59 @@ def test_auto_precision_reads_the_cpu_flags(tmp_path, flags, expected):
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     assert auto_precision(str(cpuinfo)) == expected
     assert auto_precision(str(tmp_path / "missing")) == "float32"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("kind", list(kinds.KINDS))
+def test_layer_under_a_global_mixed_precision_policy(policy, kind):
+    # Users set a global policy (mixed_float16 on Volta/Turing GPUs): the
+    # layer must build, train a step and match float32, its grid and sampler
+    # staying in float32 (XLA's CPU gather has no float16 kernel).
+    images = RNG.random((4, 28, 28, 1)).astype(np.float32)
+    keras.utils.set_random_seed(2)
+    reference = SpatialTransformer(conv_localization(kind=kind), kind=kind)
+    expected = reference(images, training=False)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(2)
+        layer = SpatialTransformer(conv_localization(kind=kind), kind=kind)
+        out = layer(images, training=False)
+        assert out.dtype == layer.compute_dtype != "float32"
+        theta = layer.transform_and_theta(images, training=False)[1]
+        assert theta.dtype == tf.float32
+        # Off by the output's rounding and the localization net's half
+        # precision (TPS control points at +-1/3 are not exact in bfloat16).
+        atol = 1e-2 if policy == "mixed_float16" else 3e-2
+        np.testing.assert_allclose(tf.cast(out, tf.float32), expected, atol=atol)
+        optimizer = keras.optimizers.SGD(0.1)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.cast(layer(images, training=True), tf.float32))
+        grads = tape.gradient(loss, layer.trainable_variables)
+        assert all(np.all(np.isfinite(g)) for g in grads)
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_float16_model_trains_with_loss_scaling():
+    from stn.training import Steps, make_optimizer
+
+    keras.utils.set_random_seed(0)
+    model = build_model("paper", input_size=28, dtype="mixed_float16")
+    assert model.get_layer("conv1").compute_dtype == "float16"
+    assert find_transformer(model).compute_dtype == "float32"
+    optimizer = make_optimizer(C.make_config("paper", "r", model_overrides={
+        "dtype": "mixed_float16"}), steps_per_epoch=1)
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, optimizer)
+    images = tf.constant(RNG.random((16, 28, 28, 1)).astype(np.float32))
+    labels = tf.constant(np.arange(16, dtype=np.int32) % 10)
+    before = [v.numpy() for v in model.trainable_variables]
+    # Dynamic loss scaling starts at 2^15 and halves on every overflow,
+    # skipping that step; within a few steps the weights move.
+    for _ in range(8):
+        loss, correct, count = steps.train(images, labels)
+    assert np.isfinite(float(loss)) and float(count) == 16
+    assert any(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)

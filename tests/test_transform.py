@@ -250,3 +250,114 @@ def test_nan_theta_gives_nan_not_a_crash(mode):
     run = {"eager": T.transform, "graph": tf.function(T.transform),
            "xla": tf.function(T.transform, jit_compile=True)}[mode]
     assert np.all(np.isnan(run(images, theta).numpy()))
+
+
+# --- the written-out gradients (tf.custom_gradient) -----------------------------
+
+def _sample_by_autodiff(images, u, v):
+    """The sampler's forward pass, differentiated by TensorFlow itself."""
+    rows, weights, _ = T._neighbours(u, v, T._dims(images))
+    corners = tf.gather(T._quads(images), rows)  # (B, h, w, 4, C)
+    return tf.reduce_sum(corners * weights[..., None], axis=3)
+
+
+def _pixel_coordinates(shape, size):
+    """Random pixel coordinates plus every edge case of the clipping: far
+    outside, on the clip bounds -1 and ``size``, in the padding band, on
+    integers, and NaN."""
+    coords = RNG.uniform(-3.0, size + 2.0, shape)
+    coords.flat[:8] = [-1e3, -1.0, -0.5, 0.0, size - 1.0, size - 0.25, size, 1e3]
+    coords.flat[8] = np.nan
+    return coords
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_sampler_gradient_equals_tensorflows_own(channels):
+    images = tf.constant(RNG.random((2, 6, 7, channels)))
+    u = tf.constant(_pixel_coordinates((2, 5, 4), 7))
+    v = tf.constant(_pixel_coordinates((2, 5, 4), 6)[::-1])
+    upstream = tf.constant(RNG.normal(size=(2, 5, 4, channels)))
+    results = []
+    for sample in (T._sample_pixels, _sample_by_autodiff):
+        with tf.GradientTape() as tape:
+            tape.watch([images, u, v])
+            out = sample(images, u, v)
+        results.append([out, *tape.gradient(out, [images, u, v], output_gradients=upstream)])
+    for ours, theirs in zip(*results):
+        ours, theirs = ours.numpy(), theirs.numpy()
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_sampler_gradient_matches_finite_differences():
+    images = RNG.random((2, 5, 6, 2))
+    # Away from the kinks (integers and the clip bounds) by more than delta.
+    u = RNG.integers(-2, 7, (2, 3, 4)) + RNG.uniform(0.05, 0.95, (2, 3, 4))
+    v = RNG.integers(-2, 6, (2, 3, 4)) + RNG.uniform(0.05, 0.95, (2, 3, 4))
+    analytic, numeric = tf.test.compute_gradient(T._sample_pixels, [images, u, v], delta=1e-6)
+    for a, n in zip(analytic, numeric):
+        assert np.abs(a).max() > 0  # the check is not vacuous
+        np.testing.assert_allclose(a, n, rtol=1e-5, atol=1e-6)
+
+
+def _projective_grid_by_autodiff(theta, height, width):
+    """The projective grid as an einsum, differentiated by TensorFlow itself."""
+    theta = T._as_homography(theta)
+    points = T._pixel_centre_points(height, width, theta.dtype)  # (h, w, 2)
+    target = tf.concat([points, tf.ones_like(points[..., :1])], axis=-1)  # (h, w, 3)
+    mapped = tf.einsum("hwk,bjk->bhwj", target, theta)  # (B, h, w, 3)
+    numerator, d = mapped[..., :2], mapped[..., 2:]
+    valid = tf.abs(d) >= T.MIN_DENOMINATOR
+    ratio = numerator / tf.where(valid, d, tf.ones_like(d))
+    grid = tf.where(valid, ratio, -T._FAR * tf.ones_like(ratio))
+    return T._keep_nan(numerator + d, tf.clip_by_value(grid, -T._FAR, T._FAR))
+
+
+def _homographies():
+    theta = np.tile(T.PROJECTIVE_IDENTITY, (4, 1)) + RNG.normal(0, 0.3, (4, 8))
+    theta[1, 6:] = [8.0, 0.0]  # d = 0 on the pixel centres x = -1/8: masked
+    theta[2, 6:] = [8.00001, 0.0]  # |d| ~ 1.3e-6 there: |ratio| > 1e4, clipped
+    theta[3, :2] = [1e6, 1e6]  # x clipped nearly everywhere
+    return theta
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_projective_grid_gradient_equals_tensorflows_own(dtype):
+    theta = tf.constant(_homographies(), dtype)
+    upstream = tf.constant(RNG.normal(size=(4, 6, 8, 2)), dtype)
+    results = []
+    for grid in (T.projective_grid, _projective_grid_by_autodiff):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            out = grid(theta, 6, 8)
+        results.append((out.numpy(), tape.gradient(out, theta, output_gradients=upstream).numpy()))
+    (ours, ours_grad), (theirs, theirs_grad) = results
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol)  # einsum: other rounding
+    np.testing.assert_allclose(ours_grad, theirs_grad, rtol=rtol, atol=rtol * np.abs(theirs_grad).max())
+
+
+def test_projective_grid_gradient_matches_finite_differences():
+    theta = np.tile(T.PROJECTIVE_IDENTITY, (3, 1)) + RNG.normal(0, 0.2, (3, 8))
+    theta[2, 6:] = [0.9, 0.3]  # a steep but finite perspective
+    analytic, numeric = tf.test.compute_gradient(
+        lambda t: T.projective_grid(t, 5, 6), [theta], delta=1e-7)
+    np.testing.assert_allclose(analytic[0], numeric[0], rtol=1e-5, atol=1e-6)
+
+
+def test_theta_gradient_across_the_xla_boundary_equals_eager():
+    # The path training takes: a step that is not compiled calls the
+    # XLA-compiled sampler, whose backward pass is a second XLA call.
+    images = tf.constant(RNG.random((3, 9, 8, 2)))
+    theta = tf.constant(random_theta(3, dtype=np.float64))
+
+    def value_and_grad(sample, images, theta):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = tf.reduce_sum(tf.square(sample(images, theta, (7, 10))))
+        return loss, tape.gradient(loss, theta)
+
+    eager = value_and_grad(T.transform, images, theta)
+    step = tf.function(lambda x, t: value_and_grad(T.transform_xla_theta_grad, x, t))
+    for a, b in zip(eager, step(images, theta)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

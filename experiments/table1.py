@@ -1,0 +1,270 @@
+"""The paper's Table 1 (distorted MNIST, % test error), rebuilt by one command.
+
+    python experiments/table1.py                      # train what is missing, write the table
+    python experiments/table1.py --cells "CNN/R" "ST-CNN Aff/R"
+    python experiments/table1.py --table-only         # rewrite results/table1.{json,md}
+    python experiments/table1.py --list               # the cells and whether they are done
+
+Each cell (a model of the table on a distortion) is an ordinary run of
+``stn.training.train_and_evaluate`` in ``runs/table1/<run>/`` with the
+``table1`` recipe (stn.config.RECIPES), evaluated by ``stn.evaluation``; its
+``config.json``, ``history.csv``, ``metrics.json`` and ``results.json`` are
+copied to ``results/table1/<run>/``. The grid is resumable cell by cell: a
+finished cell (its results.json present with the same config) is skipped, a
+killed cell resumes from its last epoch. After every cell the table is
+rewritten, so it can be completed over several sessions.
+
+Writes ``results/table1.json`` (``{"cells": [{"model", "protocol",
+"error_percent", "paper_error_percent", "run", "epochs", "train_seconds"}]}``,
+seed 0), ``results/table1_runs.json`` (every run, with its seed, validation
+error and rotation-spread ratio) and ``results/table1.md`` (ours beside the
+paper's in each cell, the seeds and the CPU time).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
+    "FCN": "paper-fcn",
+    "CNN": "paper-cnn",
+    "ST-FCN Aff": "st-fcn-affine",
+    "ST-FCN Proj": "st-fcn-projective",
+    "ST-FCN TPS": "st-fcn-tps",
+    "ST-CNN Aff": "st-cnn-affine",
+    "ST-CNN Proj": "st-cnn-projective",
+    "ST-CNN TPS": "st-cnn-tps",
+}
+PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p", "E": "e"}  # columns -> stn.protocols
+PAPER = {  # Jaderberg et al. 2015, Table 1 (left), % error
+    "FCN": (2.1, 5.2, 3.1, 3.2),
+    "CNN": (1.2, 0.8, 1.5, 1.4),
+    "ST-FCN Aff": (1.2, 0.8, 1.5, 2.7),
+    "ST-FCN Proj": (1.3, 0.9, 1.4, 2.6),
+    "ST-FCN TPS": (1.1, 0.8, 1.4, 2.4),
+    "ST-CNN Aff": (0.7, 0.5, 0.8, 1.2),
+    "ST-CNN Proj": (0.8, 0.6, 0.8, 1.3),
+    "ST-CNN TPS": (0.7, 0.5, 0.8, 1.1),
+}
+SEED_CELLS = (("CNN", "RTS"), ("ST-CNN Aff", "RTS"))  # also trained with seeds 1 and 2
+EXTRA_SEEDS = (1, 2)
+
+
+def paper_error(model: str, protocol: str) -> float:
+    return PAPER[model][list(PROTOCOLS).index(protocol)]
+
+
+def all_cells(seeds: bool = True) -> list[tuple[str, str, int]]:
+    """``(model, protocol, seed)`` of the grid, column by column, then the seeds."""
+    cells = [(m, p, 0) for p in PROTOCOLS for m in MODELS]
+    if seeds:
+        cells += [(m, p, s) for s in EXTRA_SEEDS for m, p in SEED_CELLS]
+    return cells
+
+
+def run_name(model: str, protocol: str, seed: int = 0) -> str:
+    name = f"{MODELS[model]}_{PROTOCOLS[protocol]}"
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",
+                precision: str = "float32", **fields):
+    """The cell's Config: the model preset on the protocol, trained by ``recipe``."""
+    from stn.config import make_config
+
+    return make_config(MODELS[model], PROTOCOLS[protocol], {"dtype": precision}, recipe=recipe,
+                       seed=seed, **fields)
+
+
+KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
+CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run", "epochs",
+             "train_seconds")
+
+
+def _done(config, results: Path) -> bool:
+    """True if ``results`` holds a finished evaluation of exactly ``config``."""
+    from stn import runs
+
+    try:
+        return (results / "results.json").exists() and runs.read_config(results) == config
+    except runs.RunError:
+        return False
+
+
+def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, results_dir: Path,
+             mnist_path=None, verbose: int = 1) -> Path:
+    """Trains (or resumes) and evaluates one cell; copies its record to ``results_dir``."""
+    from stn import evaluation, training
+
+    name = run_name(model, protocol, seed)
+    run_dir, kept = runs_dir / name, results_dir / name
+    if _done(config, kept):
+        if verbose:
+            print(f"{model} on {protocol} (seed {seed}): done, in {kept}")
+        return kept
+    print(f"\n=== {model} on {protocol} (seed {seed}) -> {run_dir}", flush=True)
+    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, verbose=verbose,
+                                command=[Path(sys.executable).name, *sys.argv])
+    evaluation.write_results(evaluation.evaluate_run(run_dir, mnist_path=mnist_path))
+    kept.mkdir(parents=True, exist_ok=True)
+    for filename in KEPT:
+        shutil.copyfile(run_dir / filename, kept / filename)
+    return kept
+
+
+def cell_record(model: str, protocol: str, seed: int, kept: Path, root: Path = ROOT) -> dict:
+    """One entry of table1.json from a cell's kept results."""
+    results = json.loads((kept / "results.json").read_text())
+    metrics = json.loads((kept / "metrics.json").read_text())
+    pose = results.get("pose") or {}
+    rotation = ((pose.get("parameters") or {}).get("rotation") or {}).get("ratio")
+    try:
+        run = str(kept.resolve().relative_to(root.resolve()))
+    except ValueError:
+        run = str(kept)
+    return {"model": model, "protocol": protocol, "seed": seed,
+            "error_percent": round(results["error_percent"], 2),
+            "paper_error_percent": paper_error(model, protocol),
+            "run": run, "epochs": metrics["epochs"],
+            "train_seconds": metrics["train_seconds"],
+            "val_error_percent": round(100 * (1 - metrics["val_accuracy"]), 2),
+            "rotation_spread_ratio": rotation}
+
+
+def collect(results_dir: Path, cells, config_of, root: Path = ROOT) -> list[dict]:
+    """Records of the cells whose kept results match their config."""
+    return [cell_record(m, p, s, results_dir / run_name(m, p, s), root)
+            for m, p, s in cells if _done(config_of(m, p, s), results_dir / run_name(m, p, s))]
+
+
+def markdown(records: list[dict]) -> str:
+    """The table, ours beside the paper's, plus the seeds and the CPU time."""
+    main = {(r["model"], r["protocol"]): r for r in records if r["seed"] == 0}
+    lines = ["| model | " + " | ".join(PROTOCOLS) + " |",
+             "| --- |" + " --- |" * len(PROTOCOLS)]
+    for model in MODELS:
+        cells = []
+        for protocol in PROTOCOLS:
+            paper = paper_error(model, protocol)
+            r = main.get((model, protocol))
+            if r is None:
+                cells.append(f"- ({paper})")
+            else:
+                mark = "**" if r["error_percent"] <= paper else ""
+                cells.append(f"{mark}{r['error_percent']:.2f}{mark} ({paper})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    seconds = sum(r["train_seconds"] for r in records)
+    lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's. "
+              f"{len(main)} of {len(MODELS) * len(PROTOCOLS)} cells; training time of "
+              f"all {len(records)} runs: {seconds / 3600:.2f} CPU-hours."]
+    lines += _seed_lines(records)
+    return "\n".join(lines) + "\n"
+
+
+def _seed_lines(records: list[dict]) -> list[str]:
+    import numpy as np
+
+    lines = []
+    for model, protocol in SEED_CELLS:
+        errors = [r["error_percent"] for r in records
+                  if (r["model"], r["protocol"]) == (model, protocol)]
+        if len(errors) > 1:
+            lines.append(f"- {model} on {protocol} over {len(errors)} seeds: "
+                         f"{np.mean(errors):.2f} +- {np.std(errors, ddof=1):.2f} % "
+                         f"(runs: {', '.join(f'{e:.2f}' for e in errors)})")
+    return ["", "Seeds:"] + lines if lines else []
+
+
+def write_table(records: list[dict], results_dir: Path) -> None:
+    from stn import runs
+
+    main = [{k: r[k] for k in CELL_KEYS} for r in records if r["seed"] == 0]
+    runs.write_json(results_dir / "table1.json", {"cells": main})
+    # Everything else (seeds, validation errors, rotation spread) beside it.
+    runs.write_json(results_dir / "table1_runs.json", {"runs": records})
+    runs.atomic_write(results_dir / "table1.md", markdown(records))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", nargs="+", metavar="MODEL/PROTOCOL",
+                   help='only these cells, e.g. "ST-CNN TPS/E" (default: all)')
+    p.add_argument("--no-seeds", action="store_true",
+                   help=f"skip the extra seeds {EXTRA_SEEDS} of {SEED_CELLS}")
+    p.add_argument("--runs-dir", default="runs/table1", help="default: %(default)s")
+    p.add_argument("--results-dir", default="results",
+                   help="table1.json/.md go here, each cell's record in DIR/table1/<run>/ "
+                   "(default: %(default)s)")
+    p.add_argument("--recipe", default="table1", help="training recipe (default: %(default)s)")
+    p.add_argument("--precision", default="auto",
+                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="classifier arithmetic, as train.py (default: %(default)s)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the table")
+    p.add_argument("--list", action="store_true", help="list the cells and their state")
+    # Smoke runs (the tests): a tiny grid.
+    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--max-steps-per-epoch", type=int, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _selected(args) -> list[tuple[str, str, int]]:
+    cells = all_cells(seeds=not args.no_seeds)
+    if not args.cells:
+        return cells
+    wanted = []
+    for text in args.cells:
+        model, _, protocol = text.rpartition("/")
+        if model not in MODELS or protocol not in PROTOCOLS:
+            raise SystemExit(f"table1.py: error: unknown cell {text!r}; models: "
+                             f"{', '.join(MODELS)}; protocols: {', '.join(PROTOCOLS)}")
+        wanted += [c for c in cells if c[:2] == (model, protocol)]
+    return wanted
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from stn.training import auto_precision
+
+    precision = auto_precision() if args.precision == "auto" else args.precision
+    smoke = {k: v for k, v in (("epochs", args.epochs),
+                               ("max_train_examples", args.max_train_examples),
+                               ("max_steps_per_epoch", args.max_steps_per_epoch)) if v}
+
+    def config_of(model, protocol, seed):
+        return cell_config(model, protocol, seed, args.recipe, precision, **smoke)
+
+    runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
+    cells = _selected(args)
+    if args.list:
+        for m, p, s in cells:
+            done = _done(config_of(m, p, s), results_dir / "table1" / run_name(m, p, s))
+            print(f"{'done' if done else 'todo'}  {m:12s} {p:4s} seed {s}  {run_name(m, p, s)}")
+        return 0
+    if not args.table_only:
+        began = time.perf_counter()
+        for i, (m, p, s) in enumerate(cells):
+            print(f"[cell {i + 1}/{len(cells)}, {time.perf_counter() - began:.0f} s so far]")
+            run_cell(m, p, s, config_of(m, p, s), runs_dir, results_dir / "table1",
+                     args.mnist)
+            write_table(collect(results_dir / "table1", all_cells(), config_of),
+                        results_dir)
+    records = collect(results_dir / "table1", all_cells(), config_of)
+    write_table(records, results_dir)
+    print(markdown(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

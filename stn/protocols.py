@@ -1,0 +1,348 @@
+"""Warp protocols: how each experiment's warped MNIST is made, one registry.
+
+A protocol (an entry of :data:`PROTOCOLS`, chosen by ``--protocol``) is
+
+* ``name``: its key;
+* ``canvas``: side ``S`` of the square images in pixels (the 28 x 28 digit
+  is zero-padded to it, centred: :func:`stn.data.pad`);
+* ``kind``: a name in :data:`stn.kinds.KINDS`, the family of its warps;
+* ``sample(n, rng)``: float64 ``[n, P]`` ground-truth parameters of that
+  kind, a pure function of the NumPy generator's state;
+* ``description``: one line for help texts and figures.
+
+The parameters are *sampling* parameters, like the transformer's theta:
+output -> input coordinates in the convention of :mod:`stn.transform` (read
+its module docstring first; ``[-1, 1]`` spans the canvas edge to edge, ``y``
+down), so ::
+
+    warped = stn.kinds.warp(canonical, params, protocol.kind)
+
+and :func:`apply` computes exactly that, XLA-compiled. It is the one place
+where warped digits are made: the fixed splits of :mod:`stn.data` (NumPy
+arrays, in chunks) and its per-epoch resampler (tensors inside tf.data).
+
+=========== ====== =========== ================================================
+protocol    canvas kind        warps (all draws independent)
+=========== ====== =========== ================================================
+``seed``    40     affine      rotation +-30 deg, shear +-20 deg, translation
+                               +-10 px in x and y, scale 0.8 to 1.2; uniform
+``r``       28     affine      rotation +-90 deg, uniform
+``rts``     42     affine      rotation +-45 deg, scale 0.7 to 1.2,
+                               translation +-7 px in x and y; uniform
+``p``       28     projective  scale 0.75 to 1 (uniform), then the 4 corners
+                               moved by Gaussian noise, std 5 px in x and y
+``e``       28     tps         the 16 control points of a 4 x 4 grid moved
+                               by Gaussian noise, std 1.5 px in x and y
+``none``    40     affine      the identity (padding only)
+=========== ====== =========== ================================================
+
+**The affine protocols** (:class:`AffineProtocol`) are described by named
+distortions, composed as in :mod:`stn.warps` (forward map
+``Translate . Rotate . Shear . Scale``, positive rotation clockwise on
+screen, translation in pixels of the canvas); :meth:`~AffineProtocol.sample`
+returns the sampling matrices ``A = F^-1`` flattened to ``[n, 6]``. ``seed``
+is the predecessor's protocol, on its 40 px canvas; ``none`` pads only. Their
+draws (rotation, shear, scale, tx, ty, ``n`` at a time) are those of the
+versions before this registry, so earlier results are reproduced bit for bit.
+
+**The paper's Table 1** (Jaderberg et al. 2015, Sec. 4.1 and appendix A.4):
+
+* ``r`` (R): rotation uniform in +-90 degrees, on MNIST's own 28 x 28 canvas
+  (40 px before this registry; its draws are unchanged).
+* ``rts`` (RTS): rotation +-45 degrees and scale 0.7 to 1.2, the digit placed
+  at a random position of a 42 x 42 canvas. *Our reading*: a translation of
+  +-7 px in x and y, exactly the range that keeps the unscaled 28 x 28 digit
+  box inside the canvas (42 - 28 = 14 = 2 x 7).
+* ``p`` (P), *our reading* of the paper's random scaling (0.75 to 1) and
+  random moves of the four corners (Gaussian, std 5 px) on 28 x 28: draw
+  ``s ~ U[0.75, 1]`` and noise ``n_i ~ N(0, 5 px)`` for the four image corners
+  ``c_i = (+-1, +-1)`` (the outer edges of the canvas); the ground truth is
+  the homography that maps the output corners ``s * c_i + n_i`` to the input
+  corners ``c_i`` (:func:`homography`, an 8 x 8 linear system per warp):
+  the canonical canvas is scaled down by ``s`` about the centre, then each
+  of its corners is moved by its noise, in the warped image's frame, as the
+  paper's wording (scale, then move the corners) reads.
+* ``e`` (E, "elastic"), *our reading* of the paper's random thin-plate
+  spline: the 16 control points of :func:`stn.transform.tps_targets` (a
+  4 x 4 grid spanning the canvas edge to edge), each moved by Gaussian noise of
+  std 1.5 px in x and y (``1.5 * 2 / 28`` normalized); the ground truth is
+  the displaced control points (the input position each grid point reads).
+
+Near its largest scale and shift a warp can push a few pixels of a large
+digit off the canvas: that is part of the protocol (the sampler's zero
+padding fills in the background).
+
+**Adding a protocol**: one entry in :data:`PROTOCOLS`; a new *family* of
+warps is a :class:`Protocol` subclass defining ``kind`` and ``sample``.
+Data, configs, ``train.py --protocol`` and the augmentation figure pick it
+up from there.
+"""
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import tensorflow as tf
+
+from stn import kinds, transform, warps
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A warp protocol (module docstring). Subclasses set ``kind`` and ``sample``.
+
+    Attributes:
+      name: key in :data:`PROTOCOLS`.
+      canvas: side of the square image in pixels.
+      description: one line for help texts and figures.
+      kind: (class attribute) a name in :data:`stn.kinds.KINDS`.
+    """
+    name: str
+    canvas: int
+    description: str = ""
+    kind: ClassVar[str] = ""
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws ``n`` ground-truth warps.
+
+        Args:
+          n: number of warps.
+          rng: NumPy generator, the only source of randomness (advanced).
+
+        Returns:
+          float64 ``[n, P]`` sampling parameters of :attr:`kind`.
+        """
+        raise NotImplementedError
+
+    @property
+    def px(self) -> float:
+        """One pixel of the canvas in normalized units, ``2 / canvas``."""
+        return 2.0 / self.canvas
+
+
+# --- affine protocols: named distortions ----------------------------------------
+
+DISTORTIONS = ("rotation", "shear", "translation", "scale")
+"""The named distortions of an :class:`AffineProtocol`."""
+
+_NEUTRAL = {"rotation": (0.0, 0.0), "shear": (0.0, 0.0),
+            "translation": (0.0, 0.0), "scale": (1.0, 1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineProtocol(Protocol):
+    """Ranges ``(low, high)`` of uniform distributions of affine distortions.
+
+    Attributes:
+      rotation: degrees, positive is clockwise on screen.
+      shear: degrees, positive slants vertical strokes like italics.
+      translation: pixels of the canvas, for x and y independently.
+      scale: isotropic scale factor, > 1 enlarges.
+    """
+    rotation: tuple[float, float] = (0.0, 0.0)
+    shear: tuple[float, float] = (0.0, 0.0)
+    translation: tuple[float, float] = (0.0, 0.0)
+    scale: tuple[float, float] = (1.0, 1.0)
+    kind: ClassVar[str] = "affine"
+
+    def sample_params(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draws ``n`` warps' named parameters, uniform and independent.
+
+        The draws are made in a fixed order (rotation, shear, scale, tx, ty),
+        ``n`` at a time, so the result is a pure function of the generator's
+        state.
+
+        Returns:
+          float64 ``[n]`` arrays ``rotation`` and ``shear`` (degrees),
+          ``scale``, ``tx`` and ``ty`` (pixels of the canvas), the input of
+          :func:`stn.warps.compose`.
+        """
+        return {
+            "rotation": rng.uniform(*self.rotation, size=n),
+            "shear": rng.uniform(*self.shear, size=n),
+            "scale": rng.uniform(*self.scale, size=n),
+            "tx": rng.uniform(*self.translation, size=n),
+            "ty": rng.uniform(*self.translation, size=n),
+        }
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """float64 ``[n, 6]``: sampling matrices ``A = F^-1`` (:mod:`stn.warps`), row-major."""
+        return warps.compose(self.sample_params(n, rng), self.canvas).reshape(n, 6)
+
+    def single_distortion(self, distortion: str) -> "AffineProtocol":
+        """The protocol with every distortion but ``distortion`` switched off.
+
+        Args:
+          distortion: one of :data:`DISTORTIONS`.
+
+        Returns:
+          An :class:`AffineProtocol` named like ``"seed/rotation"``, same canvas.
+        """
+        if distortion not in DISTORTIONS:
+            raise ValueError(f"unknown distortion {distortion!r}; choose one of {DISTORTIONS}")
+        neutral = {k: v for k, v in _NEUTRAL.items() if k != distortion}
+        return dataclasses.replace(self, name=f"{self.name}/{distortion}", **neutral)
+
+
+# --- the paper's P and E --------------------------------------------------------
+
+CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+"""``[4, 2]``: the image's corners (outer edges), clockwise on screen from top left."""
+
+
+def homography(outputs, inputs) -> np.ndarray:
+    """Projective maps through 4 point pairs, sending ``outputs`` to ``inputs``.
+
+    Solves, per warp, the 8 x 8 linear system ``u (h6 x + h7 y + 1) = h0 x +
+    h1 y + h2``, ``v (h6 x + h7 y + 1) = h3 x + h4 y + h5`` for the four
+    pairs ``(x, y) -> (u, v)``.
+
+    Args:
+      outputs: ``[n, 4, 2]`` (or ``[4, 2]``) output points, no three on a line.
+      inputs: ``[n, 4, 2]`` input points they read.
+
+    Returns:
+      float64 ``[n, 8]`` (``[8]`` for one set of points): the first 8 entries
+      of the 3 x 3 matrix (last entry 1), the parameters of kind
+      ``"projective"``.
+    """
+    outputs, inputs = np.broadcast_arrays(np.asarray(outputs, np.float64),
+                                          np.asarray(inputs, np.float64))
+    x, y = outputs[..., 0], outputs[..., 1]  # (n, 4) each
+    u, v = inputs[..., 0], inputs[..., 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    rows_u = np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1)  # (n, 4, 8)
+    rows_v = np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1)
+    system = np.concatenate([rows_u, rows_v], axis=-2)  # (n, 8, 8)
+    rhs = np.concatenate([u, v], axis=-1)  # (n, 8)
+    return np.linalg.solve(system, rhs[..., None])[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PerspectiveProtocol(Protocol):
+    """Scale down about the centre, then move the corners (paper's P; module docstring).
+
+    Attributes:
+      scale: ``(low, high)`` of the uniform scale ``s`` of the output square.
+      corner_std: std of the corners' Gaussian noise, pixels, x and y each.
+    """
+    scale: tuple[float, float] = (1.0, 1.0)
+    corner_std: float = 0.0
+    kind: ClassVar[str] = "projective"
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """float64 ``[n, 8]``: homographies from ``s * CORNERS + noise`` to ``CORNERS``.
+
+        Draws ``s`` for the ``n`` warps, then the ``[n, 4, 2]`` noise.
+        """
+        s = rng.uniform(*self.scale, size=n)
+        noise = rng.normal(0.0, self.corner_std * self.px, size=(n, 4, 2))
+        return homography(s[:, None, None] * CORNERS + noise, CORNERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ElasticProtocol(Protocol):
+    """Thin-plate spline through randomly moved control points (paper's E).
+
+    Attributes:
+      control_std: std of each control point's Gaussian noise, pixels, x and y.
+    """
+    control_std: float = 0.0
+    kind: ClassVar[str] = "tps"
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """float64 ``[n, 32]``: the 4 x 4 grid :func:`stn.transform.tps_targets` plus noise."""
+        targets = transform.tps_targets()  # (16, 2)
+        noise = rng.normal(0.0, self.control_std * self.px, size=(n, *targets.shape))
+        return (targets + noise).reshape(n, -1)
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    AffineProtocol("seed", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
+                   "shift +-10 px, scale 0.8-1.2", rotation=(-30.0, 30.0),
+                   shear=(-20.0, 20.0), translation=(-10.0, 10.0), scale=(0.8, 1.2)),
+    AffineProtocol("r", 28, "paper's R: rotation +-90 deg", rotation=(-90.0, 90.0)),
+    AffineProtocol("rts", 42, "paper's RTS: rotation +-45 deg, scale 0.7-1.2, "
+                   "shift +-7 px on 42 px", rotation=(-45.0, 45.0),
+                   translation=(-7.0, 7.0), scale=(0.7, 1.2)),
+    PerspectiveProtocol("p", 28, "paper's P: scale 0.75-1, corners moved by N(0, 5 px)",
+                        scale=(0.75, 1.0), corner_std=5.0),
+    ElasticProtocol("e", 28, "paper's E: thin-plate spline, 4x4 control points "
+                    "moved by N(0, 1.5 px)", control_std=1.5),
+    AffineProtocol("none", 40, "padding only: the identity"),
+)}
+"""Every warp protocol by name: the one home of the protocols."""
+
+
+def get_protocol(protocol: "str | Protocol") -> Protocol:
+    """Looks up a protocol by name (a :class:`Protocol` passes through).
+
+    Raises:
+      ValueError: unknown name; the message lists the valid ones.
+    """
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown warp protocol {protocol!r}; "
+                         f"choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+# --- warping --------------------------------------------------------------------
+
+def apply(protocol: "str | Protocol", canonical, params, chunk_size: int = 1024):
+    """Warps padded canonical images by ground-truth parameters of the protocol.
+
+    ``kinds.warp_xla(canonical, params, protocol.kind)``: equal to the eager
+    :func:`stn.kinds.warp` to float32 rounding (~1e-5). The fixed splits and
+    the per-epoch resampler of :mod:`stn.data` both warp through here.
+
+    Affine warps give bit-identical images whatever the batch; projective
+    and TPS ones differ by float32 rounding (~2e-6) between batch shapes,
+    e.g. between a split's fixed images (NumPy path) and the same warps
+    applied in training batches (tensor path).
+
+    Args:
+      protocol: name or :class:`Protocol` (gives the kind and the canvas).
+      canonical: float32 ``[N, S, S, C]`` padded unwarped images, ``S`` the
+        protocol's canvas: a NumPy array (warped in chunks of exactly
+        ``chunk_size``, the last one padded, so that an image's warp does
+        not depend on ``N``) or a TF tensor (one call on the batch as given,
+        e.g. inside a tf.data pipeline).
+      params: ``[N, P]`` parameters of the protocol's kind (any shape that
+        reshapes to it), as from :meth:`Protocol.sample`; cast to the
+        images' dtype.
+      chunk_size: for NumPy input, images per sampler call (bounds the
+        memory of its ``[chunk, S, S, 4, C]`` gather).
+
+    Returns:
+      float32 ``[N, S, S, C]``: a NumPy array for NumPy input, a tensor for
+      tensor input.
+    """
+    protocol = get_protocol(protocol)
+    size = kinds.get_kind(protocol.kind).size
+    if tuple(canonical.shape[1:3]) != (protocol.canvas, protocol.canvas):
+        raise ValueError(f"images are {canonical.shape[1]}x{canonical.shape[2]} px but the "
+                         f"{protocol.name!r} canvas is {protocol.canvas} px")
+    if tf.is_tensor(canonical):
+        params = tf.reshape(tf.cast(params, canonical.dtype), [-1, size])
+        return kinds.warp_xla(canonical, params, protocol.kind)
+    canonical = np.asarray(canonical, np.float32)
+    params = np.asarray(params, np.float32).reshape(-1, size)
+    if len(canonical) != len(params):
+        raise ValueError(f"{len(canonical)} images but {len(params)} warps")
+    out = np.empty_like(canonical)
+    for start in range(0, len(canonical), chunk_size):
+        images, part = canonical[start:start + chunk_size], params[start:start + chunk_size]
+        n = len(images)
+        # Every call warps a full chunk, the last one padded: under XLA the
+        # projective and TPS grids' float rounding (~2e-6) depends on the
+        # batch shape, so a fixed shape keeps each image's warp a function of
+        # the image and its parameters alone, whatever N (max_train_examples
+        # only drops images). XLA: all 70,000 digits in under a second on CPU.
+        images = np.concatenate([images, np.zeros((chunk_size - n, *images.shape[1:]),
+                                                  np.float32)])
+        part = np.concatenate([part, kinds.identity(protocol.kind, chunk_size - n)], 0)
+        warped = kinds.warp_xla(images, part.astype(np.float32), protocol.kind)
+        out[start:start + n] = warped.numpy()[:n]
+    return out

@@ -1,0 +1,59 @@
+"""experiments/table1.py on a tiny grid: two cells, a few steps, real MNIST."""
+
+import importlib.util
+import json
+
+import pytest
+
+import helpers
+
+pytestmark = pytest.mark.slow
+TINY = ["--epochs", "1", "--max-train-examples", "200", "--max-steps-per-epoch", "2",
+        "--precision", "float32", "--no-seeds"]
+
+
+@pytest.fixture(scope="module")
+def table1():
+    spec = importlib.util.spec_from_file_location(
+        "table1", helpers.ROOT / "experiments" / "table1.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_grid_is_the_papers(table1):
+    cells = table1.all_cells(seeds=False)
+    assert len(cells) == 32 and len(set(cells)) == 32
+    assert table1.paper_error("ST-CNN TPS", "E") == 1.1
+    assert table1.paper_error("FCN", "RTS") == 5.2
+    assert table1.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p"
+    assert len(table1.all_cells()) == 32 + 2 * len(table1.SEED_CELLS)
+
+
+def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
+    args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--cells", "CNN/R", "ST-CNN TPS/E", *TINY]
+    assert table1.main(args) == 0
+    record = json.loads((tmp_path / "results" / "table1.json").read_text())
+    cells = {(c["model"], c["protocol"]): c for c in record["cells"]}
+    assert set(cells) == {("CNN", "R"), ("ST-CNN TPS", "E")}
+    for cell in cells.values():
+        assert set(cell) == {"model", "protocol", "error_percent", "paper_error_percent",
+                             "run", "epochs", "train_seconds"}
+        assert 0.0 <= cell["error_percent"] <= 100.0 and cell["epochs"] == 1
+        kept = tmp_path / "results" / "table1" / cell["run"].split("/")[-1]
+        for name in ("config.json", "history.csv", "metrics.json", "results.json"):
+            assert (kept / name).exists(), name
+    assert cells[("ST-CNN TPS", "E")]["paper_error_percent"] == 1.1
+    table = (tmp_path / "results" / "table1.md").read_text()
+    assert "| ST-CNN TPS |" in table and "2 of 32 cells" in table
+    # A second call trains nothing: both cells are done.
+    capsys.readouterr()
+    assert table1.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count(": done, in ") == 2 and "===" not in out
+
+
+def test_unknown_cell_is_an_error(table1):
+    with pytest.raises(SystemExit, match="unknown cell"):
+        table1.main(["--cells", "ResNet/R", "--table-only"])
