@@ -147,8 +147,9 @@ RECIPES = {
                       schedule="cosine", warmup_epochs=1.0, resample_warps=True),
     # The paper's Table 1 grid (experiments/table1.py), the same for all cells.
     "table1": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh warps "
-                     "every epoch, 20 epochs, batch 256", batch_size=256, learning_rate=1e-3,
-                     schedule="cosine", warmup_epochs=1.0, resample_warps=True),
+                     "every epoch, batch 256, 30 epochs", epochs=30, batch_size=256,
+                     learning_rate=1e-3, schedule="cosine", warmup_epochs=1.0,
+                     resample_warps=True),
 }
 SCHEDULES = ("constant", "cosine")
 
