@@ -194,6 +194,45 @@ def write_table(records: list[dict], results_dir: Path) -> None:
     runs.atomic_write(results_dir / "table1.md", markdown(records))
 
 
+FIGURE_MODELS = ("ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS")
+
+
+def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Path]:
+    """Per protocol: the same test digits, and the ST-CNN transformers' outputs.
+
+    The paper's Figure 3 in spirit; drawn for each protocol whose three
+    ST-CNN cells are trained (their ``model.keras`` in ``runs_dir``).
+    """
+    import numpy as np
+
+    from stn import data as stn_data
+    from stn import figures, runs
+    from stn.model import transformer_outputs
+
+    written = []
+    for protocol in PROTOCOLS:
+        dirs = {m: runs_dir / run_name(m, protocol) for m in FIGURE_MODELS}
+        if not all((d / runs.MODEL).exists() for d in dirs.values()):
+            continue
+        config = runs.read_config(dirs[FIGURE_MODELS[0]])
+        test = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                                  max_train_examples=1).test
+        shown = figures.first_of_each_class(test.labels)
+        warped = test.images[shown]
+        outputs = {m: transformer_outputs(runs.load_model(d), warped)[1]
+                   for m, d in dirs.items()}
+        fig = figures.transformers_figure(
+            warped, outputs, np.asarray(test.labels[shown]),
+            f"Distortion {protocol}: the test inputs, and what each ST-CNN's transformer "
+            "makes of them")
+        images_dir.mkdir(parents=True, exist_ok=True)
+        path = images_dir / f"{protocol.lower()}.png"
+        fig.savefig(path, dpi=110)
+        written.append(path)
+        print(f"  {path}")
+    return written
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +251,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table")
     p.add_argument("--list", action="store_true", help="list the cells and their state")
+    p.add_argument("--figures", metavar="DIR", nargs="?", const="images/table1",
+                   help="also draw, per protocol, the ST-CNN transformers' outputs "
+                   "(default DIR: %(const)s)")
     # Smoke runs (the tests): a tiny grid.
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
@@ -263,6 +305,8 @@ def main(argv=None) -> int:
     records = collect(results_dir / "table1", all_cells(), config_of)
     write_table(records, results_dir)
     print(markdown(records))
+    if args.figures:
+        write_figures(runs_dir, Path(args.figures), args.mnist)
     return 0
 
 

@@ -481,3 +481,31 @@ def evaluation_figures(ev) -> dict:
             {k: v[shown] for k, v in ev.pose.residual.items()})
         figures["pose_alignment"] = lambda: pose_figure(ev.pose)
     return figures
+
+
+def transformers_figure(warped, outputs: dict, labels, title: str = "") -> Figure:
+    """The same warped test digits, and what each transformer makes of them.
+
+    Args:
+      warped: float32 ``[n, S, S, 1]``, the inputs (one column per digit).
+      outputs: ``{row label: float32 [n, h, w, 1]}``, e.g. one entry per
+        transformer kind (the paper's Figure 3, in spirit).
+      labels: int ``[n]`` true classes (column titles).
+      title: the figure's title.
+
+    Returns:
+      The figure: ``1 + len(outputs)`` rows of ``n`` axes.
+    """
+    n, rows = len(labels), [("input", warped), *outputs.items()]
+    fig = Figure(figsize=(1.1 * n + 1.4, 1.25 * len(rows) + 0.8))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for i in range(n):
+            _show(axes[r, i], images[i])
+        axes[r, 0].set_ylabel(name, fontsize=9, fontweight="bold")
+    for i in range(n):
+        axes[0, i].set_title(f"digit {labels[i]}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -303,14 +303,17 @@ def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
     # grid; spline the displacement from it, so the identity is exact to the
     # rounding of the pixel centres (as for the affine grid).
     offsets = control - tf.constant(tps_targets(), control.dtype)
-    # x and y as two planes of one matmul, not an einsum to (B, h * w, 2):
-    # XLA fuses the planes into the sampler, while the interleaved einsum
-    # output took longer than the whole affine warp (make bench).
-    planes = tf.matmul(tf.reshape(tf.transpose(offsets, [0, 2, 1]), [-1, TPS_GRID ** 2]),
-                       matrix, transpose_b=True)  # (B * 2, h * w)
-    dx, dy = tf.unstack(tf.reshape(planes, [-1, 2, height, width]), num=2, axis=1)
-    x, y = tf.unstack(_pixel_centre_points(height, width, control.dtype), axis=-1)
-    return tf.stack([x + dx, y + dy], axis=-1)  # bilinear_sample's unstack cancels it
+    # One (B, 16) x (16, h * w) matmul per coordinate, not an einsum to
+    # (B, h * w, 2), whose interleaved output took longer than the whole
+    # affine warp: XLA fuses each plane into the sampler. Two matmuls, not
+    # one of both planes: their gradients are then two consumers of the
+    # sampler's gather, which XLA computes once instead of once per plane.
+    x, y = tf.unstack(_pixel_centre_points(height, width, control.dtype), axis=-1)  # (h, w)
+    coordinates = []
+    for c, centres in enumerate((x, y)):
+        plane = tf.matmul(offsets[:, :, c], matrix, transpose_b=True)  # (B, h * w)
+        coordinates.append(centres + tf.reshape(plane, [-1, height, width]))
+    return tf.stack(coordinates, axis=-1)  # bilinear_sample's unstack cancels it
 
 
 def _corner(coord: tf.Tensor, size):
@@ -391,17 +394,16 @@ def _sample_pixels(images: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """Bilinear sampling at pixel coordinates (pixel centres at integers).
 
     The gradient is written out (paper, Eq. 6-7) rather than derived by
-    TensorFlow: the slopes along ``u`` and ``v`` come from the four corners
-    the forward pass gathered anyway. A step that is not compiled but calls
-    the XLA-compiled sampler (a training step) carries every tensor its
-    backward pass reads across the XLA boundary. Derived automatically,
-    those were the gathered corners, their weights and a dozen more
-    ``[B, h, w]`` tensors: memory traffic that made the step much slower
-    than the same work compiled whole, and slower than linear in the number
-    of pixels once it outgrew the cache. Written out, they are the slopes
-    and the sampler's inputs. The images' gradient (a scatter-add,
-    recomputed from ``u`` and ``v``) is pruned from graphs and XLA programs
-    when the images need none.
+    TensorFlow. A step that is not compiled but calls the XLA-compiled
+    sampler (a training step) carries every tensor its backward pass reads
+    across the XLA boundary. Derived automatically, those were the gathered
+    corners, their weights and a dozen more ``[B, h, w]`` tensors: memory
+    traffic that made the step much slower than the same work compiled
+    whole, and slower than linear in the number of pixels once it outgrew
+    the cache. Written out, the backward pass reads only the sampler's
+    inputs, and gathers the four corners again for the slopes along ``u``
+    and ``v``. The images' gradient (a scatter-add) is pruned from graphs
+    and XLA programs when the images need none.
 
     Args:
       images: float ``[B, H, W, C]``.
@@ -413,15 +415,18 @@ def _sample_pixels(images: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """
     dims = _dims(images)
     batch, height, width, _ = dims
-    rows, weights, (wx0, wx1, wy0, wy1) = _neighbours(u, v, dims)
+    rows, weights, _ = _neighbours(u, v, dims)
     corners = tf.gather(_quads(images), rows)  # (B, h, w, 4, C)
     out = tf.reduce_sum(corners * weights[..., None], axis=3)  # (B, h, w, C)
-    c00, c01, c10, c11 = tf.unstack(corners, axis=3)  # (B, h, w, C) each
-    du = wy0[..., None] * (c01 - c00) + wy1[..., None] * (c11 - c10)  # d out / d u
-    dv = wx0[..., None] * (c10 - c00) + wx1[..., None] * (c11 - c01)
 
     def grad(g):  # g: (B, h, w, C)
-        rows, weights, _ = _neighbours(u, v, dims)
+        # Recomputed rather than kept from the forward pass: XLA then fuses
+        # the gather into each consumer in both passes (measured faster).
+        rows, weights, (wx0, wx1, wy0, wy1) = _neighbours(u, v, dims)
+        corners = tf.gather(_quads(images), rows)
+        c00, c01, c10, c11 = tf.unstack(corners, axis=3)  # (B, h, w, C) each
+        du = wy0[..., None] * (c01 - c00) + wy1[..., None] * (c11 - c10)  # d out / d u
+        dv = wx0[..., None] * (c10 - c00) + wx1[..., None] * (c11 - c01)
         grad_quads = tf.math.unsorted_segment_sum(
             weights[..., None] * g[..., None, :], rows, batch * (height + 2) * (width + 2))
         # Masked here rather than in the forward pass: XLA then reduces the

@@ -45,6 +45,15 @@ def test_confusion_figure_labels_rows_true_and_shows_recall_and_accuracy():
     assert cells[(3, 5)] == "9" and (5, 3) not in cells  # row 3 (true), column 5
 
 
+def test_transformers_figure_has_a_row_per_transformer():
+    n = 5
+    outputs = {"ST-CNN Aff": images(n), "ST-CNN Proj": images(n), "ST-CNN TPS": images(n)}
+    fig = F.transformers_figure(images(n), outputs, np.arange(n), "R")
+    assert len(fig.axes) == 4 * n
+    assert [fig.axes[r * n].get_ylabel() for r in range(4)] == ["input", *outputs]
+    assert fig.axes[2].get_title() == "digit 2"
+
+
 def test_stn_outputs_figure_has_three_labelled_rows():
     n = 4
     pose = {k: np.zeros(n) for k in ("rotation", "scale", "tx", "ty")}

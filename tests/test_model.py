@@ -330,3 +330,19 @@ def test_mixed_float16_model_trains_with_loss_scaling():
     assert np.isfinite(float(loss)) and float(count) == 16
     assert any(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
     assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
+
+
+def test_recipe_predecessor_is_the_predecessor_run_of_the_results():
+    # results/seed_seed_predecessor was trained (test accuracy 0.9678) by the
+    # code of that time, whose defaults were the predecessor's training:
+    # --recipe predecessor must resolve to exactly that config.
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results/seed_seed_predecessor/config.json"
+    then = C.config_from_dict(json.loads(path.read_text())["config"])
+    now = C.make_config("seed", "seed", {"dtype": "mixed_bfloat16"}, recipe="predecessor")
+    assert now == then
+    default = C.make_config("seed", "seed", {"dtype": "mixed_bfloat16"})
+    assert default.recipe == "default" and default != then
+    assert (default.schedule, default.batch_size, default.resample_warps) == ("cosine", 250, True)
