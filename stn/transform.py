@@ -554,18 +554,3 @@ arithmetic and the gather: about 10x faster forward and 5x with the
 gradient than the plain graph (``make bench``). Use :func:`transform` itself
 in TF1 ``tf.compat.v1.Session`` code.
 """
-
-
-def _transform_constant_images(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.Tensor:
-    return affine_transform(tf.stop_gradient(images), theta, out_size)
-
-
-transform_xla_theta_grad = tf.function(_transform_constant_images, jit_compile=True,
-                                       reduce_retracing=True)
-""":func:`transform_xla` that passes gradients to ``theta`` only.
-
-For images that need no gradient (a transformer on the raw input). Called
-from a step that is not itself compiled, an XLA function's backward pass
-computes the gradient of every input, whether used or not; for the images
-that is a scatter-add as large as the batch, which this version skips.
-"""
