@@ -27,7 +27,7 @@ from stn.layers import SpatialTransformer
 from stn.model import build_model
 from stn.training import Steps, auto_precision
 
-BATCH = 500
+BATCH = C.RECIPES["default"].batch_size  # as `make train` trains
 
 
 def _batch(size: int, seed: int = 0):
@@ -36,24 +36,25 @@ def _batch(size: int, seed: int = 0):
     return tf.constant(images), tf.constant(rng.integers(0, 10, BATCH).astype(np.int32))
 
 
-def _model_and_steps(model_config: C.ModelConfig, jit_compile: bool = False):
+def _model_and_steps(model_config: C.ModelConfig, jit_compile: bool = False,
+                     xla_update: bool = True):
     keras.utils.set_random_seed(0)
     model = build_model(model_config)
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
-    return model, Steps(model, optimizer, jit_compile=jit_compile)
+    return model, Steps(model, optimizer, jit_compile=jit_compile, xla_update=xla_update)
 
 
-def step_times(model_configs: dict[str, tuple[C.ModelConfig, bool]],
+def step_times(model_configs: dict[str, tuple[C.ModelConfig, bool] | tuple[C.ModelConfig, bool, bool]],
                repeats: int) -> dict[str, Timing]:
-    """Our compiled train step on one batch of 500, for each ``(config, xla)``.
+    """Our compiled train step on one batch, for each ``(config, xla[, xla_update])``.
 
     The steps are timed in alternation (``measure_interleaved``), so their
     ratios are measured side by side.
     """
     fns = {}
-    for name, (model_config, jit_compile) in model_configs.items():
-        _, steps = _model_and_steps(model_config, jit_compile)
+    for name, (model_config, jit_compile, *update) in model_configs.items():
+        _, steps = _model_and_steps(model_config, jit_compile, *update)
         images, labels = _batch(model_config.input_size)
         fns[name] = lambda steps=steps, images=images, labels=labels: steps.train(images, labels)
     return measure_interleaved(fns, repeats, sync=to_numpy)
@@ -160,6 +161,7 @@ def run(repeats: int = 15) -> dict:
         # The levers, one at a time: precision, and XLA for the whole step.
         "seed, our step in float32": (C.model_config("seed"), False),
         "seed, our step, whole step XLA (--xla)": (default, True),
+        "seed, our step, Adam update op by op": (default, False, False),
     }, repeats)
     rows["seed, plain model.fit (float32)"] = fit_step_time(
         C.model_config("seed", dtype="float32"), repeats)
@@ -172,7 +174,8 @@ def run(repeats: int = 15) -> dict:
     print(f"transformer overhead: {100 * results['transformer_overhead']:+.1f}% (target <= 10%)")
     print(f"our step vs model.fit: {results['speedup_vs_fit']:.2f}x (target >= 1.5x "
           "and >= 1,200 images/s)")
-    for name in ("seed, our step in float32", "seed, our step, whole step XLA (--xla)"):
+    for name in ("seed, our step in float32", "seed, our step, whole step XLA (--xla)",
+                 "seed, our step, Adam update op by op"):
         print(f"{name}: {rows[name].median / ours:.2f}x the time of our default step")
 
     flops = 3 * model_flops(build_model(default)) * BATCH  # forward + backward ~ 3x

@@ -30,6 +30,13 @@ def test_the_grid_is_the_papers(table1):
     assert len(table1.all_cells()) == 32 + 2 * len(table1.SEED_CELLS)
 
 
+def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas(table1):
+    st = table1.cell_config("ST-CNN Aff", "RTS").model
+    assert (st.input_size, st.transformer_output_size) == (42, 28)
+    assert table1.cell_config("CNN", "RTS").model.transformer_output_size is None
+    assert table1.cell_config("ST-FCN TPS", "R").model.transformer_output_size is None
+
+
 def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
     args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
             "--cells", "CNN/R", "ST-CNN TPS/E", *TINY]
