@@ -7,10 +7,10 @@ import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import kinds, sampler, scaling, training  # noqa: E402  (after the log-level setting)
+from bench import kinds, pipeline, sampler, scaling, training  # noqa: E402  (after the log-level setting)
 
 BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
-              "training": training.run}
+              "training": training.run, "pipeline": pipeline.run}
 
 
 def _cpu_model() -> str:

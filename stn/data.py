@@ -270,8 +270,18 @@ def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int32))
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(fetch, num_parallel_calls=PIPELINE_DEPTH, deterministic=True)
+    return ds.prefetch(PIPELINE_DEPTH).with_options(_NO_AUTOTUNE)
+
+
+# Batches prepared ahead of the step: a batch costs a gather and one sampler
+# call, far less than a step, so two keep the step fed (bench/: "one full
+# epoch"). Fixed, not tf.data.AUTOTUNE: the autotuner's thread, when the
+# iterator is deleted at the end of an epoch, could hold the main thread for
+# up to 20 s (seen in 1 epoch of 3 on this CPU; bench/pipeline.py).
+PIPELINE_DEPTH = 2
+_NO_AUTOTUNE = tf.data.Options()
+_NO_AUTOTUNE.autotune.enabled = False
 
 
 def _fixed_fetch(split: Split):
