@@ -2,8 +2,8 @@
 
 Each epoch builds a new input pipeline and deletes it at the end. With
 ``tf.data`` autotuning on, deleting the iterator can wait for the
-autotuner's thread to wake up: on this CPU, up to 20 s in some epochs of a
-busy training loop (the default run's epochs took 42 s instead of 27 s, 5
+autotuner's thread to wake up: on this CPU, 20 s and 38 s in some epochs
+of a busy training loop (the default run's epochs took 42 s instead of 27 s, 5
 times in 20). ``stn.data`` turns autotuning off and prepares a fixed
 ``PIPELINE_DEPTH`` batches ahead. This benchmark runs epochs of the
 training pipeline against a busy consumer (a matrix product per batch, as
@@ -16,9 +16,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from stn import config as C
 from stn import data as stn_data
 
-BATCH, STEPS = 250, 220  # the default run's epoch
+BATCH = C.RECIPES["default"].batch_size  # the default run's epoch:
+STEPS = -(-55_000 // BATCH)  # its 55,000 training images
 
 
 def _epoch(split, epoch: int, autotune: bool, work) -> tuple[float, float]:

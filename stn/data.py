@@ -278,7 +278,7 @@ def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
 # call, far less than a step, so two keep the step fed (bench/: "one full
 # epoch"). Fixed, not tf.data.AUTOTUNE: the autotuner's thread, when the
 # iterator is deleted at the end of an epoch, could hold the main thread for
-# up to 20 s (seen in 1 epoch of 3 on this CPU; bench/pipeline.py).
+# tens of seconds (20 s and 38 s seen on this CPU; bench/pipeline.py).
 PIPELINE_DEPTH = 2
 _NO_AUTOTUNE = tf.data.Options()
 _NO_AUTOTUNE.autotune.enabled = False
