@@ -1,13 +1,15 @@
 """Runs the benchmarks: `python -m bench [names...]` (all by default)."""
 
 import argparse
-import json
+import math
 import os
 import platform
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import kinds, pipeline, sampler, scaling, training  # noqa: E402  (after the log-level setting)
+from stn import runs  # noqa: E402
 
 BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
               "training": training.run, "pipeline": pipeline.run}
@@ -34,9 +36,18 @@ def main() -> None:
           f"{platform.python_version()} (absolute times include whatever else it runs; "
           "ratios are measured side by side)")
     results = {name: BENCHMARKS[name]() for name in (args.names or BENCHMARKS)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    if args.json:  # strict JSON: a time that could not be measured is null
+        runs.write_json(Path(args.json), _finite_or_null(results))
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 if __name__ == "__main__":

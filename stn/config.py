@@ -8,6 +8,8 @@ directory as ``config.json`` and read back with :func:`config_from_dict`.
 import dataclasses
 from typing import Any
 
+from stn import kinds, protocols
+
 
 def _check_choice(name: str, value, choices: tuple) -> None:
     if value not in choices:
@@ -60,8 +62,6 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        from stn import kinds  # the kinds' one home
-
         _check_choice("kind", self.kind, tuple(kinds.KINDS))
         _check_choice("localization", self.localization, ("dense", "conv", "fc"))
         _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
@@ -96,11 +96,11 @@ MODEL_PRESETS = {
     "paper": ModelConfig(preset="paper", localization="conv", **_PAPER_CNN),
     **{f"st-cnn-{kind}": ModelConfig(preset=f"st-cnn-{kind}", kind=kind, localization="conv",
                                      **_PAPER_CNN)
-       for kind in ("affine", "projective", "tps")},
+       for kind in kinds.KINDS},
     # ... ST-FCN: fully connected localization net and classifier.
     **{f"st-fcn-{kind}": ModelConfig(preset=f"st-fcn-{kind}", kind=kind, localization="fc",
                                      **_PAPER_FCN)
-       for kind in ("affine", "projective", "tps")},
+       for kind in kinds.KINDS},
 }
 
 
@@ -188,8 +188,6 @@ class Config:
     jit_compile: bool = False
 
     def __post_init__(self):
-        from stn import protocols  # the protocols' one home
-
         _check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
         _check_choice("strategy", self.strategy, ("default", "mirrored"))
         _check_choice("recipe", self.recipe, tuple(RECIPES))
@@ -233,8 +231,6 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
     settings = {k: v for k, v in dataclasses.asdict(RECIPES[recipe]).items()
                 if k != "description"}
     fields = {**settings, **fields, "recipe": recipe}
-    from stn import protocols
-
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **(model_overrides or {})}
     return Config(model=model_config(preset, **overrides), protocol=protocol, **fields)

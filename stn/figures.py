@@ -442,7 +442,10 @@ def architecture_figure(model) -> Figure:
             _arrow(ax, side[a], side[b])
         input_row = max(r for r in rows_main if r < transformer_row)
         _arrow(ax, boxes[input_row], side[rows_side[0]])
-        _arrow(ax, side[rows_side[-1]], boxes[transformer_row], "theta [B, 2, 3]")
+        transformer = dict(main)[transformer_row]
+        size = kinds.get_kind(transformer.kind).size
+        _arrow(ax, side[rows_side[-1]], boxes[transformer_row],
+               f"theta [B, {size}] ({transformer.kind})")
     ax.set_xlim(0, 1)
     ax.set_ylim(rows - 0.4, -1.0)
     ax.axis("off")

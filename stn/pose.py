@@ -12,9 +12,11 @@ at ``A_i(theta_i(p))`` for each of its pixels ``p``: the *residual* map
 least-squares affine fit of the residual map over a 16 x 16 grid of points
 spanning the canvas (:func:`stn.kinds.affine_fit`): for affine warps and
 theta that is exactly ``A_i @ theta_i`` as 3 x 3 matrices; for projective
-ones it is the affine part of the 3 x 3 product; for a thin-plate spline the
-affine part of the spline's residual grid (the non-affine rest, the elastic
-part, is not a pose and is not measured).
+ones the residual is the 3 x 3 product, and ``R_i`` the affine map closest
+to it over the canvas (not its top two rows, which differ from it as soon
+as the perspective row is non-zero); for a thin-plate spline, the affine
+map closest to the spline's residual grid. What the fit leaves out (the
+perspective or elastic rest) is not a pose and is not measured.
 ``stn.warps.decompose(R_i, canvas)`` gives the pose of the digit in the
 classifier's input: rotation (degrees, clockwise on screen), isotropic
 scale, shear (degrees), translation ``tx``, ``ty`` (pixels of the input

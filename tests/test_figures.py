@@ -111,7 +111,8 @@ def test_pose_figure_reports_points_off_the_scale():
     assert "2 points off the scale" in fig.axes[1].get_title()  # scale
 
 
-@pytest.mark.parametrize("preset, size", [("seed", 40), ("paper", 42), ("cnn", 40)])
+@pytest.mark.parametrize("preset, size", [("seed", 40), ("paper", 42), ("cnn", 40),
+                                          ("st-fcn-tps", 28)])
 def test_architecture_figure_lists_every_layer_and_the_total(preset, size):
     model = build_model(preset, input_size=size, dense_units=8)
     written = texts(F.architecture_figure(model))
@@ -119,7 +120,8 @@ def test_architecture_figure_lists_every_layer_and_the_total(preset, size):
     transformer = find_transformer(model)
     if transformer is not None:
         names += [layer.name for layer in transformer.localization.layers]
-        assert "theta [B, 2, 3]" in written
+        size = {"affine": 6, "projective": 8, "tps": 32}[transformer.kind]
+        assert f"theta [B, {size}] ({transformer.kind})" in written
     for name in names:
         assert f"{name}  (" in written, name
     assert f"{model.count_params():,} parameters" in written

@@ -64,3 +64,28 @@ def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
 def test_unknown_cell_is_an_error(table1):
     with pytest.raises(SystemExit, match="unknown cell"):
         table1.main(["--cells", "ResNet/R", "--table-only"])
+
+
+def _first_table(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model | R |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_committed_table_is_the_runners_output_of_the_committed_cells(table1):
+    # results/table1.{md,json} and the README's table are what the runner
+    # writes from the committed cell records: no cell edited by hand.
+    results = helpers.ROOT / "results"
+
+    def config_of(model, protocol, seed):  # the committed cells ran in mixed bfloat16
+        return table1.cell_config(model, protocol, seed, "table1", "mixed_bfloat16")
+
+    records = table1.collect(results / "table1", table1.all_cells(), config_of)
+    assert records, "no committed cell matches its config"
+    markdown = table1.markdown(records)
+    assert (results / "table1.md").read_text() == markdown
+    main = [{k: r[k] for k in table1.CELL_KEYS} for r in records if r["seed"] == 0]
+    assert json.loads((results / "table1.json").read_text()) == {"cells": main}
+    readme = (helpers.ROOT / "README.md").read_text().split("## The paper's Table 1", 1)[1]
+    assert _first_table(readme) == _first_table(markdown)

@@ -67,6 +67,20 @@ def test_dry_run_on_real_mnist(tmp_path):
     assert again.returncode == 0 and "after epoch 1 of 1" in again.stdout
 
 
+@pytest.mark.parametrize("preset, protocol", [("st-fcn-projective", "p"),
+                                              ("st-cnn-tps", "e")])
+def test_dry_run_of_every_transformer_kind(tmp_path, capsys, train_main, preset, protocol):
+    # The affine kind is the default preset's (above); in-process, to spare a TF start.
+    run_dir = tmp_path / preset
+    assert train_main(["--preset", preset, "--protocol", protocol, "--dry-run",
+                       "--run-dir", str(run_dir)]) == 0
+    config = runs.read_config(run_dir)
+    assert (config.model.preset, config.protocol) == (preset, protocol)
+    assert config.model.kind == preset.rsplit("-", 1)[1]
+    assert 0.0 <= json.loads((run_dir / runs.METRICS).read_text())["test_accuracy"] <= 1.0
+    assert runs.load_model(run_dir).get_layer("transformer").kind == config.model.kind
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "--epochs: must be a positive integer"),
     (["--batch-size", "-5"], "--batch-size: must be a positive integer"),
