@@ -3,7 +3,7 @@
 2. one training step of the default model vs the same classifier with no
    transformer (preset ``cnn``): the transformer's overhead;
 3. the same step vs the same layers trained by ``model.fit``, the code a
-   user would write first;
+   user would write first; and (2b) the step of the paper's Table 1 models;
 4. generating a whole warped split set (70,000 images);
 5. one full epoch end to end (tf.data pipeline included) vs the time spent
    in its steps, timed in the same loop: whether the input pipeline starves
@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from bench.timing import Timing, measure, measure_interleaved, to_numpy
 from stn import config as C
+from stn import kinds
 from stn import data as stn_data
 from stn import protocols
 from stn.layers import SpatialTransformer
@@ -30,10 +31,10 @@ from stn.training import Steps, auto_precision
 BATCH = C.RECIPES["default"].batch_size  # as `make train` trains
 
 
-def _batch(size: int, seed: int = 0):
+def _batch(size: int, seed: int = 0, batch: int = BATCH):
     rng = np.random.default_rng(seed)
-    images = rng.random((BATCH, size, size, 1)).astype(np.float32)
-    return tf.constant(images), tf.constant(rng.integers(0, 10, BATCH).astype(np.int32))
+    images = rng.random((batch, size, size, 1)).astype(np.float32)
+    return tf.constant(images), tf.constant(rng.integers(0, 10, batch).astype(np.int32))
 
 
 def _model_and_steps(model_config: C.ModelConfig, jit_compile: bool = False,
@@ -46,7 +47,7 @@ def _model_and_steps(model_config: C.ModelConfig, jit_compile: bool = False,
 
 
 def step_times(model_configs: dict[str, tuple[C.ModelConfig, bool] | tuple[C.ModelConfig, bool, bool]],
-               repeats: int) -> dict[str, Timing]:
+               repeats: int, batch: int = BATCH) -> dict[str, Timing]:
     """Our compiled train step on one batch, for each ``(config, xla[, xla_update])``.
 
     The steps are timed in alternation (``measure_interleaved``), so their
@@ -55,7 +56,7 @@ def step_times(model_configs: dict[str, tuple[C.ModelConfig, bool] | tuple[C.Mod
     fns = {}
     for name, (model_config, jit_compile, *update) in model_configs.items():
         _, steps = _model_and_steps(model_config, jit_compile, *update)
-        images, labels = _batch(model_config.input_size)
+        images, labels = _batch(model_config.input_size, batch=batch)
         fns[name] = lambda steps=steps, images=images, labels=labels: steps.train(images, labels)
     return measure_interleaved(fns, repeats, sync=to_numpy)
 
@@ -149,6 +150,34 @@ def epoch_times(model_config: C.ModelConfig, train: stn_data.Split, resample: bo
     return results
 
 
+def table1_steps(precision: str, repeats: int) -> dict:
+    """2b. The Table 1 models' step (batch of the ``table1`` recipe), side by side.
+
+    The baseline CNN (9x9 and 7x7 convolutions) on 28 x 28 and on RTS's 42 x
+    42 canvas, the ST-CNN of each kind on 28 x 28, and the CNN in float32:
+    what a cell's epoch costs, and what the transformer and the precision add.
+    """
+    batch = C.RECIPES["table1"].batch_size
+    cnn28 = C.model_config("paper-cnn", input_size=28, dtype=precision)
+    configs = {"CNN, 28x28": (cnn28, False),
+               "CNN, 42x42 (RTS)": (C.model_config("paper-cnn", input_size=42,
+                                                    dtype=precision), False),
+               "CNN, 28x28, float32": (C.model_config("paper-cnn", input_size=28), False)}
+    for kind in kinds.KINDS:
+        configs[f"ST-CNN {kind}, 28x28"] = (C.model_config(f"st-cnn-{kind}", input_size=28,
+                                                           dtype=precision), False)
+    print(f"\n== 2b. Table 1 models: training step, batch {batch} ({precision}); "
+          "(x) = time / the CNN's on 28x28 ==")
+    rows = step_times(configs, repeats, batch=batch)
+    base = rows["CNN, 28x28"].median
+    results = {}
+    for name, timing in rows.items():
+        print(f"{name:36s} {timing}  {batch / timing.median:7.0f} images/s  "
+              f"({timing.median / base:.2f}x)")
+        results[name] = {"seconds": timing.median, "vs_cnn_28": timing.median / base}
+    return results
+
+
 def run(repeats: int = 15) -> dict:
     """Runs benchmarks 2-5, prints them with ratios, returns the numbers."""
     precision = auto_precision()  # what train.py uses by default
@@ -188,6 +217,8 @@ def run(repeats: int = 15) -> dict:
           f"{100 * achieved / peak:.0f}% of this machine's {precision.split('_')[-1]} matmul "
           f"peak, {achieved / peak32:.2f}x its float32 peak "
           f"(measured: float32 {peak32 / 1e9:.0f}, bfloat16 {peak16 / 1e9:.0f} GFLOP/s)")
+
+    results["table1"] = table1_steps(precision, repeats)
 
     print("\n== 4. warping all 70,000 digits (seed protocol) ==")
     timing = warp_time()

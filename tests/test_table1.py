@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 import helpers
@@ -89,3 +90,22 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1):
     assert json.loads((results / "table1.json").read_text()) == {"cells": main}
     readme = (helpers.ROOT / "README.md").read_text().split("## The paper's Table 1", 1)[1]
     assert _first_table(readme) == _first_table(markdown)
+
+
+def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
+    spec = importlib.util.spec_from_file_location(
+        "rotation", helpers.ROOT / "experiments" / "rotation.py")
+    rotation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rotation)
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(-90, 90, 4000)
+    # A partial turn: 60% of every rotation left, around a common pose of 170 deg
+    # (residuals that cross +-180, so the statistics must be circular).
+    partial = rotation.rotation_stats(raw, (170 + 0.6 * raw + 180) % 360 - 180)
+    assert partial["slope"] == pytest.approx(0.6, abs=1e-9)
+    assert partial["std"] == pytest.approx(0.6 * np.std(raw), rel=1e-6)
+    assert abs(partial["mean"] - 170) < 1.0  # the sample's circular mean
+    # A pose of its own (here +30 deg) reached whatever the turn: slope 0, std 0.
+    own = rotation.rotation_stats(raw, np.full_like(raw, 30.0))
+    assert own["slope"] == pytest.approx(0.0, abs=1e-9) and own["std"] < 1e-9
+    assert own["mean"] == pytest.approx(30.0)
