@@ -8,7 +8,7 @@ pose spread remains on the validation split is a floor that the
 unsupervised transformer with the same localization net should not be
 expected to beat.
 
-    python experiments/pose_bound.py                   # seed protocol, both nets
+    python experiments/pose_bound.py                   # seed protocol, the three nets
     python experiments/pose_bound.py --protocol rts --epochs 10
 
 Affine protocols only (seed, r, rts, none): the regression target is the
@@ -66,11 +66,12 @@ def main() -> None:
 
     from stn import data as stn_data
     from stn import pose, runs
-    from stn.layers import conv_localization, dense_localization
+    from stn.layers import conv_localization, dense_localization, fc_localization
 
     data = stn_data.load_data(args.protocol, args.seed)
     nets = {"seed (Flatten -> Dense 20 tanh)": dense_localization,
-            "paper (conv 5x5 x2 -> Dense 50)": conv_localization}
+            "paper (conv 5x5 x2 -> Dense 50)": conv_localization,
+            "st-fcn (Dense 32 x3)": fc_localization}
     report = {}
     for name, make in nets.items():
         keras.utils.set_random_seed(args.seed)

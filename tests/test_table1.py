@@ -109,3 +109,23 @@ def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
     own = rotation.rotation_stats(raw, np.full_like(raw, 30.0))
     assert own["slope"] == pytest.approx(0.0, abs=1e-9) and own["std"] < 1e-9
     assert own["mean"] == pytest.approx(30.0)
+
+
+def test_protocol_severity_reached_pixels_of_known_warps():
+    spec = importlib.util.spec_from_file_location(
+        "severity", helpers.ROOT / "experiments" / "protocol_severity.py")
+    severity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(severity)
+    from stn import kinds
+
+    identity = kinds.identity("affine", 1)
+    # Output x reads input x + 1 (half the canvas to the right): the left half is never read.
+    shifted = np.array([[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]])
+    # Output reads the centre, zoomed in 2x: only the central 14 x 14 pixels are read.
+    zoomed = np.array([[0.5, 0.0, 0.0, 0.0, 0.5, 0.0]])
+    hit = severity.reached(np.concatenate([identity, shifted, zoomed]), "affine", 28)
+    assert hit[0].all()
+    assert hit[1][:, 14:].all() and not hit[1][:, :14].any()
+    assert hit[2][7:21, 7:21].all() and hit[2].sum() == 14 * 14
+    tps = severity.reached(kinds.identity("tps", 1), "tps", 28)
+    assert tps.all()
