@@ -208,10 +208,13 @@ FIGURE_MODELS = ("ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS")
 
 
 def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Path]:
-    """Per protocol: the same test digits, and the ST-CNN transformers' outputs.
+    """Per protocol: its warps, and the ST-CNN transformers' outputs on test digits.
 
-    The paper's Figure 3 in spirit; drawn for each protocol whose three
-    ST-CNN cells are trained (their ``model.keras`` in ``runs_dir``).
+    ``<protocol>_warps.png``: four digits under random warps of the protocol
+    (``stn.figures.augmentation_figure``), for every protocol.
+    ``<protocol>.png``: the paper's Figure 3 in spirit, the same test digits
+    and each ST-CNN's transformer output, drawn for each protocol whose
+    three ST-CNN cells are trained (their ``model.keras`` in ``runs_dir``).
     """
     import numpy as np
 
@@ -220,13 +223,18 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
     from stn.model import transformer_outputs
 
     written = []
+    images_dir.mkdir(parents=True, exist_ok=True)
     for protocol in PROTOCOLS:
+        test = stn_data.load_data(PROTOCOLS[protocol], 0, mnist_path=mnist_path,
+                                  max_train_examples=1).test
+        fig = figures.augmentation_figure(test.canonical_images(slice(0, 4)), seed=0,
+                                          protocol=PROTOCOLS[protocol])
+        written.append(images_dir / f"{protocol.lower()}_warps.png")
+        fig.savefig(written[-1], dpi=110)
+        print(f"  {written[-1]}")
         dirs = {m: runs_dir / run_name(m, protocol) for m in FIGURE_MODELS}
         if not all((d / runs.MODEL).exists() for d in dirs.values()):
             continue
-        config = runs.read_config(dirs[FIGURE_MODELS[0]])
-        test = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                                  max_train_examples=1).test
         shown = figures.first_of_each_class(test.labels)
         warped = test.images[shown]
         outputs = {m: transformer_outputs(runs.load_model(d), warped)[1]
@@ -235,7 +243,6 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
             warped, outputs, np.asarray(test.labels[shown]),
             f"Distortion {protocol}: the test inputs, and what each ST-CNN's transformer "
             "makes of them")
-        images_dir.mkdir(parents=True, exist_ok=True)
         path = images_dir / f"{protocol.lower()}.png"
         fig.savefig(path, dpi=110)
         written.append(path)
