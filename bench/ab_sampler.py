@@ -19,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Self-contained (not bench.timing): it runs against the other checkout's
+# code, whose bench/ may not exist or may differ.
 _WORKER = r"""
 import time, numpy as np, tensorflow as tf
 from stn import transform as T

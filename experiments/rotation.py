@@ -68,7 +68,7 @@ def diagnose(run_dir: Path, mnist_path=None) -> dict:
     residual = alignment.residual["rotation"][alignment.valid]
     labels = np.asarray(test.labels)[alignment.valid]
     return {"run": str(run_dir), "preset": config.model.preset, "protocol": config.protocol,
-            "raw_std": float(np.std(pose.centre_angles(raw)[1])),
+            "raw_std": alignment.stats["parameters"]["rotation"]["raw"]["std"],
             "all": rotation_stats(raw, residual),
             "classes": {int(c): rotation_stats(raw[labels == c], residual[labels == c])
                         for c in range(10)}}
