@@ -12,12 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CANVAS = 40
 
 
-def entry_point(name: str):
-    """``main`` of the repository's ``<name>.py`` script, imported in-process."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+def script(path: str):
+    """The repository's script at ``path`` (e.g. ``"experiments/table1.py"``) as a module."""
+    name = path.replace("/", "_").removesuffix(".py") + "_script"
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def entry_point(name: str):
+    """``main`` of the repository's ``<name>.py`` script, imported in-process."""
+    return script(f"{name}.py").main
 
 
 def seed_warps(n: int, seed: int = 0) -> np.ndarray:

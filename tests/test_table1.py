@@ -1,6 +1,5 @@
 """experiments/table1.py on a tiny grid: two cells, a few steps, real MNIST."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -15,11 +14,7 @@ TINY = ["--epochs", "1", "--max-train-examples", "200", "--max-steps-per-epoch",
 
 @pytest.fixture(scope="module")
 def table1():
-    spec = importlib.util.spec_from_file_location(
-        "table1", helpers.ROOT / "experiments" / "table1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.script("experiments/table1.py")
 
 
 def test_the_grid_is_the_papers(table1):
@@ -93,10 +88,7 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1):
 
 
 def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
-    spec = importlib.util.spec_from_file_location(
-        "rotation", helpers.ROOT / "experiments" / "rotation.py")
-    rotation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rotation)
+    rotation = helpers.script("experiments/rotation.py")
     rng = np.random.default_rng(0)
     raw = rng.uniform(-90, 90, 4000)
     # A partial turn: 60% of every rotation left, around a common pose of 170 deg
@@ -112,10 +104,7 @@ def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
 
 
 def test_protocol_severity_reached_pixels_of_known_warps():
-    spec = importlib.util.spec_from_file_location(
-        "severity", helpers.ROOT / "experiments" / "protocol_severity.py")
-    severity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(severity)
+    severity = helpers.script("experiments/protocol_severity.py")
     from stn import kinds
 
     identity = kinds.identity("affine", 1)
