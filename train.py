@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=non_negative_float,
                    help=f"decoupled weight decay (AdamW) {recipe}")
     p.add_argument("--label-smoothing", type=non_negative_float, help=recipe)
+    p.add_argument("--localization-lr-scale", type=positive_float, metavar="K",
+                   help=f"the localization net's learning rate as a multiple of the rest's "
+                   f"{recipe}")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds Python, NumPy, TensorFlow and the warps (default: %(default)s)")
     p.add_argument("--run-dir", help="where the run is written and resumed from "
@@ -139,6 +142,7 @@ def main(argv=None) -> int:
                                 ("warmup_epochs", args.warmup_epochs),
                                 ("weight_decay", args.weight_decay),
                                 ("label_smoothing", args.label_smoothing),
+                                ("localization_lr_scale", args.localization_lr_scale),
                                 ("resample_warps", args.resample_warps)) if v is not None}
     fields = dict(recipe, seed=args.seed, max_train_examples=args.max_train_examples,
                   deterministic=args.deterministic, strategy=args.strategy,

@@ -133,6 +133,10 @@ class Recipe:
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     label_smoothing: float = 0.0
     resample_warps: bool = False  # fresh warps every epoch
+    # The localization net's learning rate as a multiple of the rest's (at
+    # every step of the schedule); Adam makes this the only way to speed up
+    # one part of the model, since it ignores the scale of its gradients.
+    localization_lr_scale: float = 1.0
 
 
 RECIPES = {
@@ -173,6 +177,7 @@ class Config:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    localization_lr_scale: float = 1.0
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -202,10 +207,10 @@ class Config:
             _check_positive(name, getattr(self, name))
         import math
 
-        for name in ("learning_rate", "epsilon", "beta_1", "beta_2"):
+        for name in ("learning_rate", "epsilon", "beta_1", "beta_2", "localization_lr_scale"):
             if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        for name in ("learning_rate", "epsilon"):
+        for name in ("learning_rate", "epsilon", "localization_lr_scale"):
             _check_positive(name, getattr(self, name))
         for name in ("beta_1", "beta_2"):
             if not 0.0 <= getattr(self, name) < 1.0:

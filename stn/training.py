@@ -139,11 +139,49 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Opt
     rate = learning_rate(config, steps_per_epoch)
     common = dict(learning_rate=rate, beta_1=config.beta_1, beta_2=config.beta_2,
                   epsilon=config.epsilon)
-    optimizer = (keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
-                 if config.weight_decay else keras.optimizers.Adam(**common))
+    base = keras.optimizers.AdamW if config.weight_decay else keras.optimizers.Adam
+    if config.weight_decay:
+        common["weight_decay"] = config.weight_decay
+    if config.localization_lr_scale != 1.0:
+        optimizer = _scaled_optimizer(base)(config.localization_lr_scale, **common)
+    else:
+        optimizer = base(**common)
     if config.model.dtype == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+LOCALIZATION_PATH = "/localization/"  # in the variable paths of every transformer's net
+
+
+def _scaled_optimizer(base: type) -> type:
+    """``base`` (Adam or AdamW) with the localization net's steps scaled.
+
+    The instance takes ``localization_lr_scale`` first: the variables whose
+    path contains :data:`LOCALIZATION_PATH` (``transformer/localization/...``)
+    take Adam steps at that multiple of the learning rate, the rest at the
+    rate. AdamW's decoupled weight decay is not scaled.
+    """
+
+    class LocalizationScaled(base):
+        def __init__(self, localization_lr_scale: float, **kwargs):
+            super().__init__(**kwargs)
+            self.localization_lr_scale = localization_lr_scale
+
+        def build(self, variables):
+            super().build(variables)
+            # update_step may receive the backend's variable, not the Keras
+            # one (which has the path): tell them apart by the optimizer's key.
+            self._localization = {self._var_key(v) for v in variables
+                                  if LOCALIZATION_PATH in v.path}
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in self._localization:
+                learning_rate = learning_rate * self.localization_lr_scale
+            return super().update_step(gradient, variable, learning_rate)
+
+    LocalizationScaled.__name__ = f"LocalizationScaled{base.__name__}"
+    return LocalizationScaled
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

@@ -332,6 +332,49 @@ def test_mixed_float16_model_trains_with_loss_scaling():
     assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_localization_lr_scale_multiplies_only_the_localization_steps(dtype):
+    # One Adam step from the same weights on the same batch: its step is
+    # lr * g / (|g| + eps), so the localization net's must be `scale` times
+    # the unscaled one's and every other step identical. A LossScaleOptimizer
+    # wrapper (mixed_float16) must not lose the scaling.
+    from stn.training import Steps, make_optimizer
+
+    images = tf.constant(RNG.random((16, 28, 28, 1)).astype(np.float32))
+    labels = tf.constant(np.arange(16, dtype=np.int32) % 10)
+
+    def one_step(scale):
+        keras.utils.set_random_seed(0)
+        config = C.make_config("st-cnn-affine", "r", {"dtype": dtype}, recipe="table1",
+                               schedule="constant", localization_lr_scale=scale)
+        model = build_model(config.model)
+        # Non-zero theta kernel, so that every localization variable has a gradient.
+        theta = find_transformer(model).localization.get_layer("theta")
+        kernel = np.random.default_rng(1).normal(0.0, 0.01, theta.kernel.shape)
+        theta.kernel.assign(kernel.astype(np.float32))
+        optimizer = make_optimizer(config, steps_per_epoch=1)
+        optimizer.build(model.trainable_variables)
+        before = [v.numpy() for v in model.trainable_variables]
+        steps = Steps(model, optimizer)
+        for _ in range(20):  # float16 loss scaling skips steps until it stops overflowing
+            steps.train(images, labels)
+            if any(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables)):
+                break
+        return [(v.path, v.numpy() - b) for v, b in zip(model.trainable_variables, before)]
+
+    plain, scaled = one_step(1.0), one_step(7.0)
+    localization = [p for p, _ in scaled if "/localization/" in p]
+    assert len(localization) == 8  # 2 convs, the dense layer, theta: kernels and biases
+    for (path, step), (_, step_scaled) in zip(plain, scaled):
+        assert np.any(step != 0), path
+        if "/localization/" in path:
+            # atol: the steps are differences of float32 weights (ulp 7e-9 at 0.1).
+            np.testing.assert_allclose(step_scaled, 7.0 * step, rtol=1e-3, atol=1e-7,
+                                       err_msg=path)
+        else:
+            np.testing.assert_allclose(step_scaled, step, rtol=1e-5, atol=1e-9, err_msg=path)
+
+
 def test_recipe_predecessor_is_the_predecessor_run_of_the_results():
     # results/seed_seed_predecessor was trained (test accuracy 0.9678) by the
     # code of that time, whose defaults were the predecessor's training:

@@ -47,7 +47,7 @@ def test_help_lists_every_flag():
     out = run_train("--help", check=True).stdout
     for flag in ("--preset", "--protocol", "--epochs", "--batch-size", "--learning-rate",
                  "--seed", "--run-dir", "--mnist", "--max-train-examples", "--resample-warps",
-                 "--deterministic", "--dry-run", "--strategy"):
+                 "--deterministic", "--dry-run", "--strategy", "--localization-lr-scale"):
         assert flag in out
 
 
@@ -85,6 +85,7 @@ def test_dry_run_of_every_transformer_kind(tmp_path, capsys, train_main, preset,
     (["--epochs", "0"], "--epochs: must be a positive integer"),
     (["--batch-size", "-5"], "--batch-size: must be a positive integer"),
     (["--learning-rate", "nan"], "--learning-rate: must be a positive number"),
+    (["--localization-lr-scale", "0"], "--localization-lr-scale: must be a positive number"),
     (["--preset", "resnet"], "invalid choice: 'resnet'"),
     (["--protocol", "rst"], "invalid choice: 'rst'"),
     (["--seed", "-1"], "--seed: must be non-negative"),
