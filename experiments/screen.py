@@ -1,0 +1,137 @@
+"""Screens of Table 1 cells with one setting changed, judged on the validation split only.
+
+    python experiments/screen.py localization-lr   # the localization net's learning-rate scale
+    python experiments/screen.py recipe            # regularisation and step size on RTS
+    python experiments/screen.py recipe --list     # the variants and whether they are done
+
+A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
+``table1`` recipe) with some Config fields replaced, trained in
+``runs/screen/<study>/<variant>/`` (resumable: a finished variant is read
+back, not retrained; a variant that changes nothing is the Table 1 cell's own
+run in ``runs/table1/``, where ``experiments/table1.py`` trains it). For each, ``results/screen_<study>.json`` records
+the validation error and the rotation-spread ratio of its transformer on the
+validation split (``stn.pose``). Test numbers are never looked at: these
+screens choose methods and recipes.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import table1  # noqa: E402  (the cells, their configs and run names)
+
+STUDIES = {
+    # Does a faster localization net undo more of R's rotation (issue 13, item 7)?
+    "localization-lr": [
+        *[("ST-FCN Aff", "R", {"localization_lr_scale": s}) for s in (1.0, 3.0, 10.0, 30.0)],
+        *[("ST-CNN Aff", "R", {"epochs": 10, "localization_lr_scale": s})
+          for s in (0.1, 1.0, 10.0, 30.0, 100.0)],
+        *[("ST-CNN Aff", "R", {"localization_lr_scale": s}) for s in (1.0, 10.0)],
+        *[("ST-CNN Aff", "RTS", {"epochs": 10, "localization_lr_scale": s}) for s in (1.0, 10.0)],
+    ],
+    # Cheap changes to the table1 recipe: 10 epochs of the ST-CNN Aff on RTS,
+    # then the promising one over the full 30 epochs on three cells.
+    "recipe": [
+        *[("ST-CNN Aff", "RTS", {"epochs": 10, **change})
+          for change in ({}, {"label_smoothing": 0.1}, {"weight_decay": 0.05},
+                         {"learning_rate": 3e-3}, {"batch_size": 128})],
+        *[(model, protocol, change) for model, protocol in
+          (("ST-CNN Aff", "RTS"), ("CNN", "RTS"), ("ST-CNN Aff", "R"))
+          for change in ({}, {"learning_rate": 3e-3})],
+    ],
+}
+
+
+def variant_name(model: str, protocol: str, fields: dict) -> str:
+    """``<cell run name>[_<field><value>...]``, e.g. ``st-cnn-affine_r_epochs10``."""
+    changes = "".join(f"_{k}{v}" for k, v in sorted(fields.items()))
+    return table1.run_name(model, protocol) + changes
+
+
+def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path) -> Path:
+    """Where the variant is trained: the Table 1 cell's run if it changes nothing."""
+    config = table1.cell_config(model, protocol, 0, "table1", precision, **fields)
+    cell_dir = Path("runs/table1") / table1.run_name(model, protocol)  # table1.py's default
+    if (config == table1.cell_config(model, protocol, 0, "table1", precision)
+            and table1._done(config, cell_dir)):
+        return cell_dir
+    return runs_dir / variant_name(model, protocol, fields)
+
+
+def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
+                mnist_path=None) -> dict:
+    """Trains (or reads back) one variant; its validation error and rotation ratio."""
+    from stn import data as stn_data
+    from stn import pose, runs, training
+    from stn.model import transformer_outputs
+
+    config = table1.cell_config(model, protocol, 0, "table1", precision, **fields)
+    run_dir = variant_dir(model, protocol, fields, precision, runs_dir)
+    if not (run_dir / runs.METRICS).exists():
+        print(f"\n=== {model} on {protocol}, {fields or 'the cell as it is'} -> {run_dir}",
+              flush=True)
+        training.train_and_evaluate(config, run_dir, mnist_path=mnist_path,
+                                    command=[Path(sys.executable).name, *sys.argv])
+    elif runs.read_config(run_dir) != config:
+        raise runs.RunError(f"{run_dir} holds another config; remove it to rerun")
+    history = runs.read_history(run_dir)
+    ratio = None
+    if config.model.transformer:
+        validation = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                                        max_train_examples=1).validation
+        theta = transformer_outputs(runs.load_model(run_dir), validation.images)[0]
+        alignment = pose.pose_alignment(validation.warps, theta, config.model.input_size,
+                                        validation.kind, config.model.kind)
+        ratio = round(alignment.stats["parameters"]["rotation"]["ratio"], 3)
+    return {"model": model, "protocol": protocol, "fields": fields, "run": str(run_dir),
+            "val_error_percent": round(100 * (1 - history[-1]["val_accuracy"]), 2),
+            "val_rotation_spread_ratio": ratio,
+            "train_seconds": round(sum(row["seconds"] for row in history), 1)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", choices=list(STUDIES))
+    p.add_argument("--list", action="store_true", help="list the variants and their state")
+    p.add_argument("--runs-dir", default="runs/screen", help="default: %(default)s/<study>")
+    p.add_argument("--json", help="default: results/screen_<study>.json")
+    p.add_argument("--precision", default="auto",
+                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="classifier arithmetic, as train.py (default: %(default)s)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    args = p.parse_args(argv)
+    from stn import runs
+    from stn.training import auto_precision
+
+    precision = auto_precision() if args.precision == "auto" else args.precision
+    runs_dir = Path(args.runs_dir) / args.study
+    variants = STUDIES[args.study]
+    if args.list:
+        for model, protocol, fields in variants:
+            run_dir = variant_dir(model, protocol, fields, precision, runs_dir)
+            print(f"{'done' if (run_dir / runs.METRICS).exists() else 'todo'}  {run_dir}")
+        return 0
+    rows = []
+    for model, protocol, fields in variants:
+        try:
+            rows.append(run_variant(model, protocol, fields, precision, runs_dir, args.mnist))
+        except runs.RunError as e:
+            print(f"screen.py: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(rows[-1]), flush=True)
+    runs.write_json(Path(args.json or f"results/screen_{args.study.replace('-', '_')}.json"),
+                    {"study": args.study, "precision": precision, "variants": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

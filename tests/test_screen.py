@@ -1,0 +1,51 @@
+"""experiments/screen.py on a tiny study: two variants, a few steps, real MNIST."""
+
+import json
+
+import pytest
+
+import helpers
+
+pytestmark = pytest.mark.slow
+TINY = {"epochs": 1, "max_train_examples": 200, "max_steps_per_epoch": 2}
+
+
+@pytest.fixture(scope="module")
+def screen():
+    return helpers.script("experiments/screen.py")
+
+
+def test_variant_names_say_what_changed(screen):
+    assert screen.variant_name("ST-CNN Aff", "R", {}) == "st-cnn-affine_r"
+    assert (screen.variant_name("ST-CNN Aff", "RTS", {"learning_rate": 3e-3, "epochs": 10})
+            == "st-cnn-affine_rts_epochs10_learning_rate0.003")
+
+
+def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen, monkeypatch,
+                                                               capsys):
+    monkeypatch.setitem(screen.STUDIES, "tiny", [
+        ("ST-FCN Aff", "R", {**TINY, "localization_lr_scale": 10.0}),
+        ("CNN", "R", TINY),
+    ])
+    out_json = tmp_path / "tiny.json"
+    args = ["tiny", "--runs-dir", str(tmp_path / "runs"), "--json", str(out_json),
+            "--precision", "float32"]
+    assert screen.main(args) == 0
+    rows = json.loads(out_json.read_text())["variants"]
+    assert [(r["model"], r["protocol"]) for r in rows] == [("ST-FCN Aff", "R"), ("CNN", "R")]
+    for row in rows:
+        assert set(row) == {"model", "protocol", "fields", "run", "val_error_percent",
+                            "val_rotation_spread_ratio", "train_seconds"}
+        assert 0.0 <= row["val_error_percent"] <= 100.0
+    assert rows[0]["val_rotation_spread_ratio"] > 0.0  # a transformer: its ratio
+    assert rows[1]["val_rotation_spread_ratio"] is None  # no transformer
+    from stn import runs
+
+    config = runs.read_config(tmp_path / "runs" / "tiny" / screen.variant_name(
+        "ST-FCN Aff", "R", rows[0]["fields"]))
+    assert config.localization_lr_scale == 10.0 and config.recipe == "table1"
+    # A second call reads both runs back and trains nothing.
+    capsys.readouterr()
+    assert screen.main(args) == 0
+    assert "===" not in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["variants"] == rows
