@@ -262,6 +262,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="table1.json/.md go here, each cell's record in DIR/table1/<run>/ "
                    "(default: %(default)s)")
     p.add_argument("--recipe", default="table1", help="training recipe (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="the recipe's peak learning rate replaced by LR in every cell (with "
+                   "other --runs-dir and --results-dir, a table beside the committed one)")
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="classifier arithmetic, as train.py (default: %(default)s)")
@@ -297,12 +300,13 @@ def main(argv=None) -> int:
     from stn.training import auto_precision
 
     precision = auto_precision() if args.precision == "auto" else args.precision
-    smoke = {k: v for k, v in (("epochs", args.epochs),
-                               ("max_train_examples", args.max_train_examples),
-                               ("max_steps_per_epoch", args.max_steps_per_epoch)) if v}
+    fields = {k: v for k, v in (("learning_rate", args.learning_rate),
+                                ("epochs", args.epochs),
+                                ("max_train_examples", args.max_train_examples),
+                                ("max_steps_per_epoch", args.max_steps_per_epoch)) if v}
 
     def config_of(model, protocol, seed):
-        return cell_config(model, protocol, seed, args.recipe, precision, **smoke)
+        return cell_config(model, protocol, seed, args.recipe, precision, **fields)
 
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     cells = _selected(args)
