@@ -57,6 +57,18 @@ def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
     assert out.count(": done, in ") == 2 and "===" not in out
 
 
+def test_learning_rate_flag_rebuilds_cells_at_another_rate(tmp_path, table1):
+    args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--cells", "FCN/E", "--learning-rate", "0.003", *TINY]
+    assert table1.main(args) == 0
+    from stn import runs
+
+    config = runs.read_config(tmp_path / "results" / "table1" / "paper-fcn_e")
+    assert (config.learning_rate, config.recipe) == (0.003, "table1")
+    assert json.loads((tmp_path / "results" / "table1.json").read_text())["cells"][0][
+        "protocol"] == "E"
+
+
 def test_unknown_cell_is_an_error(table1):
     with pytest.raises(SystemExit, match="unknown cell"):
         table1.main(["--cells", "ResNet/R", "--table-only"])
