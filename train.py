@@ -110,16 +110,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_precision(choice: str) -> tuple[str, str]:
-    """The dtype policy for ``--precision choice``, and why, for the log."""
-    if choice != "auto":
-        return choice, f"--precision {choice}"
-    from stn.training import precision_choice
-
-    policy, reason = precision_choice()
-    return policy, f"auto: {reason}"
-
-
 def remove_dry_run(run_dir: str, keep: bool) -> None:
     """Deletes a dry run's temporary run dir (400 MB for the default model) unless kept."""
     if keep:
@@ -134,7 +124,7 @@ def main(argv=None) -> int:
     from stn.config import make_config
     from stn.mnist import MnistError
     from stn.runs import RunError
-    from stn.training import TrainingDiverged, train_and_evaluate
+    from stn.training import TrainingDiverged, resolve_precision, train_and_evaluate
 
     recipe = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                 ("learning_rate", args.learning_rate),

@@ -54,16 +54,11 @@ def diagnose(run_dir: Path, mnist_path=None) -> dict:
     """Rotation statistics of one run's transformer on its test split, overall and per class."""
     import numpy as np
 
-    from stn import data as stn_data
-    from stn import pose, runs
-    from stn.model import transformer_outputs
+    from stn import evaluation, runs
 
     config = runs.read_config(run_dir)
-    test = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                              max_train_examples=1).test
-    theta = transformer_outputs(runs.load_model(run_dir), test.images)[0]
-    alignment = pose.pose_alignment(test.warps, theta, config.model.input_size, test.kind,
-                                    config.model.kind)
+    test = evaluation.load_test_split(config, mnist_path)
+    alignment = evaluation.split_pose(runs.load_model(run_dir), test)
     raw = alignment.raw["rotation"][alignment.valid]
     residual = alignment.residual["rotation"][alignment.valid]
     labels = np.asarray(test.labels)[alignment.valid]

@@ -70,8 +70,7 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
                 mnist_path=None) -> dict:
     """Trains (or reads back) one variant; its validation error and rotation ratio."""
     from stn import data as stn_data
-    from stn import pose, runs, training
-    from stn.model import transformer_outputs
+    from stn import evaluation, runs, training
 
     config = table1.cell_config(model, protocol, 0, "table1", precision, **fields)
     run_dir = variant_dir(model, protocol, fields, precision, runs_dir)
@@ -87,9 +86,7 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
     if config.model.transformer:
         validation = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
                                         max_train_examples=1).validation
-        theta = transformer_outputs(runs.load_model(run_dir), validation.images)[0]
-        alignment = pose.pose_alignment(validation.warps, theta, config.model.input_size,
-                                        validation.kind, config.model.kind)
+        alignment = evaluation.split_pose(runs.load_model(run_dir), validation)
         ratio = round(alignment.stats["parameters"]["rotation"]["ratio"], 3)
     return {"model": model, "protocol": protocol, "fields": fields, "run": str(run_dir),
             "val_error_percent": round(100 * (1 - history[-1]["val_accuracy"]), 2),
@@ -110,9 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     args = p.parse_args(argv)
     from stn import runs
-    from stn.training import auto_precision
+    from stn.training import resolve_precision
 
-    precision = auto_precision() if args.precision == "auto" else args.precision
+    precision = resolve_precision(args.precision)[0]
     runs_dir = Path(args.runs_dir) / args.study
     variants = STUDIES[args.study]
     if args.list:

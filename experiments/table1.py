@@ -297,9 +297,9 @@ def _selected(args) -> list[tuple[str, str, int]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.training import auto_precision
+    from stn.training import resolve_precision
 
-    precision = auto_precision() if args.precision == "auto" else args.precision
+    precision = resolve_precision(args.precision)[0]
     fields = {k: v for k, v in (("learning_rate", args.learning_rate),
                                 ("epochs", args.epochs),
                                 ("max_train_examples", args.max_train_examples),

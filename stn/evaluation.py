@@ -122,6 +122,13 @@ def load_test_split(config: Config, mnist_path=None, cache_dir=None) -> stn_data
                               cache_dir=cache_dir, max_train_examples=1).test
 
 
+def split_pose(model: keras.Model, split: stn_data.Split) -> PoseAlignment:
+    """Pose alignment of ``model``'s transformer on a split's digits (stn.pose)."""
+    theta = transformer_outputs(model, split.images)[0]
+    return pose_alignment(split.warps, theta, split.canvas, split.kind,
+                          find_transformer(model).kind)
+
+
 def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
                  progress: Callable[[str], None] | None = None) -> Evaluation:
     """Evaluates the final model of a finished run on its test set.

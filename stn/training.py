@@ -191,6 +191,14 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(rate(inner.iterations) if callable(rate) else rate)
 
 
+def resolve_precision(choice: str) -> tuple[str, str]:
+    """The dtype policy for ``--precision choice`` (``"auto"`` or a policy), and why."""
+    if choice != "auto":
+        return choice, f"--precision {choice}"
+    policy, reason = precision_choice()
+    return policy, f"auto: {reason}"
+
+
 def auto_precision(cpuinfo: str = "/proc/cpuinfo", gpu_capabilities=None) -> str:
     """The classifier's dtype policy for this machine: :func:`precision_choice` without the why."""
     return precision_choice(cpuinfo, gpu_capabilities)[0]
