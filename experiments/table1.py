@@ -265,6 +265,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, metavar="LR",
                    help="the recipe's peak learning rate replaced by LR in every cell (with "
                    "other --runs-dir and --results-dir, a table beside the committed one)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="the recipe's epochs replaced by N in every cell (likewise)")
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="classifier arithmetic, as train.py (default: %(default)s)")
@@ -275,7 +277,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also draw, per protocol, the ST-CNN transformers' outputs "
                    "(default DIR: %(const)s)")
     # Smoke runs (the tests): a tiny grid.
-    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-steps-per-epoch", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)

@@ -27,11 +27,14 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
         ("ST-FCN Aff", "R", {**TINY, "localization_lr_scale": 10.0}),
         ("CNN", "R", TINY),
     ])
+    monkeypatch.setitem(screen.BASES, "tiny", {"learning_rate": 2e-3, "max_steps_per_epoch": 1})
     out_json = tmp_path / "tiny.json"
     args = ["tiny", "--runs-dir", str(tmp_path / "runs"), "--json", str(out_json),
             "--precision", "float32"]
     assert screen.main(args) == 0
-    rows = json.loads(out_json.read_text())["variants"]
+    written = json.loads(out_json.read_text())
+    assert written["base"] == {"learning_rate": 2e-3, "max_steps_per_epoch": 1}
+    rows = written["variants"]
     assert [(r["model"], r["protocol"]) for r in rows] == [("ST-FCN Aff", "R"), ("CNN", "R")]
     for row in rows:
         assert set(row) == {"model", "protocol", "fields", "run", "val_error_percent",
@@ -44,6 +47,8 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     config = runs.read_config(tmp_path / "runs" / "tiny" / screen.variant_name(
         "ST-FCN Aff", "R", rows[0]["fields"]))
     assert config.localization_lr_scale == 10.0 and config.recipe == "table1"
+    # The study's base applies beneath the variant's own fields, which win.
+    assert config.learning_rate == 2e-3 and config.max_steps_per_epoch == 2
     # A second call reads both runs back and trains nothing.
     capsys.readouterr()
     assert screen.main(args) == 0
