@@ -2,7 +2,6 @@
 
     python experiments/screen.py localization-lr   # the localization net's learning-rate scale
     python experiments/screen.py recipe            # regularisation and step size on RTS
-    python experiments/screen.py schedule          # 45 epochs instead of 30
     python experiments/screen.py recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
@@ -51,10 +50,6 @@ STUDIES = {
         *[(model, protocol, change) for model, protocol in SCREENED_CELLS
           for change in ({}, {"learning_rate": 3e-3})],
     ],
-    # A 1.5x longer schedule, on the recipe with the peak rate 3e-3: the
-    # longest whose slowest cell (CNN on RTS, 17 s an epoch) stays under 15 min.
-    "schedule": [(model, protocol, change) for model, protocol in SCREENED_CELLS
-                 for change in ({}, {"epochs": 45})],
 }
 # The studies run before the table1 recipe's peak rate went from 1e-3 to 3e-3
 # (chosen by the "recipe" study) keep the rate they ran with.
