@@ -41,23 +41,13 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(a: Path, b: Path) -> dict:
     """``{field: [value in a, value in b]}`` for the Config fields that differ."""
     from stn import runs
     from stn.config import config_to_dict
 
-    fa, fb = (_flat(config_to_dict(runs.read_config(d))) for d in (a, b))
-    return {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+    old, new = (config_to_dict(runs.read_config(d)) for d in (a, b))
+    return {k: list(v) for k, v in runs.config_changes(old, new).items()}
 
 
 def _validation(kept: Path) -> tuple[float, float]:

@@ -165,8 +165,8 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
     if (run_dir / CONFIG).exists():
         existing = read_config(run_dir)
         if existing != config:
-            old, new = config_to_dict(existing), config_to_dict(config)
-            diff = _diff(old, new)
+            changes = config_changes(config_to_dict(existing), config_to_dict(config))
+            diff = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changes.items())
             raise RunError(f"{run_dir} holds a run with a different config ({diff}). "
                            "Use another --run-dir, or the same flags to resume it.")
         remove_stale_temporaries(run_dir)
@@ -183,15 +183,26 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
     return False
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> str:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes.append(_diff(a, b, f"{prefix}{key}."))
-        elif a != b:
-            changes.append(f"{prefix}{key}: {a!r} there, {b!r} now")
-    return "; ".join(c for c in changes if c)
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """``{"model.kind": (old value, new value), ...}`` for the leaves that differ.
+
+    Nested dicts (as ``config_to_dict`` writes them) are walked; keys are
+    dotted paths, sorted; a key missing on one side has the value None there.
+    """
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    return {key: (flat_old.get(key), flat_new.get(key))
+            for key in sorted(set(flat_old) | set(flat_new))
+            if flat_old.get(key) != flat_new.get(key)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def read_config(run_dir: Path) -> Config:

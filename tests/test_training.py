@@ -110,6 +110,18 @@ def test_run_dir_with_another_config_is_refused(tmp_path, capsys, train_main):
     assert sorted(p.name for p in run_dir.iterdir()) == [runs.CONFIG]
 
 
+def test_config_changes_lists_the_differing_leaves_by_dotted_path():
+    old = C.config_to_dict(C.make_config("st-cnn-affine", "rts", epochs=3))
+    new = C.config_to_dict(C.make_config("st-cnn-tps", "rts", epochs=3, seed=1))
+    changes = runs.config_changes(old, new)
+    assert changes["model.kind"] == ("affine", "tps")
+    assert changes["seed"] == (0, 1)
+    assert "epochs" not in changes and "model" not in changes
+    assert list(changes) == sorted(changes)
+    assert runs.config_changes(old, old) == {}
+    assert runs.config_changes({"a": {"b": 1}}, {}) == {"a.b": (1, None)}
+
+
 def test_non_run_directory_is_refused(tmp_path, capsys, train_main):
     (tmp_path / "notes.txt").write_text("mine")
     assert train_main(["--run-dir", str(tmp_path)]) == 2
