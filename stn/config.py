@@ -142,8 +142,8 @@ class Recipe:
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
     # (README, Results).
-    "predecessor": Recipe("the predecessor's: Adam 1e-4 constant, one fixed warp per image, "
-                          "20 epochs"),
+    "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
+                          "image, batch 500, 20 epochs"),
     # `make train`: chosen on the validation split (README, "How the default
     # recipe was chosen").
     "default": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh warps "

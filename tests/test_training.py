@@ -110,6 +110,15 @@ def test_run_dir_with_another_config_is_refused(tmp_path, capsys, train_main):
     assert sorted(p.name for p in run_dir.iterdir()) == [runs.CONFIG]
 
 
+def test_readme_recipe_table_shows_each_recipe_as_defined():
+    rows = {line.split("|")[1].strip().split()[0].strip("`"): line
+            for line in (helpers.ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for name, recipe in C.RECIPES.items():
+        assert name in rows, f"README's recipe table lacks {name!r}"
+        assert recipe.description in rows[name], (name, rows[name])
+
+
 def test_config_changes_lists_the_differing_leaves_by_dotted_path():
     old = C.config_to_dict(C.make_config("st-cnn-affine", "rts", epochs=3))
     new = C.config_to_dict(C.make_config("st-cnn-tps", "rts", epochs=3, seed=1))
