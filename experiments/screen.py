@@ -8,11 +8,12 @@ A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
 ``table1`` recipe) with some Config fields replaced: first the study's base
 (``BASES``: the recipe as it was when the study ran), then the variant's own
 changes. It is trained in ``runs/screen/<study>/<variant>/`` (resumable: a
-finished variant is read back, not retrained; a variant whose config is the
-Table 1 cell's is that cell's own run in ``runs/table1/``, where
-``experiments/table1.py`` trains it). For each, ``results/screen_<study>.json``
-records the validation error and the rotation-spread ratio of its transformer
-on the validation split (``stn.pose``). Test numbers are never looked at:
+finished variant is read back, not retrained; so is a finished run of a Table
+1 grid, ``runs/table1*/<cell>`` as ``experiments/table1.py`` trains them,
+whose config is exactly the variant's). For each,
+``results/screen_<study>.json`` records the validation error and the
+rotation-spread ratio of its transformer on the validation split
+(``stn.pose``). Test numbers are never looked at:
 these screens choose methods and recipes.
 """
 
@@ -51,9 +52,11 @@ STUDIES = {
           for change in ({}, {"learning_rate": 3e-3})],
     ],
 }
-# The studies run before the table1 recipe's peak rate went from 1e-3 to 3e-3
-# (chosen by the "recipe" study) keep the rate they ran with.
-BASES = {"localization-lr": {"learning_rate": 1e-3}, "recipe": {"learning_rate": 1e-3}}
+# The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3
+# (chosen by the "recipe" study) and its epochs from 30 to 45 (chosen on whole
+# grids, experiments/compare_grids.py): they keep the rate and epochs they ran with.
+BASES = {"localization-lr": {"learning_rate": 1e-3, "epochs": 30},
+         "recipe": {"learning_rate": 1e-3, "epochs": 30}}
 
 
 def variant_name(model: str, protocol: str, fields: dict) -> str:
@@ -69,13 +72,19 @@ def variant_config(model: str, protocol: str, fields: dict, precision: str, base
 
 def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
                 base: dict) -> Path:
-    """Where the variant is trained: the Table 1 cell's run if its config is the cell's."""
+    """Where the variant is trained: ``runs_dir/<variant>``, unless it is not done there
+    and a Table 1 grid (``runs/table1*/``, as ``experiments/table1.py`` trains them)
+    holds a finished run of exactly the variant's config, which is then read back."""
+    from stn import runs
+
+    own = runs_dir / variant_name(model, protocol, fields)
+    if (own / runs.METRICS).exists():
+        return own
     config = variant_config(model, protocol, fields, precision, base)
-    cell_dir = Path("runs/table1") / table1.run_name(model, protocol)  # table1.py's default
-    if (config == table1.cell_config(model, protocol, 0, "table1", precision)
-            and table1._done(config, cell_dir)):
-        return cell_dir
-    return runs_dir / variant_name(model, protocol, fields)
+    for grid in sorted(Path("runs").glob("table1*")):
+        if table1._done(config, grid / table1.run_name(model, protocol)):
+            return grid / table1.run_name(model, protocol)
+    return own
 
 
 def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,

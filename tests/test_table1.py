@@ -83,7 +83,8 @@ def _first_table(text: str) -> list[str]:
 
 @pytest.mark.parametrize("results_dir, fields", [
     ("results", {}),
-    ("results/table1_lr1e-3", {"learning_rate": 1e-3}),  # the grid before the recipe's 3e-3
+    ("results/table1_ep30", {"epochs": 30}),  # the grid before the recipe's 45 epochs
+    ("results/table1_lr1e-3", {"learning_rate": 1e-3, "epochs": 30}),  # and before its 3e-3
 ])
 def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, results_dir,
                                                                       fields):
