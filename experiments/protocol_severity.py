@@ -9,8 +9,13 @@ pixel) is lost. Reported over the 10,000 test digits: the share of the
 digits' ink (canonical pixel values) lost, and the share of digits that
 lose more than 5% and 20% of theirs.
 
+With ``--runs``, each trained run's test error is also split by how much of
+its ink the digit lost: how much of a model's error the destroyed digits
+explain.
+
     python experiments/protocol_severity.py               # r, rts, p, e
     python experiments/protocol_severity.py p --json out.json
+    python experiments/protocol_severity.py p --runs runs/table1/*_p
 """
 
 import argparse
@@ -54,19 +59,75 @@ def reached(params, kind: str, canvas: int, chunk: int = 500):
     return hit
 
 
-def severity(protocol: str, seed: int = 0, mnist_path=None) -> dict:
+BINS = ((0.0, 0.05), (0.05, 0.20), (0.20, 1.0))
+"""Ink-loss bins ``(low, high]`` (the first includes 0) for the error split of ``--runs``."""
+
+
+def ink_lost(split):
+    """float64 ``[n]``: the share of each digit's ink its warp pushes off the canvas."""
+    import numpy as np
+
+    ink = np.asarray(split.canonical_images(), np.float64)[..., 0]  # (n, S, S), padded
+    hit = reached(np.asarray(split.warps, np.float64), split.kind, split.canvas)
+    return (ink * ~hit).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
+
+
+def test_split(protocol: str, seed: int = 0, mnist_path=None):
+    from stn import data as stn_data
+
+    return stn_data.load_data(protocol, seed, mnist_path=mnist_path, max_train_examples=1).test
+
+
+def severity(protocol: str, seed: int = 0, mnist_path=None, split=None) -> dict:
     """Ink lost off the canvas by the protocol's test warps (module docstring)."""
     import numpy as np
 
-    from stn import data as stn_data
-
-    test = stn_data.load_data(protocol, seed, mnist_path=mnist_path, max_train_examples=1).test
-    ink = np.asarray(test.canonical_images(), np.float64)[..., 0]  # (n, S, S), padded
-    hit = reached(np.asarray(test.warps, np.float64), test.kind, test.canvas)
-    lost = (ink * ~hit).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
+    lost = ink_lost(split if split is not None else test_split(protocol, seed, mnist_path))
     return {"protocol": protocol, "digits": int(len(lost)), "ink_lost": float(lost.mean()),
             "digits_losing_over_5%": float(np.mean(lost > 0.05)),
             "digits_losing_over_20%": float(np.mean(lost > 0.20))}
+
+
+def errors_by_loss(wrong, lost) -> list[dict]:
+    """A model's test errors split by the digits' ink loss.
+
+    Args:
+      wrong: bool ``[n]``, the misclassified test digits.
+      lost: float ``[n]``, their ink lost (:func:`ink_lost`).
+
+    Returns:
+      One dict per bin of :data:`BINS`: ``ink_lost`` ``[low, high]``, ``digits``,
+      ``errors``, ``error_percent`` within the bin (None if empty), and
+      ``share_of_errors`` (None if the model makes none).
+    """
+    import numpy as np
+
+    wrong, lost = np.asarray(wrong, bool), np.asarray(lost)
+    rows = []
+    for low, high in BINS:
+        inside = (lost <= high) & ((lost > low) if low > 0 else True)
+        n, errors = int(inside.sum()), int((wrong & inside).sum())
+        rows.append({"ink_lost": [low, high], "digits": n, "errors": errors,
+                     "error_percent": round(100 * errors / n, 2) if n else None,
+                     "share_of_errors": round(errors / wrong.sum(), 3) if wrong.any() else None})
+    return rows
+
+
+def run_errors(run_dir: Path, lost, split, seed: int) -> dict:
+    """The run's test errors on ``split`` (of its protocol and ``seed``), split by ink loss."""
+    import numpy as np
+
+    from stn import evaluation, runs
+
+    config = runs.read_config(run_dir)
+    if (config.protocol, config.seed) != (split.protocol, seed):
+        raise runs.RunError(f"{run_dir} is a run on protocol {config.protocol!r} seed "
+                            f"{config.seed}, not {split.protocol!r} seed {seed}; give its "
+                            "protocol and --seed")
+    logits = evaluation.predict(runs.load_model(run_dir), np.asarray(split.images))
+    wrong = logits.argmax(-1) != np.asarray(split.labels)
+    return {"run": str(run_dir), "error_percent": round(100 * float(wrong.mean()), 2),
+            "bins": errors_by_loss(wrong, lost)}
 
 
 def main(argv=None) -> int:
@@ -77,21 +138,44 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     p.add_argument("--json", help="also write the numbers to this file")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN",
+                   help="trained run directories of ONE of the protocols given: their test "
+                        "errors split by the digits' ink loss")
     args = p.parse_args(argv)
     from stn import protocols, runs
 
     unknown = [name for name in args.protocols if name not in protocols.PROTOCOLS]
     if unknown:
         p.error(f"unknown protocol {unknown[0]!r}; choose from {', '.join(protocols.PROTOCOLS)}")
-    rows = []
+    if args.runs and len(args.protocols) != 1:
+        p.error("--runs needs exactly one protocol (that of the runs)")
+    rows, errors = [], []
     print(f"{'protocol':9s} {'ink lost':>9s} {'digits losing > 5%':>19s} {'> 20%':>7s}")
     for name in args.protocols:
-        row = severity(name, args.seed, args.mnist)
+        split = test_split(name, args.seed, args.mnist)
+        row = severity(name, args.seed, args.mnist, split)
         rows.append(row)
         print(f"{name:9s} {100 * row['ink_lost']:8.2f}% {100 * row['digits_losing_over_5%']:18.1f}% "
               f"{100 * row['digits_losing_over_20%']:6.1f}%", flush=True)
+    if args.runs:
+        lost = ink_lost(split)
+        print("\ntest error % by ink lost:   " + "  ".join(
+            f"{f'{100 * lo:.0f}-{100 * hi:.0f}%':>13s}" for lo, hi in BINS))
+        for run_dir in args.runs:
+            try:
+                record = run_errors(Path(run_dir), lost, split, args.seed)
+            except runs.RunError as e:
+                print(f"protocol_severity.py: error: {e}", file=sys.stderr)
+                return 2
+            errors.append(record)
+            cells = "  ".join(f"{b['error_percent']:6.2f} ({100 * (b['share_of_errors'] or 0):3.0f}%)"
+                              for b in record["bins"])
+            print(f"{Path(run_dir).name:22s} {record['error_percent']:5.2f}  {cells}", flush=True)
     if args.json:
-        runs.write_json(Path(args.json), {"seed": args.seed, "protocols": rows})
+        out = {"seed": args.seed, "protocols": rows}
+        if errors:
+            out["runs"] = errors
+        runs.write_json(Path(args.json), out)
     return 0
 
 

@@ -138,3 +138,17 @@ def test_protocol_severity_reached_pixels_of_known_warps():
     assert hit[2][7:21, 7:21].all() and hit[2].sum() == 14 * 14
     tps = severity.reached(kinds.identity("tps", 1), "tps", 28)
     assert tps.all()
+
+
+def test_protocol_severity_splits_errors_by_ink_lost():
+    severity = helpers.script("experiments/protocol_severity.py")
+    lost = np.array([0.0, 0.01, 0.05, 0.06, 0.20, 0.5, 0.9, 1.0])
+    wrong = np.array([False, True, False, False, True, True, True, False])
+    rows = severity.errors_by_loss(wrong, lost)
+    assert [r["ink_lost"] for r in rows] == [[0.0, 0.05], [0.05, 0.2], [0.2, 1.0]]
+    assert [r["digits"] for r in rows] == [3, 2, 3]  # 0.05 and 0.20 close their bins
+    assert [r["errors"] for r in rows] == [1, 1, 2]
+    assert [r["error_percent"] for r in rows] == [33.33, 50.0, 66.67]
+    assert [r["share_of_errors"] for r in rows] == [0.25, 0.25, 0.5]
+    none = severity.errors_by_loss(np.zeros(8, bool), lost)
+    assert [r["share_of_errors"] for r in none] == [None, None, None]
