@@ -72,7 +72,8 @@ def ink_lost(split):
     return (ink * ~hit).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
 
 
-def test_split(protocol: str, seed: int = 0, mnist_path=None):
+def load_test_split(protocol: str, seed: int = 0, mnist_path=None):
+    """The protocol's test split of ``seed`` (``stn.data.Split``: warps and canonical digits)."""
     from stn import data as stn_data
 
     return stn_data.load_data(protocol, seed, mnist_path=mnist_path, max_train_examples=1).test
@@ -82,7 +83,7 @@ def severity(protocol: str, seed: int = 0, mnist_path=None, split=None) -> dict:
     """Ink lost off the canvas by the protocol's test warps (module docstring)."""
     import numpy as np
 
-    lost = ink_lost(split if split is not None else test_split(protocol, seed, mnist_path))
+    lost = ink_lost(split if split is not None else load_test_split(protocol, seed, mnist_path))
     return {"protocol": protocol, "digits": int(len(lost)), "ink_lost": float(lost.mean()),
             "digits_losing_over_5%": float(np.mean(lost > 0.05)),
             "digits_losing_over_20%": float(np.mean(lost > 0.20))}
@@ -139,8 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN",
-                   help="trained run directories of ONE of the protocols given: their test "
-                        "errors split by the digits' ink loss")
+                   help="trained run directories, all on the one protocol given (and --seed): "
+                        "their test errors split by the digits' ink loss")
     args = p.parse_args(argv)
     from stn import protocols, runs
 
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     rows, errors = [], []
     print(f"{'protocol':9s} {'ink lost':>9s} {'digits losing > 5%':>19s} {'> 20%':>7s}")
     for name in args.protocols:
-        split = test_split(name, args.seed, args.mnist)
+        split = load_test_split(name, args.seed, args.mnist)
         row = severity(name, args.seed, args.mnist, split)
         rows.append(row)
         print(f"{name:9s} {100 * row['ink_lost']:8.2f}% {100 * row['digits_losing_over_5%']:18.1f}% "

@@ -152,3 +152,19 @@ def test_protocol_severity_splits_errors_by_ink_lost():
     assert [r["share_of_errors"] for r in rows] == [0.25, 0.25, 0.5]
     none = severity.errors_by_loss(np.zeros(8, bool), lost)
     assert [r["share_of_errors"] for r in none] == [None, None, None]
+
+
+def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
+    import types
+
+    from stn import config as C
+    from stn import runs
+
+    severity = helpers.script("experiments/protocol_severity.py")
+    runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p"), command=None)
+    split = types.SimpleNamespace(protocol="e")
+    with pytest.raises(runs.RunError, match="protocol 'p' seed 0, not 'e' seed 0"):
+        severity.run_errors(tmp_path / "run", np.zeros(1), split, seed=0)
+    with pytest.raises(runs.RunError, match="seed 0, not 'p' seed 1"):
+        severity.run_errors(tmp_path / "run", np.zeros(1), types.SimpleNamespace(protocol="p"),
+                            seed=1)
