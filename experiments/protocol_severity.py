@@ -72,18 +72,11 @@ def ink_lost(split):
     return (ink * ~hit).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
 
 
-def load_test_split(protocol: str, seed: int = 0, mnist_path=None):
-    """The protocol's test split of ``seed`` (``stn.data.Split``: warps and canonical digits)."""
-    from stn import data as stn_data
-
-    return stn_data.load_data(protocol, seed, mnist_path=mnist_path, max_train_examples=1).test
-
-
-def severity(protocol: str, seed: int = 0, mnist_path=None, split=None) -> dict:
-    """Ink lost off the canvas by the protocol's test warps (module docstring)."""
+def severity(protocol: str, lost) -> dict:
+    """The protocol's row: the ink its test warps push off the canvas (``lost``, from
+    :func:`ink_lost`), overall and as the share of digits losing over 5% and 20%."""
     import numpy as np
 
-    lost = ink_lost(split if split is not None else load_test_split(protocol, seed, mnist_path))
     return {"protocol": protocol, "digits": int(len(lost)), "ink_lost": float(lost.mean()),
             "digits_losing_over_5%": float(np.mean(lost > 0.05)),
             "digits_losing_over_20%": float(np.mean(lost > 0.20))}
@@ -143,7 +136,7 @@ def main(argv=None) -> int:
                    help="trained run directories, all on the one protocol given (and --seed): "
                         "their test errors split by the digits' ink loss")
     args = p.parse_args(argv)
-    from stn import protocols, runs
+    from stn import evaluation, protocols, runs
 
     unknown = [name for name in args.protocols if name not in protocols.PROTOCOLS]
     if unknown:
@@ -153,13 +146,13 @@ def main(argv=None) -> int:
     rows, errors = [], []
     print(f"{'protocol':9s} {'ink lost':>9s} {'digits losing > 5%':>19s} {'> 20%':>7s}")
     for name in args.protocols:
-        split = load_test_split(name, args.seed, args.mnist)
-        row = severity(name, args.seed, args.mnist, split)
+        split = evaluation.load_test_split(name, args.seed, args.mnist)
+        lost = ink_lost(split)
+        row = severity(name, lost)
         rows.append(row)
         print(f"{name:9s} {100 * row['ink_lost']:8.2f}% {100 * row['digits_losing_over_5%']:18.1f}% "
               f"{100 * row['digits_losing_over_20%']:6.1f}%", flush=True)
-    if args.runs:
-        lost = ink_lost(split)
+    if args.runs:  # one protocol: its split and lost from the loop
         print("\ntest error % by ink lost:   " + "  ".join(
             f"{f'{100 * lo:.0f}-{100 * hi:.0f}%':>13s}" for lo, hi in BINS))
         for run_dir in args.runs:
@@ -169,8 +162,9 @@ def main(argv=None) -> int:
                 print(f"protocol_severity.py: error: {e}", file=sys.stderr)
                 return 2
             errors.append(record)
-            cells = "  ".join(f"{b['error_percent']:6.2f} ({100 * (b['share_of_errors'] or 0):3.0f}%)"
-                              for b in record["bins"])
+            cells = "  ".join(
+                f"{b['error_percent']:6.2f} ({100 * (b['share_of_errors'] or 0):3.0f}%)"
+                for b in record["bins"])
             print(f"{Path(run_dir).name:22s} {record['error_percent']:5.2f}  {cells}", flush=True)
     if args.json:
         out = {"seed": args.seed, "protocols": rows}

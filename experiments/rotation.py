@@ -57,7 +57,7 @@ def diagnose(run_dir: Path, mnist_path=None) -> dict:
     from stn import evaluation, runs
 
     config = runs.read_config(run_dir)
-    test = evaluation.load_test_split(config, mnist_path)
+    test = evaluation.load_test_split(config.protocol, config.seed, mnist_path)
     alignment = evaluation.split_pose(runs.load_model(run_dir), test)
     raw = alignment.raw["rotation"][alignment.valid]
     residual = alignment.residual["rotation"][alignment.valid]

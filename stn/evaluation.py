@@ -110,15 +110,15 @@ def _timed(progress: Callable[[str], None] | None, message: str, work: Callable)
     return out
 
 
-def load_test_split(config: Config, mnist_path=None, cache_dir=None) -> stn_data.Split:
-    """The run's test split: a pure function of its protocol and seed.
+def load_test_split(protocol: str, seed: int, mnist_path=None, cache_dir=None) -> stn_data.Split:
+    """A run's test split: a pure function of its protocol and seed.
 
     Raises:
       stn.mnist.MnistError: MNIST cannot be found or read.
     """
     # One training image: the test warps do not depend on it (stn.data), and
     # warping the other 54,999 would only cost time and memory.
-    return stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+    return stn_data.load_data(protocol, seed, mnist_path=mnist_path,
                               cache_dir=cache_dir, max_train_examples=1).test
 
 
@@ -153,7 +153,8 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
     config = runs.read_config(run_dir)
     model = _timed(progress, f"loading {run_dir / runs.MODEL}", lambda: runs.load_model(run_dir))
     test = _timed(progress, f"rebuilding the test set (protocol {config.protocol!r}, "
-                  f"seed {config.seed})", lambda: load_test_split(config, mnist_path, cache_dir))
+                  f"seed {config.seed})",
+                  lambda: load_test_split(config.protocol, config.seed, mnist_path, cache_dir))
     logits = _timed(progress, f"classifying {len(test):,} test digits",
                     lambda: predict(model, test.images))
     predictions = np.argmax(logits, axis=1)
