@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--localization-lr-scale", type=positive_float, metavar="K",
                    help=f"the localization net's learning rate as a multiple of the rest's "
                    f"{recipe}")
+    p.add_argument("--warp-ramp-epochs", type=non_negative_float, metavar="K",
+                   help="warp curriculum: the fresh warps grow linearly from none at epoch 0 "
+                   f"to the protocol's full strength at epoch K; 0 is off {recipe}")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds Python, NumPy, TensorFlow and the warps (default: %(default)s)")
     p.add_argument("--run-dir", help="where the run is written and resumed from "
@@ -133,6 +136,7 @@ def main(argv=None) -> int:
                                 ("weight_decay", args.weight_decay),
                                 ("label_smoothing", args.label_smoothing),
                                 ("localization_lr_scale", args.localization_lr_scale),
+                                ("warp_ramp_epochs", args.warp_ramp_epochs),
                                 ("resample_warps", args.resample_warps)) if v is not None}
     fields = dict(recipe, seed=args.seed, max_train_examples=args.max_train_examples,
                   deterministic=args.deterministic, strategy=args.strategy,

@@ -2,6 +2,7 @@
 
     python experiments/screen.py localization-lr   # the localization net's learning-rate scale
     python experiments/screen.py recipe            # regularisation and step size on RTS
+    python experiments/screen.py curriculum        # warps growing from none over K epochs
     python experiments/screen.py recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
@@ -50,6 +51,13 @@ STUDIES = {
                          {"learning_rate": 3e-3}, {"batch_size": 128})],
         *[(model, protocol, change) for model, protocol in SCREENED_CELLS
           for change in ({}, {"learning_rate": 3e-3})],
+    ],
+    # A warp curriculum (--warp-ramp-epochs): does a classifier that first
+    # learns upright digits leave the transformer the rotation to undo?
+    "curriculum": [
+        *[("ST-CNN Aff", "R", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10, 20)],
+        ("ST-CNN Aff", "R", {"warp_ramp_epochs": 10, "localization_lr_scale": 10.0}),
+        *[("ST-CNN Aff", "RTS", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10)],
     ],
 }
 # The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3

@@ -137,6 +137,10 @@ class Recipe:
     # every step of the schedule); Adam makes this the only way to speed up
     # one part of the model, since it ignores the scale of its gradients.
     localization_lr_scale: float = 1.0
+    # Warp curriculum: the fresh warps' strength grows linearly from 0 (no
+    # distortion) at epoch 0 to the protocol's own at this epoch
+    # (stn.data.warp_strength); 0 is off. Needs resample_warps.
+    warp_ramp_epochs: float = 0.0
 
 
 RECIPES = {
@@ -180,6 +184,7 @@ class Config:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     localization_lr_scale: float = 1.0
+    warp_ramp_epochs: float = 0.0
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -202,6 +207,12 @@ class Config:
         if not 0.0 <= self.warmup_epochs <= self.epochs:  # also rejects NaN
             raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], "
                              f"got {self.warmup_epochs}")
+        if not 0.0 <= self.warp_ramp_epochs <= self.epochs:  # also rejects NaN
+            raise ValueError(f"warp_ramp_epochs must be in [0, epochs = {self.epochs}], "
+                             f"got {self.warp_ramp_epochs}")
+        if self.warp_ramp_epochs and not self.resample_warps:
+            raise ValueError("warp_ramp_epochs needs resample_warps: the fixed warps of "
+                             "each image cannot grow")
         for name in ("weight_decay", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -260,6 +260,16 @@ def epoch_warps(split: Split, seed: int, epoch: int,
     return protocol.sample(len(split), _rng(seed, "resample", epoch)).astype(np.float32)
 
 
+def warp_strength(epoch: int, ramp_epochs: float) -> float:
+    """Strength of epoch ``epoch``'s warps under a curriculum of ``ramp_epochs``.
+
+    ``min(1, epoch / ramp_epochs)``: 0 (undistorted digits) at epoch 0,
+    growing linearly to the protocol's full warps at ``ramp_epochs``; 1
+    throughout when ``ramp_epochs`` is 0. See :meth:`stn.protocols.Protocol.scaled`.
+    """
+    return 1.0 if ramp_epochs <= 0 else min(1.0, epoch / ramp_epochs)
+
+
 def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
     """Batches of indices in ``order`` mapped by ``fetch``, prefetched.
 

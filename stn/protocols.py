@@ -72,6 +72,10 @@ Near its largest scale and shift a warp can push a few pixels of a large
 digit off the canvas: that is part of the protocol (the sampler's zero
 padding fills in the background).
 
+**A warp curriculum** (``--warp-ramp-epochs``, :func:`stn.data.warp_strength`)
+trains on :meth:`Protocol.scaled` versions of a protocol: every distortion
+moved toward the identity by a strength in [0, 1], with the same draws.
+
 **Adding a protocol**: one entry in :data:`PROTOCOLS`; a new *family* of
 warps is a :class:`Protocol` subclass defining ``kind`` and ``sample``.
 Data, configs, ``train.py --protocol`` and the augmentation figure pick it
@@ -114,6 +118,29 @@ class Protocol:
         """
         raise NotImplementedError
 
+    def scaled(self, strength: float) -> "Protocol":
+        """The protocol with every distortion scaled by ``strength`` toward the identity.
+
+        ``strength`` 1 is the protocol itself, 0 its identity warps; in
+        between, each range or std is scaled linearly (a scale range ``s``
+        becomes ``1 + strength * (s - 1)``). It makes the same draws from
+        the generator, so warps of different strengths pair up one to one.
+        Used by the warp curriculum (``Config.warp_ramp_epochs``).
+
+        Raises:
+          ValueError: ``strength`` outside [0, 1].
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"warp strength must be in [0, 1], got {strength}")
+        if strength == 1.0:
+            return self
+        return dataclasses.replace(self, name=f"{self.name}@{strength:g}",
+                                   **self._scaled_fields(strength))
+
+    def _scaled_fields(self, strength: float) -> dict:
+        """The fields of :meth:`scaled` (subclasses)."""
+        raise NotImplementedError
+
     @property
     def px(self) -> float:
         """One pixel of the canvas in normalized units, ``2 / canvas``."""
@@ -121,6 +148,14 @@ class Protocol:
 
 
 # --- affine protocols: named distortions ----------------------------------------
+
+def _times(interval: tuple[float, float], strength: float) -> tuple[float, float]:
+    return (interval[0] * strength, interval[1] * strength)
+
+
+def _toward_one(interval: tuple[float, float], strength: float) -> tuple[float, float]:
+    return tuple(1.0 + strength * (x - 1.0) for x in interval)
+
 
 DISTORTIONS = ("rotation", "shear", "translation", "scale")
 """The named distortions of an :class:`AffineProtocol`."""
@@ -168,6 +203,11 @@ class AffineProtocol(Protocol):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """float64 ``[n, 6]``: sampling matrices ``A = F^-1`` (:mod:`stn.warps`), row-major."""
         return warps.compose(self.sample_params(n, rng), self.canvas).reshape(n, 6)
+
+    def _scaled_fields(self, strength: float) -> dict:
+        return {"rotation": _times(self.rotation, strength), "shear": _times(self.shear, strength),
+                "translation": _times(self.translation, strength),
+                "scale": _toward_one(self.scale, strength)}
 
     def single_distortion(self, distortion: str) -> "AffineProtocol":
         """The protocol with every distortion but ``distortion`` switched off.
@@ -239,6 +279,10 @@ class PerspectiveProtocol(Protocol):
         noise = rng.normal(0.0, self.corner_std * self.px, size=(n, 4, 2))
         return homography(s[:, None, None] * CORNERS + noise, CORNERS)
 
+    def _scaled_fields(self, strength: float) -> dict:
+        return {"scale": _toward_one(self.scale, strength),
+                "corner_std": self.corner_std * strength}
+
 
 @dataclasses.dataclass(frozen=True)
 class ElasticProtocol(Protocol):
@@ -255,6 +299,9 @@ class ElasticProtocol(Protocol):
         targets = transform.tps_targets()  # (16, 2)
         noise = rng.normal(0.0, self.control_std * self.px, size=(n, *targets.shape))
         return (targets + noise).reshape(n, -1)
+
+    def _scaled_fields(self, strength: float) -> dict:
+        return {"control_std": self.control_std * strength}
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (

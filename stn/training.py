@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from stn import data as stn_data
-from stn import monitor, runs
+from stn import monitor, protocols, runs
 from stn.config import Config
 from stn.model import build_model
 
@@ -370,8 +370,10 @@ def _sums(losses, logits, labels):
 
 def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """One epoch of training; returns (mean loss, accuracy) over it."""
+    protocol = protocols.get_protocol(config.protocol).scaled(
+        stn_data.warp_strength(epoch, config.warp_ramp_epochs))
     dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
-                                     resample=config.resample_warps)
+                                     resample=config.resample_warps, protocol=protocol)
     n_steps = steps_per_epoch(config, len(split))
     dataset = dataset.take(n_steps)
     # A live bar on a terminal; one line per epoch in a log file.

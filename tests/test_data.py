@@ -172,6 +172,22 @@ def test_eval_dataset_is_in_natural_order_and_keeps_the_last_batch():
     np.testing.assert_array_equal(images, split.images)
 
 
+def test_warp_strength_ramps_linearly_then_stays_full():
+    assert [D.warp_strength(e, 4) for e in range(7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [D.warp_strength(e, 2.5) for e in (0, 1, 3)] == [0.0, 0.4, 1.0]
+    assert D.warp_strength(0, 0) == 1.0  # no curriculum
+
+
+def test_resampled_warps_of_strength_zero_are_the_padded_digits():
+    split = tiny_split(12)
+    identity = P.get_protocol(split.protocol).scaled(0.0)
+    images, labels, _ = collect(D.train_dataset(split, 5, seed=1, epoch=3, resample=True,
+                                                protocol=identity))
+    order = D.epoch_order(12, 1, 3)
+    np.testing.assert_array_equal(labels, split.labels[order])
+    np.testing.assert_allclose(images, split.canonical_images(order), atol=1e-6)
+
+
 @pytest.mark.parametrize("resample", [False, True])
 def test_train_order_is_a_pure_function_of_seed_and_epoch(resample):
     split = tiny_split(50)

@@ -151,6 +151,48 @@ def test_single_distortion_switches_the_others_off(distortion):
     assert P.get_protocol(variant) is variant and variant.kind == "affine"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_scaled_protocol_ends_at_the_identity_and_at_itself(name):
+    protocol = P.PROTOCOLS[name]
+    assert protocol.scaled(1.0) is protocol
+    zero = protocol.scaled(0.0)
+    assert (zero.canvas, zero.kind, zero.name) == (protocol.canvas, protocol.kind, f"{name}@0")
+    np.testing.assert_allclose(zero.sample(20, np.random.default_rng(3)),
+                               K.identity(protocol.kind, 20), atol=1e-12)
+    for strength in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            protocol.scaled(strength)
+
+
+@pytest.mark.parametrize("name", ["seed", "r", "rts"])
+def test_scaled_affine_protocol_shrinks_each_named_distortion(name):
+    # The same draws: every distortion of the scaled warp is the full one's,
+    # moved by the strength toward its neutral value.
+    full = P.PROTOCOLS[name].sample_params(300, np.random.default_rng(4))
+    part = P.PROTOCOLS[name].scaled(0.3).sample_params(300, np.random.default_rng(4))
+    for key in KEYS:
+        neutral = 1.0 if key == "scale" else 0.0
+        np.testing.assert_allclose(part[key] - neutral, 0.3 * (full[key] - neutral),
+                                   atol=1e-12, err_msg=key)
+    rotation = W.decompose(P.PROTOCOLS[name].scaled(0.3).sample(300, np.random.default_rng(4)),
+                           P.PROTOCOLS[name].canvas)["rotation"]
+    np.testing.assert_allclose(rotation, 0.3 * full["rotation"], atol=1e-9)
+
+
+def test_scaled_p_and_e_shrink_scale_and_noise():
+    p, e = P.PROTOCOLS["p"], P.PROTOCOLS["e"]
+    rng = np.random.default_rng(6)
+    s, noise = rng.uniform(0.75, 1.0, 40), rng.normal(0.0, 5.0 * 2 / 28, (40, 4, 2))
+    expected = P.homography((1 + 0.5 * (s - 1))[:, None, None] * P.CORNERS + 0.5 * noise,
+                            P.CORNERS)
+    np.testing.assert_allclose(p.scaled(0.5).sample(40, np.random.default_rng(6)), expected,
+                               atol=1e-12)
+    grid = T.tps_targets().reshape(1, -1)
+    full = e.sample(40, np.random.default_rng(6)) - grid
+    np.testing.assert_allclose(e.scaled(0.25).sample(40, np.random.default_rng(6)) - grid,
+                               0.25 * full, atol=1e-12)
+
+
 # --- P: projective ----------------------------------------------------------------
 
 def dlt_homography(outputs, inputs):

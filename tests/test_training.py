@@ -47,7 +47,8 @@ def test_help_lists_every_flag():
     out = run_train("--help", check=True).stdout
     for flag in ("--preset", "--protocol", "--epochs", "--batch-size", "--learning-rate",
                  "--seed", "--run-dir", "--mnist", "--max-train-examples", "--resample-warps",
-                 "--deterministic", "--dry-run", "--strategy", "--localization-lr-scale"):
+                 "--deterministic", "--dry-run", "--strategy", "--localization-lr-scale",
+                 "--warp-ramp-epochs"):
         assert flag in out
 
 
@@ -89,12 +90,25 @@ def test_dry_run_of_every_transformer_kind(tmp_path, capsys, train_main, preset,
     (["--preset", "resnet"], "invalid choice: 'resnet'"),
     (["--protocol", "rst"], "invalid choice: 'rst'"),
     (["--seed", "-1"], "--seed: must be non-negative"),
+    (["--warp-ramp-epochs", "-1"], "--warp-ramp-epochs: must be a non-negative number"),
 ])
 def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, argv, message):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         train_main([*argv, "--run-dir", str(run_dir)])
     assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warp-ramp-epochs", "30", "--epochs", "20"], "warp_ramp_epochs must be in [0, epochs"),
+    (["--warp-ramp-epochs", "5", "--no-resample-warps"], "warp_ramp_epochs needs resample_warps"),
+])
+def test_impossible_flag_combinations_fail_before_any_work(tmp_path, capsys, train_main, argv,
+                                                           message):
+    run_dir = tmp_path / "run"
+    assert train_main([*argv, "--run-dir", str(run_dir)]) == 2
     assert message in capsys.readouterr().err
     assert not run_dir.exists()
 
@@ -160,6 +174,21 @@ def test_deterministic_runs_give_identical_metrics(tmp_path):
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert first["test_accuracy"] == second["test_accuracy"]
     assert metrics(tmp_path / "a")[-1]["train_loss"] < metrics(tmp_path / "a")[0]["train_loss"]
+
+
+def test_warp_curriculum_hands_each_epoch_its_strength(tmp_path, monkeypatch):
+    real, seen = stn_data.train_dataset, []
+
+    def spy(split, batch_size, *, epoch, protocol=None, **kwargs):
+        seen.append((epoch, protocol.name))
+        return real(split, batch_size, epoch=epoch, protocol=protocol, **kwargs)
+
+    monkeypatch.setattr(stn_data, "train_dataset", spy)
+    config = small_config(epochs=3, warp_ramp_epochs=2.0, resample_warps=True,
+                          max_steps_per_epoch=1)
+    training.train_and_evaluate(config, tmp_path / "run", verbose=0)
+    assert seen == [(0, "seed@0"), (1, "seed@0.5"), (2, "seed")]
+    assert runs.read_config(tmp_path / "run").warp_ramp_epochs == 2.0
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
