@@ -56,7 +56,9 @@ STUDIES = {
     # learns upright digits leave the transformer the rotation to undo?
     "curriculum": [
         *[("ST-CNN Aff", "R", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10, 20)],
-        ("ST-CNN Aff", "R", {"warp_ramp_epochs": 10, "localization_lr_scale": 10.0}),
+        *[("ST-CNN Aff", "R", {"warp_ramp_epochs": 10, "localization_lr_scale": s})
+          for s in (3.0, 10.0)],
+        *[("ST-FCN Aff", "R", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10)],
         *[("ST-CNN Aff", "RTS", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10)],
     ],
 }
