@@ -77,7 +77,8 @@ trains on :meth:`Protocol.scaled` versions of a protocol: every distortion
 moved toward the identity by a strength in [0, 1], with the same draws.
 
 **Adding a protocol**: one entry in :data:`PROTOCOLS`; a new *family* of
-warps is a :class:`Protocol` subclass defining ``kind`` and ``sample``.
+warps is a :class:`Protocol` subclass defining ``kind``, ``sample`` and
+``_scaled_fields``.
 Data, configs, ``train.py --protocol`` and the augmentation figure pick it
 up from there.
 """
