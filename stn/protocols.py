@@ -33,6 +33,7 @@ protocol    canvas kind        warps (all draws independent)
                                moved by Gaussian noise, std 5 px in x and y
 ``e``       28     tps         the 16 control points of a 4 x 4 grid moved
                                by Gaussian noise, std 1.5 px in x and y
+``e-scale`` 28     tps         scale 0.75 to 1 (uniform), then ``e``
 ``none``    40     affine      the identity (padding only)
 =========== ====== =========== ================================================
 
@@ -67,6 +68,10 @@ versions before this registry, so earlier results are reproduced bit for bit.
   4 x 4 grid spanning the canvas edge to edge), each moved by Gaussian noise of
   std 1.5 px in x and y (``1.5 * 2 / 28`` normalized); the ground truth is
   the displaced control points (the input position each grid point reads).
+* ``e-scale``: ``e`` after P's scale of 0.75 to 1, a stricter reading of E
+  (that the appendix scales E's digits as it does P's is our recollection,
+  not checked here); the ground truth ``(t_k + n_k) / s``. Not a column of
+  the table: a variant to measure how much the reading matters.
 
 Near its largest scale and shift a warp can push a few pixels of a large
 digit off the canvas: that is part of the protocol (the sampler's zero
@@ -291,18 +296,29 @@ class ElasticProtocol(Protocol):
 
     Attributes:
       control_std: std of each control point's Gaussian noise, pixels, x and y.
+      scale: ``(low, high)`` of a uniform scale ``s`` of the digit about the
+        centre, applied before the spline (``e-scale``; ``e`` has none).
     """
     control_std: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
     kind: ClassVar[str] = "tps"
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """float64 ``[n, 32]``: the 4 x 4 grid :func:`stn.transform.tps_targets` plus noise."""
+        """float64 ``[n, 32]``: (the 4 x 4 grid :func:`stn.transform.tps_targets` + noise) / s.
+
+        The output control point ``t_k`` reads the scaled digit at ``t_k +
+        noise_k``, which shows the digit at ``(t_k + noise_k) / s``. Draws the
+        ``[n, 16, 2]`` noise, then ``s`` (so ``e``'s warps, with ``s = 1``, are
+        those of before ``scale`` existed).
+        """
         targets = transform.tps_targets()  # (16, 2)
         noise = rng.normal(0.0, self.control_std * self.px, size=(n, *targets.shape))
-        return (targets + noise).reshape(n, -1)
+        s = rng.uniform(*self.scale, size=n)
+        return ((targets + noise) / s[:, None, None]).reshape(n, -1)
 
     def _scaled_fields(self, strength: float) -> dict:
-        return {"control_std": self.control_std * strength}
+        return {"control_std": self.control_std * strength,
+                "scale": _toward_one(self.scale, strength)}
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
@@ -317,6 +333,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                         scale=(0.75, 1.0), corner_std=5.0),
     ElasticProtocol("e", 28, "paper's E: thin-plate spline, 4x4 control points "
                     "moved by N(0, 1.5 px)", control_std=1.5),
+    ElasticProtocol("e-scale", 28, "E after P's scale: scale 0.75-1, then 4x4 control "
+                    "points moved by N(0, 1.5 px)", control_std=1.5, scale=(0.75, 1.0)),
     AffineProtocol("none", 40, "padding only: the identity"),
 )}
 """Every warp protocol by name: the one home of the protocols."""

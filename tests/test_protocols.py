@@ -26,14 +26,15 @@ def test_registry_names_kinds_and_canvases():
              for name, p in P.PROTOCOLS.items()}
     assert table == {"seed": (40, "affine", 6), "r": (28, "affine", 6),
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
-                     "e": (28, "tps", 32), "none": (40, "affine", 6)}
+                     "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
+                     "none": (40, "affine", 6)}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
 
 
 def test_unknown_protocol_lists_valid_names():
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, none"):
+    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
         P.get_protocol("rst")
     with pytest.raises(ValueError, match="distortion"):
         P.PROTOCOLS["seed"].single_distortion("zoom")
@@ -258,6 +259,22 @@ def test_e_control_points_are_the_grid_plus_gaussian_noise():
     # Sampling direction: the output grid point t_k reads the input at params_k.
     points = K.KINDS["tps"].points(params[:20], T.tps_targets())
     np.testing.assert_allclose(points, params[:20].reshape(20, 16, 2), atol=1e-9)
+
+
+def test_e_scale_is_e_read_from_a_digit_scaled_by_s():
+    n, rng = 500, np.random.default_rng(11)
+    noise = rng.normal(0.0, 1.5 * 2 / 28, (n, 16, 2))
+    s = rng.uniform(0.75, 1.0, n)
+    expected = (T.tps_targets() + noise) / s[:, None, None]
+    params = P.PROTOCOLS["e-scale"].sample(n, np.random.default_rng(11))
+    np.testing.assert_allclose(params, expected.reshape(n, 32), atol=1e-12)
+    # e's warps are those of the same draws with s = 1.
+    np.testing.assert_allclose(P.PROTOCOLS["e"].sample(n, np.random.default_rng(11)),
+                               (T.tps_targets() + noise).reshape(n, 32), atol=1e-12)
+    # Without noise, the spline is the scale about the centre: a grid point
+    # t reads the digit at t / s, so the digit appears s times its size.
+    scale_only = P.ElasticProtocol("x", 28, scale=(0.8, 0.8)).sample(3, rng)
+    np.testing.assert_allclose(scale_only, np.tile(T.tps_targets().reshape(1, 32) / 0.8, (3, 1)))
 
 
 # --- apply --------------------------------------------------------------------------
