@@ -3,6 +3,7 @@
     python experiments/screen.py localization-lr   # the localization net's learning-rate scale
     python experiments/screen.py recipe            # regularisation and step size on RTS
     python experiments/screen.py curriculum        # warps growing from none over K epochs
+    python experiments/screen.py epochs            # the ST-CNN on RTS over twice the epochs
     python experiments/screen.py recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
@@ -61,6 +62,9 @@ STUDIES = {
         *[("ST-FCN Aff", "R", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10)],
         *[("ST-CNN Aff", "RTS", {"warp_ramp_epochs": k} if k else {}) for k in (0, 10)],
     ],
+    # Is the ST-CNN on RTS held back by the recipe's length? Twice the epochs
+    # (18 min, over the 15-minute cell budget): a test of length, not a recipe.
+    "epochs": [("ST-CNN Aff", "RTS", {"epochs": e} if e != 45 else {}) for e in (45, 90)],
 }
 # The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3
 # (chosen by the "recipe" study) and its epochs from 30 to 45 (chosen on whole
