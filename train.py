@@ -42,7 +42,7 @@ def non_negative_float(text: str) -> float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn.config import MODEL_PRESETS, RECIPES, SCHEDULES
+    from stn.config import MODEL_PRESETS, PRECISIONS, RECIPES, SCHEDULES
     from stn.protocols import PROTOCOLS
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
                    help="'mirrored': tf.distribute.MirroredStrategy over all GPUs")
     p.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   choices=list(PRECISIONS),
                    help="classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where "
                    "it is native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
                    "mixed_float16 on GPUs of compute capability 7.x, else float32, and "

@@ -87,6 +87,8 @@ def validation_numbers(model, split) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from stn.config import PRECISIONS
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ST-CNN Aff", choices=TRANSFORMER_MODELS,
@@ -101,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=1e-3,
                    help="Adam's, constant, both stages (default: %(default)s)")
     p.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   choices=list(PRECISIONS),
                    help="the classifier's, as in train.py (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--max-train-examples", type=int, help="train on the first N images only")

@@ -251,6 +251,8 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from stn.config import PRECISIONS
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", metavar="MODEL/PROTOCOL",
@@ -268,7 +270,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, metavar="N",
                    help="the recipe's epochs replaced by N in every cell (likewise)")
     p.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   choices=list(PRECISIONS),
                    help="classifier arithmetic, as train.py (default: %(default)s)")
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table")

@@ -22,6 +22,12 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
+"""Keras dtype policies of the classifier (``ModelConfig.dtype``)."""
+PRECISIONS = ("auto", *DTYPES)
+"""``--precision`` choices: a policy, or "auto" (stn.training.resolve_precision)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a classifier, with or without a spatial transformer.
@@ -67,7 +73,7 @@ class ModelConfig:
         _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
         _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
         _check_choice("classifier", self.classifier, ("seed", "paper", "fcn"))
-        _check_choice("dtype", self.dtype, ("float32", "mixed_bfloat16", "mixed_float16"))
+        _check_choice("dtype", self.dtype, DTYPES)
         _check_positive("input_size", self.input_size)
         _check_positive("conv_strides", self.conv_strides)
         _check_positive("dense_units", self.dense_units)
