@@ -126,8 +126,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from stn.config import make_config
     from stn.mnist import MnistError
+    from stn.precision import resolve_precision
     from stn.runs import RunError
-    from stn.training import TrainingDiverged, resolve_precision, train_and_evaluate
+    from stn.training import TrainingDiverged, train_and_evaluate
 
     recipe = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                 ("learning_rate", args.learning_rate),

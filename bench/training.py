@@ -26,7 +26,8 @@ from stn import data as stn_data
 from stn import protocols
 from stn.layers import SpatialTransformer
 from stn.model import build_model
-from stn.training import Steps, auto_precision
+from stn.precision import auto_precision
+from stn.training import Steps
 
 BATCH = C.RECIPES["default"].batch_size  # as `make train` trains
 

@@ -125,10 +125,11 @@ def main(argv=None) -> int:
     import keras
 
     from stn import data as stn_data
-    from stn import protocols, runs, training
+    from stn import protocols, runs
     from stn.model import build_model
+    from stn.precision import resolve_precision
 
-    precision = training.resolve_precision(args.precision)[0]
+    precision = resolve_precision(args.precision)[0]
     config = table1.cell_config(args.model, args.protocol, args.seed, precision=precision)
     protocol = protocols.get_protocol(config.protocol)
     data = stn_data.load_data(config.protocol, args.seed, mnist_path=args.mnist,

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
     args = p.parse_args(argv)
     from stn import runs
-    from stn.training import resolve_precision
+    from stn.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     runs_dir = Path(args.runs_dir) / args.study

@@ -300,7 +300,7 @@ def _selected(args) -> list[tuple[str, str, int]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.training import resolve_precision
+    from stn.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     fields = {k: v for k, v in (("learning_rate", args.learning_rate),

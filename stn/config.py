@@ -25,7 +25,7 @@ def _check_positive(name: str, value) -> None:
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 """Keras dtype policies of the classifier (``ModelConfig.dtype``)."""
 PRECISIONS = ("auto", *DTYPES)
-"""``--precision`` choices: a policy, or "auto" (stn.training.resolve_precision)."""
+"""``--precision`` choices: a policy, or "auto" (stn.precision.resolve_precision)."""
 
 
 @dataclasses.dataclass(frozen=True)

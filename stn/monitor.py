@@ -13,7 +13,7 @@ writes, into the run directory (stn.runs), after checkpoint ``e`` is saved::
 **Steps are epochs**: step ``e`` is the state after ``e`` epochs, the one
 checkpoint ``e`` holds; step 0 is the initial model (learning rate, images,
 trace). ``epoch_learning_rate`` at step ``e`` is the rate of the next step
-(``stn.training.current_learning_rate``). ``stn_outputs`` shows two
+(``stn.optimizers.current_learning_rate``). ``stn_outputs`` shows two
 validation digits of each class (the first ones), one class per column;
 rows: input, transformer output, input, output.
 
@@ -43,6 +43,7 @@ import tensorflow as tf
 from stn import kinds, runs
 from stn.config import Config, config_to_dict
 from stn.model import find_transformer, transformer_outputs
+from stn.optimizers import current_learning_rate
 
 TENSORBOARD = "tensorboard"  # RUN/tensorboard/{train,validation}/
 TRACE = "trace.npz"
@@ -331,8 +332,6 @@ class Monitor:
 
         Call after the epoch's checkpoint is saved.
         """
-        from stn.training import current_learning_rate
-
         epoch = row["epoch"] if row else 0
         if row:
             self._log_metrics(row)

@@ -26,7 +26,7 @@ import pytest
 import helpers
 from stn import config as C
 from stn import data as stn_data
-from stn import mnist, runs, training
+from stn import mnist, precision, runs, training
 
 ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
@@ -366,8 +366,8 @@ def test_dry_run_keep_and_explicit_run_dir_are_kept(dry_runs, tmp_path, capsys, 
 def test_auto_precision_by_gpu(tmp_path, capabilities, expected, why):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu avx512_bf16\n")  # a GPU decides, not the CPU
-    policy, reason = training.precision_choice(str(cpuinfo), gpu_capabilities=capabilities)
-    assert (policy, training.auto_precision(str(cpuinfo), capabilities)) == (expected, expected)
+    policy, reason = precision.precision_choice(str(cpuinfo), gpu_capabilities=capabilities)
+    assert (policy, precision.auto_precision(str(cpuinfo), capabilities)) == (expected, expected)
     assert why in reason
 
 
@@ -381,9 +381,9 @@ def test_auto_precision_by_cpu_flags(tmp_path, flags, expected, why):
     cpuinfo = tmp_path / "cpuinfo"
     if flags is not None:
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    policy, reason = training.precision_choice(str(cpuinfo), gpu_capabilities=[])
+    policy, reason = precision.precision_choice(str(cpuinfo), gpu_capabilities=[])
     assert policy == expected and why in reason
-    assert training.auto_precision(str(cpuinfo), []) == expected
+    assert precision.auto_precision(str(cpuinfo), []) == expected
 
 
 def test_precision_mixed_float16_is_accepted(tmp_path, capsys, train_main, no_data):

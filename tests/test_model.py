@@ -266,7 +266,7 @@ def test_mixed_bfloat16_keeps_the_transformer_and_logits_in_float32():
     ("fpu avx2 avx512f avx512_vnni", "float32"),
 ])
 def test_auto_precision_reads_the_cpu_flags(tmp_path, flags, expected):
-    from stn.training import auto_precision
+    from stn.precision import auto_precision
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU decides instead of the CPU flags")
@@ -309,7 +309,8 @@ def test_layer_under_a_global_mixed_precision_policy(policy, kind):
 
 
 def test_mixed_float16_model_trains_with_loss_scaling():
-    from stn.training import Steps, make_optimizer
+    from stn.optimizers import make_optimizer
+    from stn.training import Steps
 
     keras.utils.set_random_seed(0)
     model = build_model("paper", input_size=28, dtype="mixed_float16")
@@ -338,7 +339,8 @@ def test_localization_lr_scale_multiplies_only_the_localization_steps(dtype):
     # lr * g / (|g| + eps), so the localization net's must be `scale` times
     # the unscaled one's and every other step identical. A LossScaleOptimizer
     # wrapper (mixed_float16) must not lose the scaling.
-    from stn.training import Steps, make_optimizer
+    from stn.optimizers import make_optimizer
+    from stn.training import Steps
 
     images = tf.constant(RNG.random((16, 28, 28, 1)).astype(np.float32))
     labels = tf.constant(np.arange(16, dtype=np.int32) % 10)
