@@ -21,21 +21,26 @@ and :func:`apply` computes exactly that, XLA-compiled. It is the one place
 where warped digits are made: the fixed splits of :mod:`stn.data` (NumPy
 arrays, in chunks) and its per-epoch resampler (tensors inside tf.data).
 
-=========== ====== =========== ================================================
-protocol    canvas kind        warps (all draws independent)
-=========== ====== =========== ================================================
-``seed``    40     affine      rotation +-30 deg, shear +-20 deg, translation
-                               +-10 px in x and y, scale 0.8 to 1.2; uniform
-``r``       28     affine      rotation +-90 deg, uniform
-``rts``     42     affine      rotation +-45 deg, scale 0.7 to 1.2,
-                               translation +-7 px in x and y; uniform
-``p``       28     projective  scale 0.75 to 1 (uniform), then the 4 corners
-                               moved by Gaussian noise, std 5 px in x and y
-``e``       28     tps         the 16 control points of a 4 x 4 grid moved
-                               by Gaussian noise, std 1.5 px in x and y
-``e-scale`` 28     tps         scale 0.75 to 1 (uniform), then ``e``
-``none``    40     affine      the identity (padding only)
-=========== ====== =========== ================================================
+================ ====== =========== ================================================
+protocol         canvas kind        warps (all draws independent)
+================ ====== =========== ================================================
+``seed``         40     affine      rotation +-30 deg, shear +-20 deg, translation
+                                    +-10 px in x and y, scale 0.8 to 1.2; uniform
+``r``            28     affine      rotation +-90 deg, uniform
+``rts``          42     affine      rotation +-45 deg, scale 0.7 to 1.2,
+                                    translation +-7 px in x and y; uniform
+``p``            28     projective  scale 0.75 to 1 (uniform), then the 4 corners
+                                    moved by Gaussian noise, std 5 px in x and y
+``e``            28     tps         the 16 control points of a 4 x 4 grid moved
+                                    by Gaussian noise, std 1.5 px in x and y
+``e-scale``      28     tps         scale 0.75 to 1 (uniform), then ``e``
+``none``         40     affine      the identity (padding only)
+``p-s<X>``       28     projective  the 4 corners moved by Gaussian noise, std X
+                                    px (severity family; X in :data:`SEVERITIES`)
+``p-s<X>-scale`` 28     projective  scale 0.75 to 1, then ``p-s<X>``
+``e-s<X>``       28     tps         ``e`` with control-point std X px
+``e-s<X>-scale`` 28     tps         scale 0.75 to 1, then ``e-s<X>``
+================ ====== =========== ================================================
 
 **The affine protocols** (:class:`AffineProtocol`) are described by named
 distortions, composed as in :mod:`stn.warps` (forward map
@@ -72,6 +77,18 @@ versions before this registry, so earlier results are reproduced bit for bit.
   (that the appendix scales E's digits as it does P's is our recollection,
   not checked here); the ground truth ``(t_k + n_k) / s``. Not a column of
   the table: a variant to measure how much the reading matters.
+
+**Severity families** (:func:`severity_protocol`, issue 25): the paper's FCN
+error says our literal P is harsher and our E milder than the paper's, so
+both are swept over the noise's std, with and without P's scale of 0.75 to
+1 first. ``p-s<std>`` moves the corners by ``N(0, std px)``; ``e-s<std>``
+the control points; ``-scale`` scales first, as ``p`` and ``e-scale`` do.
+The stds of :data:`SEVERITIES` are registered (``p-s1`` ... ``p-s5-scale``,
+``e-s1.5`` ... ``e-s4-scale``); each is a :class:`PerspectiveProtocol` or
+:class:`ElasticProtocol` with the literal readings' draws, so ``p-s5-scale``
+draws exactly the warps of ``p``, ``e-s1.5`` those of ``e`` and
+``e-s1.5-scale`` those of ``e-scale``. ``experiments/calibrate_pe.py``
+picks the calibrated reading among them.
 
 Near its largest scale and shift a warp can push a few pixels of a large
 digit off the canvas: that is part of the protocol (the sampler's zero
@@ -321,6 +338,43 @@ class ElasticProtocol(Protocol):
                 "scale": _toward_one(self.scale, strength)}
 
 
+# --- severity families: P and E at a chosen std ---------------------------------
+
+READING_SCALE = (0.75, 1.0)
+"""P's scale of the digit (uniform), which the ``-scale`` variants apply first."""
+
+SEVERITIES = {"p": (1.0, 2.0, 3.0, 4.0, 5.0), "e": (1.5, 2.0, 2.5, 3.0, 4.0)}
+"""Per family, the stds (px) registered by name: the calibration sweep's grid."""
+
+
+def severity_name(family: str, std: float, scale: bool) -> str:
+    """``"<family>-s<std>[-scale]"``, e.g. ``"p-s3"``, ``"e-s2.5-scale"``."""
+    return f"{family}-s{std:g}" + ("-scale" if scale else "")
+
+
+def severity_protocol(family: str, std: float, scale: bool) -> Protocol:
+    """P (``family="p"``) or E (``"e"``) with noise of ``std`` px, scaled first or not.
+
+    Args:
+      family: ``"p"``: the 4 corners moved (:class:`PerspectiveProtocol`);
+        ``"e"``: the 16 control points moved (:class:`ElasticProtocol`).
+      std: std of the Gaussian noise, pixels of the 28 px canvas, x and y each.
+      scale: apply :data:`READING_SCALE` first (as ``p`` and ``e-scale`` do).
+
+    Returns:
+      The protocol named :func:`severity_name`, on MNIST's 28 px canvas.
+    """
+    name, s = severity_name(family, std, scale), READING_SCALE if scale else (1.0, 1.0)
+    first = "scale 0.75-1, then " if scale else ""
+    if family == "p":
+        return PerspectiveProtocol(name, 28, f"P at {std:g} px: {first}corners moved by "
+                                   f"N(0, {std:g} px)", scale=s, corner_std=std)
+    if family == "e":
+        return ElasticProtocol(name, 28, f"E at {std:g} px: {first}4x4 control points moved "
+                               f"by N(0, {std:g} px)", control_std=std, scale=s)
+    raise ValueError(f"unknown severity family {family!r}; choose 'p' or 'e'")
+
+
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     AffineProtocol("seed", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
                    "shift +-10 px, scale 0.8-1.2", rotation=(-30.0, 30.0),
@@ -336,6 +390,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     ElasticProtocol("e-scale", 28, "E after P's scale: scale 0.75-1, then 4x4 control "
                     "points moved by N(0, 1.5 px)", control_std=1.5, scale=(0.75, 1.0)),
     AffineProtocol("none", 40, "padding only: the identity"),
+    *(severity_protocol(family, std, scale) for family, stds in SEVERITIES.items()
+      for scale in (False, True) for std in stds),
 )}
 """Every warp protocol by name: the one home of the protocols."""
 

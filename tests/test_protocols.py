@@ -24,10 +24,14 @@ def canonical(n, protocol, seed=0):
 def test_registry_names_kinds_and_canvases():
     table = {name: (p.canvas, p.kind, K.get_kind(p.kind).size)
              for name, p in P.PROTOCOLS.items()}
+    family = {f"{f}-s{std}{tail}": (28, kind, size)
+              for f, kind, size, stds in (("p", "projective", 8, "12345"),
+                                          ("e", "tps", 32, ("1.5", "2", "2.5", "3", "4")))
+              for std in stds for tail in ("", "-scale")}
     assert table == {"seed": (40, "affine", 6), "r": (28, "affine", 6),
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
-                     "none": (40, "affine", 6)}
+                     "none": (40, "affine", 6), **family}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
@@ -275,6 +279,108 @@ def test_e_scale_is_e_read_from_a_digit_scaled_by_s():
     # t reads the digit at t / s, so the digit appears s times its size.
     scale_only = P.ElasticProtocol("x", 28, scale=(0.8, 0.8)).sample(3, rng)
     np.testing.assert_allclose(scale_only, np.tile(T.tps_targets().reshape(1, 32) / 0.8, (3, 1)))
+
+
+# --- severity families: P and E at a chosen std ------------------------------------
+
+def test_severity_families_are_registered_with_their_parameters():
+    for family, stds in P.SEVERITIES.items():
+        for std in stds:
+            for scale in (False, True):
+                protocol = P.PROTOCOLS[P.severity_name(family, std, scale)]
+                noise = protocol.corner_std if family == "p" else protocol.control_std
+                assert (noise, protocol.scale) == (std, (0.75, 1.0) if scale else (1.0, 1.0))
+                assert protocol.canvas == 28 and f"{std:g} px" in protocol.description
+    assert [P.severity_name("p", 3.0, False), P.severity_name("e", 2.5, True)] == [
+        "p-s3", "e-s2.5-scale"]
+    with pytest.raises(ValueError, match="severity family"):
+        P.severity_protocol("r", 1.0, False)
+
+
+# Reference draws (rng 2025, the second of 2 warps), computed once from the
+# independent formula: for P, the DLT null space (dlt_homography below) of
+# the corners s * c + std / 14 * z -> c, with s = 0.75 + 0.25 u (1 without
+# scale), u = rng.random(2) then z = rng.standard_normal((2, 4, 2)); for E,
+# (grid + std / 14 * z) / s, z drawn first, then u, the 4 x 4 grid from
+# np.meshgrid(np.linspace(-1, 1, 4)) as (x, y) with x fastest.
+REFERENCE = {
+    "p-s2": [1.0207644790789285, 0.10932291756672387, -0.06273751019387216,
+             0.13592574836067464, 0.9666726429958602, -0.19595191471606108,
+             -0.13233843953335697, -0.0831664572380713],
+    "p-s3-scale": [1.2475817544664023, 0.2690171491781931, -0.14890162264162418,
+                   0.32992191132306214, 1.132708473494491, -0.35540865668935917,
+                   -0.3236245843677589, -0.22547304984203448],
+    # entries 0, 1, 2, 3, 30, 31: control points 0, 1 and 15, (x, y) each
+    "e-s2.5": [-0.9630135760196388, -0.9720336704812371, -0.19422589256949804,
+               -1.0225745789780356, 1.0277204608642063, 1.2773159548683763],
+    "e-s4-scale": [-1.0577223504105742, -1.0739477504760455, -0.12452395111951271,
+                   -1.1648610400789614, 1.1741174833067174, 1.6230913562520621],
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_severity_families_draw_the_reference_warps(name):
+    warp = P.PROTOCOLS[name].sample(2, np.random.default_rng(2025))[1]
+    if P.PROTOCOLS[name].kind == "tps":
+        warp = warp[[0, 1, 2, 3, 30, 31]]
+    np.testing.assert_allclose(warp, REFERENCE[name], rtol=1e-9, atol=1e-12)
+
+
+def test_literal_readings_are_members_of_the_families_with_the_same_draws():
+    # Same draws, so the literal readings' results stand for these settings.
+    for literal, member in (("p", "p-s5-scale"), ("e", "e-s1.5"), ("e-scale", "e-s1.5-scale")):
+        np.testing.assert_array_equal(P.PROTOCOLS[literal].sample(100, np.random.default_rng(3)),
+                                      P.PROTOCOLS[member].sample(100, np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("family", list(P.SEVERITIES))
+def test_severity_zero_is_the_identity_or_the_pure_scale(family):
+    kind = P.severity_protocol(family, 1.0, False).kind
+    params = P.severity_protocol(family, 0.0, False).sample(20, np.random.default_rng(4))
+    np.testing.assert_allclose(params, K.identity(kind, 20), atol=1e-12)
+    images = canonical(20, "p")
+    np.testing.assert_allclose(P.apply(P.severity_protocol(family, 0.0, False), images, params),
+                               images, atol=1e-5)
+    # With the scale and no noise: the digit scaled by s about the centre,
+    # that is every point read at (its position) / s.
+    scaled = P.severity_protocol(family, 0.0, True).sample(20, np.random.default_rng(4))
+    replay = np.random.default_rng(4)
+    if family == "e":  # E draws its noise (zero, but drawn) before the scale
+        replay.normal(size=(20, 16, 2))
+    s = replay.uniform(0.75, 1.0, 20)
+    points = K.KINDS[kind].points(scaled, T.tps_targets())
+    np.testing.assert_allclose(points, T.tps_targets() / s[:, None, None], atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["p-s2", "p-s4-scale", "e-s3", "e-s2-scale"])
+def test_severity_families_keep_their_ground_truth_in_the_splits(name):
+    # The splits store the protocol's draws, and their images are those warps.
+    from stn import data as D
+
+    rng = np.random.default_rng(5)
+    train, test = ((rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                    (np.arange(n) % 10).astype(np.uint8)) for n in (5010, 30))
+    data = D.build_data((train, test), name, seed=1, max_train_examples=4)
+    protocol = P.PROTOCOLS[name]
+    split = data.test
+    assert (split.protocol, split.kind, data.protocol) == (name, protocol.kind, protocol)
+    drawn = protocol.sample(30, D._rng(1, "warps", "test"))
+    np.testing.assert_array_equal(split.warps, drawn.astype(np.float32))
+    expected = K.warp(split.canonical_images(), split.warps, protocol.kind).numpy()
+    np.testing.assert_allclose(split.images, expected, atol=2e-5)
+    # The ground truth is the map the protocol promises: for P, the output's
+    # noisy scaled corners read the input's corners; for E, each grid point
+    # reads the input at its parameter.
+    if protocol.kind == "projective":
+        replay = D._rng(1, "warps", "test")
+        s = replay.uniform(*protocol.scale, 30)
+        noise = replay.normal(0.0, protocol.corner_std / 14, (30, 4, 2))
+        np.testing.assert_allclose(K.KINDS["projective"].points(drawn, s[:, None, None]
+                                                                * P.CORNERS + noise),
+                                   np.broadcast_to(P.CORNERS, (30, 4, 2)), atol=1e-9)
+    else:
+        np.testing.assert_allclose(K.KINDS["tps"].points(drawn, T.tps_targets()),
+                                   drawn.reshape(30, 16, 2), atol=1e-9)
 
 
 # --- apply --------------------------------------------------------------------------
