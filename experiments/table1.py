@@ -219,7 +219,7 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
     import numpy as np
 
     from stn import data as stn_data
-    from stn import figures, runs
+    from stn import figures, runs, tiles
     from stn.model import transformer_outputs
 
     written = []
@@ -235,7 +235,7 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
         dirs = {m: runs_dir / run_name(m, protocol) for m in FIGURE_MODELS}
         if not all((d / runs.MODEL).exists() for d in dirs.values()):
             continue
-        shown = figures.first_of_each_class(test.labels)
+        shown = tiles.first_of_each_class(test.labels)
         warped = test.images[shown]
         outputs = {m: transformer_outputs(runs.load_model(d), warped)[1]
                    for m, d in dirs.items()}

@@ -1,6 +1,6 @@
 """``training.gif``: the transformer learning, one frame per epoch.
 
-Renders a run's ``trace.npz`` (:mod:`stn.monitor`): the traced test digits
+Renders a run's ``trace.npz`` (:mod:`stn.trace`): the traced test digits
 (two of each class, the first ones) and what the transformer made of them
 after each epoch, re-applying the recorded parameters with
 :func:`stn.kinds.warp` (the sampler the model runs), with the epoch and the
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stn import kinds, monitor, runs
+from stn import kinds, runs
+from stn.tiles import PER_CLASS, outputs_grid
+from stn.trace import TRACE, Trace, read_trace
 
 GIF = "training.gif"  # in the images folder (evaluate.py)
 _LABEL_WIDTH = 70  # px of the row labels on the left
@@ -25,7 +27,7 @@ _CAPTION_HEIGHT = 26  # px of the caption under the digits
 _WHITE, _GREY = 255, 160
 
 
-def transformed(trace: monitor.Trace) -> np.ndarray:
+def transformed(trace: Trace) -> np.ndarray:
     """The transformer's outputs in every frame: float32 ``[F, n, h, w, 1]``."""
     frames, n = trace.params.shape[:2]
     images = np.tile(trace.images, (frames, 1, 1, 1))  # (F * n, S, S, 1)
@@ -47,11 +49,11 @@ def _caption(epoch: int, accuracy: float) -> str:
     return f"epoch {epoch}: validation accuracy {100 * accuracy:.2f}%"
 
 
-def frame(grid: np.ndarray, caption: str, per_class: int = monitor.PER_CLASS) -> Image.Image:
+def frame(grid: np.ndarray, caption: str, per_class: int = PER_CLASS) -> Image.Image:
     """One frame: row labels, the digit grid and a caption under it.
 
     Args:
-      grid: float ``[H, W, 1]`` in [0, 1] from :func:`stn.monitor.outputs_grid`
+      grid: float ``[H, W, 1]`` in [0, 1] from :func:`stn.tiles.outputs_grid`
         (rows: input, output, input, output...).
       caption: the text under the grid.
       per_class: digits of each class (the grid has ``2 * per_class`` rows).
@@ -72,7 +74,7 @@ def frame(grid: np.ndarray, caption: str, per_class: int = monitor.PER_CLASS) ->
     return canvas
 
 
-def thin(trace: monitor.Trace, max_frames: int) -> monitor.Trace:
+def thin(trace: Trace, max_frames: int) -> Trace:
     """At most ``max_frames`` frames, evenly spread, always the first and the last."""
     if len(trace.epochs) <= max_frames:
         return trace
@@ -100,11 +102,11 @@ def render_gif(trace_path, gif_path, frame_ms: int = 500, last_ms: int = 2500,
     Raises:
       stn.runs.RunError: the trace is missing, damaged or empty.
     """
-    trace = thin(monitor.read_trace(trace_path), max_frames)
+    trace = thin(read_trace(trace_path), max_frames)
     if not len(trace.epochs):
         raise runs.RunError(f"{trace_path} holds no epoch yet")
     outputs = transformed(trace)
-    frames = [frame(monitor.outputs_grid(trace.images, out, scale=scale), _caption(e, a))
+    frames = [frame(outputs_grid(trace.images, out, scale=scale), _caption(e, a))
               for e, out, a in zip(trace.epochs, outputs, trace.val_accuracy)]
     gif_path = Path(gif_path)
     gif_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,5 +123,5 @@ def render_run(run_dir, images_dir) -> Path | None:
       The GIF's path, or None if the run has no trace (a model with no
       transformer, or a run older than the trace).
     """
-    trace = Path(run_dir) / monitor.TRACE
+    trace = Path(run_dir) / TRACE
     return render_gif(trace, Path(images_dir) / GIF) if trace.exists() else None

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from stn import evaluation, kinds, pose as stn_pose, protocols, warps
+from stn.tiles import first_of_each_class
 
 _CELL = 1.35  # inches per image panel
 
@@ -179,13 +180,6 @@ def confusion_figure(confusion) -> Figure:
                  "empty cells are 0", fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.86, top=0.88, bottom=0.09)
     return fig
-
-
-def first_of_each_class(labels, per_class: int = 1) -> np.ndarray:
-    """Indices of the first ``per_class`` examples of each class, by class."""
-    labels = np.asarray(labels)
-    return np.concatenate([np.flatnonzero(labels == c)[:per_class]
-                           for c in np.unique(labels)])
 
 
 def _pose_caption(pose: dict | None, i: int) -> str:

@@ -8,7 +8,7 @@ writes, into the run directory (stn.runs), after checkpoint ``e`` is saved::
     tensorboard/validation/  epoch_loss, epoch_accuracy; stn_outputs (image)
     tensorboard/             hparams: the config, flattened (HPARAMS tab)
     trace.npz                the transformer's parameters for fixed test
-                             digits after every epoch (stn.animation)
+                             digits after every epoch (stn.trace, stn.animation)
 
 **Steps are epochs**: step ``e`` is the state after ``e`` epochs, the one
 checkpoint ``e`` holds; step 0 is the initial model (learning rate, images,
@@ -30,9 +30,7 @@ TensorBoard logs need the ``tensorboard`` package (``pip install
 tensorboard``); without it training goes on and writes only the trace.
 """
 
-import dataclasses
 import importlib.util
-import io
 import json
 from pathlib import Path
 
@@ -40,14 +38,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stn import kinds, runs
+from stn import kinds
 from stn.config import Config, config_to_dict
 from stn.model import find_transformer, transformer_outputs
 from stn.optimizers import current_learning_rate
+from stn.tiles import PER_CLASS, first_of_each_class, outputs_grid
+from stn.trace import TRACE, Trace, read_trace, write_trace
 
 TENSORBOARD = "tensorboard"  # RUN/tensorboard/{train,validation}/
-TRACE = "trace.npz"
-PER_CLASS = 2  # digits of each class shown in TensorBoard and traced
 TRAIN_SCALARS = {"epoch_loss": "train_loss", "epoch_accuracy": "train_accuracy",
                  "epoch_seconds": "seconds"}  # tag -> history.csv column
 VALIDATION_SCALARS = {"epoch_loss": "val_loss", "epoch_accuracy": "val_accuracy"}
@@ -76,121 +74,6 @@ def logged_steps(log_dir) -> dict[str, set[int]]:
             # log, so they count as missing and are written again.
             continue
     return found
-
-
-# --- images --------------------------------------------------------------------------
-
-def tile(rows, gap: int = 2, background: float = 0.35) -> np.ndarray:
-    """Lays rows of images out on one canvas, each cell centred.
-
-    Args:
-      rows: a list of float arrays ``[m, h_i, w_i, 1]`` in [0, 1] (sizes may
-        differ between rows, e.g. inputs and a smaller transformer output).
-      gap: pixels between cells.
-      background: grey level of the gaps.
-
-    Returns:
-      float32 ``[H, W, 1]``.
-    """
-    h = max(r.shape[1] for r in rows)
-    w = max(r.shape[2] for r in rows)
-    m = max(len(r) for r in rows)
-    out = np.full((len(rows) * (h + gap) - gap, m * (w + gap) - gap, 1), background,
-                  np.float32)
-    for i, row in enumerate(rows):
-        top = i * (h + gap) + (h - row.shape[1]) // 2
-        for j, image in enumerate(row):
-            left = j * (w + gap) + (w - row.shape[2]) // 2
-            out[top:top + row.shape[1], left:left + row.shape[2]] = np.clip(image, 0, 1)
-    return out
-
-
-def outputs_grid(inputs, outputs, per_class: int = PER_CLASS, scale: int = 2) -> np.ndarray:
-    """The ``stn_outputs`` image: float32 ``[H, W, 1]``, one class per column.
-
-    Args:
-      inputs: float ``[n, S, S, 1]``, ``per_class`` digits of each class,
-        by class (``stn.figures.first_of_each_class``).
-      outputs: float ``[n, h, w, 1]``, the transformer's outputs for them.
-      per_class: digits of each class.
-      scale: whole-pixel upscaling (nearest), for legibility.
-
-    Rows: input and output of each class's first digit, then of its second...
-    """
-    rows = []
-    for k in range(per_class):
-        rows += [np.asarray(inputs[k::per_class]), np.asarray(outputs[k::per_class])]
-    return tile(rows).repeat(scale, axis=0).repeat(scale, axis=1)
-
-
-# --- the trace -----------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Trace:
-    """The transformer's parameters for fixed test digits, epoch by epoch.
-
-    Attributes:
-      epochs: int64 ``[F]``, increasing; 0 is the initial model.
-      val_accuracy: float64 ``[F]``, validation accuracy after that epoch
-        (NaN for epoch 0).
-      params: float32 ``[F, n, P]``, the transformer's parameters of kind
-        ``kind`` (output -> input, stn.kinds) for each digit.
-      images: float32 ``[n, S, S, 1]``, the digits (warped test images).
-      labels: int64 ``[n]``, their classes.
-      indices: int64 ``[n]``, their positions in the test split.
-      kind: the transformer's kind (stn.kinds.KINDS).
-      output_size: ``(h, w)`` of the transformer's output.
-    """
-    epochs: np.ndarray
-    val_accuracy: np.ndarray
-    params: np.ndarray
-    images: np.ndarray
-    labels: np.ndarray
-    indices: np.ndarray
-    kind: str
-    output_size: tuple[int, int]
-
-    def upto(self, epoch: int) -> "Trace":
-        """The frames of epochs ``<= epoch``."""
-        keep = self.epochs <= epoch
-        return dataclasses.replace(self, epochs=self.epochs[keep],
-                                   val_accuracy=self.val_accuracy[keep], params=self.params[keep])
-
-    def append(self, epoch: int, val_accuracy: float, params) -> "Trace":
-        """This trace with one more frame (``params`` float ``[n, P]``)."""
-        return dataclasses.replace(
-            self, epochs=np.append(self.epochs, epoch),
-            val_accuracy=np.append(self.val_accuracy, val_accuracy),
-            params=np.concatenate([self.params, np.asarray(params, np.float32)[None]]))
-
-
-def write_trace(path, trace: Trace) -> None:
-    """Writes ``trace`` as an .npz file, atomically (stn.runs.atomic_write)."""
-    buffer = io.BytesIO()
-    fields = {**dataclasses.asdict(trace), "kind": np.str_(trace.kind),
-              "output_size": np.asarray(trace.output_size, np.int64)}
-    np.savez(buffer, **fields)
-    runs.atomic_write(Path(path), buffer.getvalue())
-
-
-def read_trace(path) -> Trace:
-    """Reads a trace written by :func:`write_trace`.
-
-    Raises:
-      stn.runs.RunError: the file is missing or damaged.
-    """
-    path = Path(path)
-    try:
-        with np.load(path) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-        return Trace(**{**arrays, "kind": str(arrays["kind"]),
-                        "output_size": tuple(int(s) for s in arrays["output_size"])})
-    except FileNotFoundError:
-        raise runs.RunError(f"{path} not found: it is written by train.py for models "
-                            "with a transformer") from None
-    except Exception as e:  # zipfile/pickle/OS/key errors of a damaged file
-        raise runs.RunError(f"{path} is damaged ({type(e).__name__}: {e}); delete it: "
-                            "a resumed run starts a new trace") from None
 
 
 # --- TensorBoard ---------------------------------------------------------------------
@@ -282,8 +165,6 @@ class Monitor:
 
     def __init__(self, run_dir, config: Config, data, model: keras.Model, optimizer,
                  history: list[dict], verbose: int = 1):
-        from stn.figures import first_of_each_class  # the README figures' choice
-
         run_dir = Path(run_dir)
         self.model, self.optimizer, self.trace_path = model, optimizer, run_dir / TRACE
         layer = find_transformer(model)

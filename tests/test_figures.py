@@ -9,6 +9,7 @@ from stn import config as C
 from stn import evaluation as E
 from stn import pose as P
 from stn import figures as F
+from stn import tiles
 from stn import warps
 from stn.model import build_model, find_transformer
 
@@ -71,8 +72,8 @@ def test_stn_outputs_figure_has_three_labelled_rows():
 
 def test_first_of_each_class_is_deterministic():
     labels = np.array([3, 1, 3, 0, 1, 2, 0])
-    np.testing.assert_array_equal(F.first_of_each_class(labels), [3, 1, 5, 0])
-    np.testing.assert_array_equal(F.first_of_each_class(labels, per_class=2), [3, 6, 1, 4, 5, 0, 2])
+    np.testing.assert_array_equal(tiles.first_of_each_class(labels), [3, 1, 5, 0])
+    np.testing.assert_array_equal(tiles.first_of_each_class(labels, per_class=2), [3, 6, 1, 4, 5, 0, 2])
 
 
 @pytest.mark.parametrize("epochs", [0, 1, 5])

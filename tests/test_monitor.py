@@ -3,6 +3,8 @@
 import collections
 import io
 import shutil
+import subprocess
+import sys
 import types
 
 import keras
@@ -12,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import helpers
-from stn import animation, kinds, monitor, runs, training
+from stn import animation, kinds, monitor, runs, tiles, trace as stn_trace, training
 from stn import config as C
 from stn.model import build_model, transformer_outputs
 
@@ -103,8 +105,8 @@ def test_resume_logs_the_missing_epochs_exactly_once(run, tmp_path):
     # A kill after checkpoint 2, before its logs; epoch 1's logs lost as well.
     for split in ("train", "validation"):
         drop_steps(board / split, {1, 2})
-    full = monitor.read_trace(run / monitor.TRACE)
-    monitor.write_trace(run_dir / monitor.TRACE, full.upto(1))
+    full = stn_trace.read_trace(run / stn_trace.TRACE)
+    stn_trace.write_trace(run_dir / stn_trace.TRACE, full.upto(1))
     assert "epoch_loss" not in tags(summaries(board / "train"))
     training.train_and_evaluate(CONFIG, run_dir, verbose=0)  # finished: only catches up
     train, validation = summaries(board / "train"), summaries(board / "validation")
@@ -116,7 +118,7 @@ def test_resume_logs_the_missing_epochs_exactly_once(run, tmp_path):
     for split, tag in (("train", "epoch_loss"), ("validation", "epoch_accuracy")):
         before, after = values(run / monitor.TENSORBOARD / split, tag), values(board / split, tag)
         np.testing.assert_array_equal([after[1], after[2]], [before[1], before[2]])
-    resumed = monitor.read_trace(run_dir / monitor.TRACE)
+    resumed = stn_trace.read_trace(run_dir / stn_trace.TRACE)
     np.testing.assert_array_equal(resumed.epochs, full.epochs)
     np.testing.assert_allclose(resumed.params, full.params, atol=1e-6)
     assert tags(summaries(board)) == {"_hparams_/session_start_info": {0}}
@@ -124,7 +126,7 @@ def test_resume_logs_the_missing_epochs_exactly_once(run, tmp_path):
 
 @pytest.mark.slow
 def test_trace_holds_every_epoch_and_the_model_s_outputs(run):
-    trace = monitor.read_trace(run / monitor.TRACE)
+    trace = stn_trace.read_trace(run / stn_trace.TRACE)
     np.testing.assert_array_equal(trace.epochs, [0, 1, 2])
     assert trace.params.shape == (3, 20, 6) and trace.images.shape == (20, 40, 40, 1)
     np.testing.assert_array_equal(trace.labels, np.repeat(np.arange(10), 2))
@@ -155,7 +157,7 @@ def test_gif_has_a_frame_per_epoch(run, tmp_path):
 
 
 def test_thin_keeps_the_first_and_last_epochs():
-    trace = monitor.Trace(np.arange(101), np.zeros(101), np.zeros((101, 2, 6), np.float32),
+    trace = stn_trace.Trace(np.arange(101), np.zeros(101), np.zeros((101, 2, 6), np.float32),
                           np.zeros((2, 8, 8, 1), np.float32), np.arange(2), np.arange(2),
                           "affine", (8, 8))
     thinned = animation.thin(trace, 41)
@@ -183,7 +185,7 @@ def test_model_without_transformer_records_no_trace(tmp_path):
     watch.epoch_end({"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.1, "val_loss": 2.0,
                      "val_accuracy": 0.1, "seconds": 1.0})
     watch.close()
-    assert not (tmp_path / monitor.TRACE).exists()
+    assert not (tmp_path / stn_trace.TRACE).exists()
     validation = tags(summaries(tmp_path / monitor.TENSORBOARD / "validation"))
     assert validation == {"epoch_loss": {1}, "epoch_accuracy": {1}}
 
@@ -197,9 +199,35 @@ def test_smaller_output_and_no_tensorboard(tmp_path, monkeypatch, capsys):
     monitored(model_dir, "seed", verbose=1, transformer_output_size=28)
     assert "TensorBoard not installed" in capsys.readouterr().out
     assert not (model_dir / monitor.TENSORBOARD).exists()
-    trace = monitor.read_trace(model_dir / monitor.TRACE)
+    trace = stn_trace.read_trace(model_dir / stn_trace.TRACE)
     assert trace.output_size == (28, 28)
     assert animation.transformed(trace).shape == (1, 20, 28, 28, 1)
-    frame = animation.frame(monitor.outputs_grid(trace.images, animation.transformed(trace)[0]),
+    frame = animation.frame(tiles.outputs_grid(trace.images, animation.transformed(trace)[0]),
                             "epoch 0")
     assert frame.mode == "L"
+
+
+def test_training_imports_no_plotting(tmp_path):
+    # A training run (stn.training, a model with a transformer, its Monitor
+    # and one epoch's logs) needs neither matplotlib nor scikit-learn: with
+    # both made unimportable it still works (Keras imports them only if it
+    # can), and stn.figures and stn.evaluation are never imported.
+    code = f"""
+import sys
+for name in ("matplotlib", "sklearn"):
+    sys.modules[name] = None  # any import of them raises ImportError
+sys.path.insert(0, {str(helpers.ROOT / "tests")!r})
+from pathlib import Path
+import stn.training
+from test_monitor import monitored
+watch = monitored(Path({str(tmp_path)!r}), "seed")
+watch.epoch_end({{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.1, "val_loss": 2.0,
+                 "val_accuracy": 0.1, "seconds": 1.0}})
+watch.close()
+assert (Path({str(tmp_path)!r}) / "trace.npz").exists()
+loaded = sorted(m for m in ("stn.figures", "stn.evaluation") if m in sys.modules)
+assert not loaded, loaded
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=helpers.ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
