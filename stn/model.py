@@ -10,6 +10,7 @@ The model knows nothing of files, plots or command lines.
 """
 
 import dataclasses
+import weakref
 
 import keras
 import numpy as np
@@ -111,6 +112,21 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
       the parameters of the layer's kind (``find_transformer(model).kind``,
       stn.kinds), output -> input coordinates.
     """
+    step = _TRANSFORMER_STEPS.get(model)
+    if step is None:
+        # One tf.function per model, kept: a new one per call would trace
+        # again every time (and TensorFlow warns of the retracing).
+        step = tf.function(_transformer_step(model), reduce_retracing=True)
+        _TRANSFORMER_STEPS[model] = step
+    return in_batches(step, images, batch_size)
+
+
+# model -> its compiled transformer step; an entry goes when its model does.
+_TRANSFORMER_STEPS = weakref.WeakKeyDictionary()
+
+
+def _transformer_step(model: keras.Model):
+    """``batch -> (theta, outputs)`` of the model's SpatialTransformer, inference mode."""
     layer = find_transformer(model)
     if layer is None:
         raise ValueError(f"model {model.name!r} has no SpatialTransformer layer")
@@ -121,21 +137,23 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
                                                    training=False)
         return theta, outputs
 
-    return in_batches(step, images, batch_size)
+    return step
 
 
 def in_batches(fn, images, batch_size: int = 1000):
     """``fn``, compiled once, over ``images`` in batches; its outputs joined.
 
     Args:
-      fn: maps a batch ``[b, ...]`` to a tensor ``[b, ...]`` or a tuple of them.
+      fn: maps a batch ``[b, ...]`` to a tensor ``[b, ...]`` or a tuple of them
+        (a ``tf.function`` is used as it is).
       images: NumPy ``[N, ...]``.
       batch_size: images per call.
 
     Returns:
       NumPy ``[N, ...]``, or a tuple of them, as ``fn`` returns.
     """
-    step = tf.function(fn, reduce_retracing=True)
+    step = (fn if isinstance(fn, tf.types.experimental.PolymorphicFunction)
+            else tf.function(fn, reduce_retracing=True))
     parts = [step(tf.constant(images[i:i + batch_size]))
              for i in range(0, len(images), batch_size)]
     return tf.nest.map_structure(lambda *part: np.concatenate([p.numpy() for p in part]), *parts)

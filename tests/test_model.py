@@ -121,6 +121,29 @@ def test_transformer_outputs_batches_and_matches_the_layer():
     np.testing.assert_allclose(out, T.transform(images, theta), rtol=0, atol=4e-5)
 
 
+
+def test_transformer_outputs_traces_once_per_model():
+    # Monitor calls it after every epoch: a new tf.function per call would
+    # retrace each time. Batches of 3 and 1 generalise to one trace (or two).
+    import gc
+    import weakref
+
+    from stn import model as M
+
+    model = build_model("seed", dense_units=8)
+    images = RNG.random((7, 40, 40, 1)).astype(np.float32)
+    first = transformer_outputs(model, images, batch_size=3)
+    for _ in range(4):
+        again = transformer_outputs(model, images, batch_size=3)
+    np.testing.assert_array_equal(first[1], again[1])
+    assert M._TRANSFORMER_STEPS[model].experimental_get_tracing_count() <= 2
+    # The cache holds no model alive.
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
 def test_dropout_only_in_training():
     localization = dense_localization()
     layer = SpatialTransformer(localization)
