@@ -12,8 +12,9 @@ sampling) and the one function that applies them: :mod:`stn.protocols`.
   7 px on 42 x 42, none on 28 x 28). The background is exactly 0, the value
   the sampler's zero padding reads outside the image, so no border appears
   when a warp pulls in points from outside the canvas. No mean/std
-  normalization here: it would make the padding differ from the background
-  (see STYLE.md).
+  normalization here: it would make the padding differ from the background,
+  and a transformer then learns to zoom out (pytorch/tutorials issue #1117,
+  the spatial transformer tutorial); normalize after the transformer if at all.
 * **Fixed warps.** Each split's warps are drawn by the protocol's
   ``sample`` from a generator keyed by ``(seed, "warps", split name)``, for
   all of the split's images before any truncation, and applied by
