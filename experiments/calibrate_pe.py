@@ -333,14 +333,6 @@ def overrides(args) -> dict:
     return fields
 
 
-def _resolve_precision(choice: str) -> str:
-    try:
-        from stn.precision import resolve_precision
-    except ImportError:  # before stn.precision existed
-        from stn.training import resolve_precision
-    return resolve_precision(choice)[0]
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="calibrate_pe_")) if args.dry_run else None
@@ -350,7 +342,9 @@ def main(argv=None) -> int:
     if args.figure:
         print(f"wrote {write_figure(results, png)}")
         return 0
-    precision, fields = _resolve_precision(args.precision), overrides(args)
+    from stn.precision import resolve_precision
+
+    precision, fields = resolve_precision(args.precision)[0], overrides(args)
     if args.list:
         for protocol in selection(args):
             kept = results / "calibration" / protocol / RULER
