@@ -2,9 +2,10 @@
 
 A *kind* is all the package needs to know about a family of transformations
 (paper Sec. 3.1): how many parameters the localization net predicts, which
-parameters are the identity (the net's initial bias, appendix A), the TF grid
-generator of :mod:`stn.transform` (whose docstring holds the coordinate
-convention and each kind's parameterisation), and the same map in NumPy for
+parameters are the identity (the net's initial bias, appendix A), its grid
+generator in ``keras.ops`` (:mod:`stn.sampler`, whose docstring holds the
+coordinate convention and each kind's parameterisation) and in TensorFlow
+(:mod:`stn.transform`, the fast path), and the same map in NumPy for
 evaluation. Configs and layers store a kind's *name*; nothing outside this
 registry knows a kind's shape.
 
@@ -17,20 +18,35 @@ tps         32     input ``(x, y)`` of the 16 control points of a 4x4 grid
 =========== ====== ===========================================================
 
 **Adding a kind**: write its grid function (``params [B, P] -> [B, h, w, 2]``,
-in the convention of :mod:`stn.transform`) and its NumPy point map
-(``params [n, P], points [n, m, 2] -> [n, m, 2]``), then add one :class:`Kind`
-to :data:`KINDS`. The layer, the model presets, training, evaluation (pose
-alignment through :func:`affine_fit`), the figures and the benchmarks pick it
-up from there.
+in the convention of :mod:`stn.sampler`) in ``keras.ops`` and in TF, and its
+NumPy point map (``params [n, P], points [n, m, 2] -> [n, m, 2]``), then add
+one :class:`Kind` to :data:`KINDS`. The layer, the model presets, training,
+evaluation (pose alignment through :func:`affine_fit`), the figures and the
+benchmarks pick it up from there.
+
+This module imports TensorFlow only when a TF function is first called, so
+the registry and the ``keras.ops`` warp (:func:`warp_ops`, :func:`keras_warp`)
+work on the JAX and PyTorch backends without TensorFlow installed.
 """
 
 import dataclasses
 from typing import Callable
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from stn import transform as T
+from stn import sampler as S
+
+
+def _tf(name: str) -> Callable:
+    """``stn.transform.<name>``, imported (with TensorFlow) on the first call."""
+    def call(*args, **kwargs):
+        from stn import transform
+        return getattr(transform, name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"stn.transform.{name} (TensorFlow, imported on first call)."
+    return call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +57,14 @@ class Kind:
       name: key in :data:`KINDS`.
       size: number of parameters ``P`` (the localization net's output).
       identity: the ``P`` parameters of the identity map.
-      grid: TF grid generator, ``(params [B, P], h, w) -> [B, h, w, 2]``.
+      grid: ``keras.ops`` grid generator, ``(params [B, P], h, w) -> [B, h, w, 2]``
+        (any backend; the reference the TF path is tested against).
       points: NumPy map, ``(params [n, P], points [m, 2] or [n, m, 2])
         -> [n, m, 2]`` float64: the input ``(x, y)`` read by each output
         point (NaN where undefined).
-      sample: optional fast path ``(images, params [B, P], out_size) ->
-        images`` equal to ``bilinear_sample(images, grid(...))``.
+      tf_grid: the same grid in TensorFlow ops (:mod:`stn.transform`).
+      tf_sample: optional TF fast path ``(images, params [B, P], out_size) ->
+        images`` equal to ``bilinear_sample(images, tf_grid(...))``.
       description: one line for help texts and the README.
     """
     name: str
@@ -54,7 +72,8 @@ class Kind:
     identity: tuple[float, ...]
     grid: Callable
     points: Callable
-    sample: Callable | None = None
+    tf_grid: Callable
+    tf_sample: Callable | None = None
     description: str = ""
 
 
@@ -81,26 +100,26 @@ def _projective_points(params, points) -> np.ndarray:
     d = mapped[..., 2:]
     with np.errstate(divide="ignore", invalid="ignore"):
         # Undefined at the homography's horizon (the TF grid reads zeros there).
-        return np.where(np.abs(d) >= T.MIN_DENOMINATOR, mapped[..., :2] / d, np.nan)
+        return np.where(np.abs(d) >= S.MIN_DENOMINATOR, mapped[..., :2] / d, np.nan)
 
 
 def _tps_points(params, points) -> np.ndarray:
-    params, points = _per_example(params, points, 2 * T.TPS_GRID ** 2)
+    params, points = _per_example(params, points, 2 * S.TPS_GRID ** 2)
     control = params.reshape(len(params), -1, 2)  # (n, 16, 2)
-    basis = T.tps_matrix(points.reshape(-1, 2)).reshape(*points.shape[:2], -1)  # (n, m, 16)
+    basis = S.tps_matrix(points.reshape(-1, 2)).reshape(*points.shape[:2], -1)  # (n, m, 16)
     return np.einsum("nmk,nkc->nmc", basis, control)
 
 
 KINDS = {
-    "affine": Kind("affine", 6, T.IDENTITY, T.affine_grid, _affine_points,
-                   sample=T.affine_transform,
+    "affine": Kind("affine", 6, S.IDENTITY, S.affine_grid, _affine_points,
+                   _tf("affine_grid"), _tf("affine_transform"),
                    description="6 parameters: rotation, scale, shear, translation"),
-    "projective": Kind("projective", 8, T.PROJECTIVE_IDENTITY, T.projective_grid,
-                       _projective_points,
+    "projective": Kind("projective", 8, S.PROJECTIVE_IDENTITY, S.projective_grid,
+                       _projective_points, _tf("projective_grid"),
                        description="8 parameters: a homography (perspective)"),
-    "tps": Kind("tps", 2 * T.TPS_GRID ** 2, tuple(T.tps_targets().ravel()), T.tps_grid,
-                _tps_points, description="32 parameters: a thin-plate spline through "
-                "16 control points on a 4x4 grid"),
+    "tps": Kind("tps", 2 * S.TPS_GRID ** 2, tuple(S.tps_targets().ravel()), S.tps_grid,
+                _tps_points, _tf("tps_grid"), description="32 parameters: a thin-plate "
+                "spline through 16 control points on a 4x4 grid"),
 }
 
 
@@ -123,11 +142,18 @@ def identity(kind: "str | Kind", n: int = 1) -> np.ndarray:
     return np.tile(np.asarray(get_kind(kind).identity, np.float64), (n, 1))
 
 
-# --- warping images (TF) -------------------------------------------------------
+# --- warping images: TensorFlow ---------------------------------------------------
 
-def warp(images: tf.Tensor, params: tf.Tensor, kind: "str | Kind" = "affine",
-         out_size=None) -> tf.Tensor:
-    """Warps ``images`` by transformations of one kind (grid generator + sampler).
+def warp(images, params, kind: "str | Kind" = "affine", out_size=None):
+    """Warps ``images`` by transformations of one kind, in TensorFlow ops.
+
+    Runs in graphs, ``tf.data`` and TF1 sessions whatever the Keras backend.
+    Compiled by XLA as ``warp_xla`` (one compilation per kind and size; on
+    CPU several times faster than the plain graph, ``make bench``) and
+    ``warp_xla_params_grad`` (gradients to ``params`` only: called from a
+    step that is not itself compiled, an XLA function's backward pass
+    computes the gradient of every input, and for images that need none that
+    is a scatter-add as large as the batch). Both are built on first use.
 
     Args:
       images: float ``[B, H, W, C]``.
@@ -139,38 +165,90 @@ def warp(images: tf.Tensor, params: tf.Tensor, kind: "str | Kind" = "affine",
     Returns:
       ``[B, h, w, C]`` of the dtype of ``images``, zero-padded outside.
     """
+    import tensorflow as tf
+
+    from stn import transform as T
     kind = get_kind(kind)
     images = tf.convert_to_tensor(images)
     params = tf.cast(params, images.dtype)
-    if kind.sample is not None:
-        return kind.sample(images, params, out_size)
+    if kind.tf_sample is not None:
+        return kind.tf_sample(images, params, out_size)
     if out_size is None:
         out_size = T._dims(images)[1:3]
-    return T.bilinear_sample(images, kind.grid(params, *out_size))
-
-
-warp_xla = tf.function(warp, jit_compile=True, reduce_retracing=True)
-""":func:`warp` compiled by XLA (one compilation per kind and size).
-
-On CPU, XLA fuses the index arithmetic and the gather: several times faster
-than the plain graph (``make bench``). Use :func:`warp` itself in TF1
-``tf.compat.v1.Session`` code.
-"""
+    return T.bilinear_sample(images, kind.tf_grid(params, *out_size))
 
 
 def _warp_constant_images(images, params, kind="affine", out_size=None):
+    import tensorflow as tf
     return warp(tf.stop_gradient(images), params, kind, out_size)
 
 
-warp_xla_params_grad = tf.function(_warp_constant_images, jit_compile=True,
-                                   reduce_retracing=True)
-""":func:`warp_xla` that passes gradients to ``params`` only.
+_XLA = {"warp_xla": warp, "warp_xla_params_grad": _warp_constant_images}
 
-For images that need no gradient (a transformer on the raw input). Called
-from a step that is not itself compiled, an XLA function's backward pass
-computes the gradient of every input, whether used or not; for the images
-that is a scatter-add as large as the batch, which this version skips.
-"""
+
+def _xla(name: str):
+    """``warp_xla`` or ``warp_xla_params_grad`` (see :func:`warp`), built once."""
+    if name not in globals():
+        import tensorflow as tf
+        globals()[name] = tf.function(_XLA[name], jit_compile=True, reduce_retracing=True)
+    return globals()[name]
+
+
+def __getattr__(name: str):  # kinds.warp_xla without importing TF with the module
+    if name in _XLA:
+        return _xla(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- warping images: keras.ops, and the layer's seam ------------------------------
+
+def warp_ops(images, params, kind: "str | Kind" = "affine", out_size=None):
+    """:func:`warp` in ``keras.ops``: the kind's grid and :func:`stn.sampler.bilinear_sample`.
+
+    Runs on any Keras backend, differentiable in ``images`` and ``params``.
+
+    Args:
+      images: float ``[B, H, W, C]`` tensor of the backend (static ``H, W, C``).
+      params: ``[B, P]``, cast to the dtype of ``images``.
+      kind: a name in :data:`KINDS` (or a :class:`Kind`).
+      out_size: ``(h, w)`` of the output (ints); defaults to ``(H, W)``.
+
+    Returns:
+      ``[B, h, w, C]`` of the dtype of ``images``, zero-padded outside.
+    """
+    kind = get_kind(kind)
+    images = ops.convert_to_tensor(images)
+    params = ops.cast(params, images.dtype)
+    height, width = out_size if out_size is not None else images.shape[1:3]
+    return S.bilinear_sample(images, kind.grid(params, int(height), int(width)))
+
+
+def keras_warp(images, params, kind: "str | Kind" = "affine", out_size=None, *,
+               image_gradient: bool = True, jit_compile: bool = True):
+    """The layer's warp: the one seam between the TF fast path and ``keras.ops``.
+
+    On the TensorFlow backend, :func:`warp` (XLA-compiled by default: the
+    path ``make train`` and the benchmarks time); on every other backend,
+    :func:`warp_ops`. ``tests/test_backends.py`` holds the two equal.
+
+    Args:
+      images, params, kind, out_size: as for :func:`warp_ops`.
+      image_gradient: ``False`` stops the gradient to ``images`` (for a
+        transformer on the raw input; on TF the backward pass then skips
+        the images' scatter-add).
+      jit_compile: TF only: run the sampler as its own XLA cluster, even in
+        a step that is not compiled.
+    """
+    if keras.backend.backend() == "tensorflow":
+        if jit_compile:
+            return _xla("warp_xla" if image_gradient else "warp_xla_params_grad")(
+                images, params, kind, out_size)
+        if not image_gradient:
+            images = ops.stop_gradient(images)
+        return warp(images, params, kind, out_size)
+    if not image_gradient:
+        images = ops.stop_gradient(images)
+    return warp_ops(images, params, kind, out_size)
 
 
 # --- the same maps in NumPy, for evaluation ------------------------------------

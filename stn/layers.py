@@ -1,8 +1,10 @@
 """Keras layers of the spatial transformer: localization nets and the module.
 
 The transformer wraps :mod:`stn.kinds` (the transformations) and
-:mod:`stn.transform` (whose docstring fixes the coordinate convention) and
-can be dropped into any Keras model on the TensorFlow backend.
+:mod:`stn.sampler` (whose docstring fixes the coordinate convention) and
+can be dropped into any Keras model on the JAX, PyTorch or TensorFlow
+backend; on TensorFlow it runs the faster :mod:`stn.transform` (through
+``stn.kinds.keras_warp``, the one seam).
 """
 
 import keras
@@ -89,15 +91,16 @@ class SpatialTransformer(keras.layers.Layer):
     Args:
       localization: a layer mapping the input ``[B, H, W, C]`` to ``[B, P]``,
         the parameters of the kind's transformation (output -> input
-        coordinates, see stn.transform), ``P = stn.kinds.KINDS[kind].size``.
+        coordinates, see stn.sampler), ``P = stn.kinds.KINDS[kind].size``.
       kind: ``"affine"`` (default, 6 parameters), ``"projective"`` (8) or
         ``"tps"`` (32): a name in stn.kinds.KINDS.
       output_size: ``(h, w)`` of the output; ``None`` keeps ``(H, W)``.
       theta_activation: ``None``, or ``"tanh"``: the predecessor squashed
         theta with a tanh, which makes the identity (entries of 1)
         unreachable; kept only to reproduce that ablation.
-      jit_compile: run the sampler as an XLA cluster (default), even when
-        the surrounding step is a plain graph or eager.
+      jit_compile: TensorFlow backend only: run the sampler as an XLA
+        cluster (default), even when the surrounding step is a plain graph or
+        eager. Other backends compile (or not) the whole step as Keras does.
       image_gradient: pass gradients through the sampler to the input images
         (default). ``False`` for a transformer on the raw model input, which
         needs none: the backward pass then skips that gradient. Gradients
@@ -140,16 +143,13 @@ class SpatialTransformer(keras.layers.Layer):
         dtype = self._sampler_dtype()
         theta = keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, size))
         inputs = keras.ops.cast(inputs, dtype)
-        # XLA for the sampler even inside a step that is not compiled: the
-        # convolutions and matmuls around it are faster in TensorFlow's own
-        # oneDNN kernels than in XLA's on CPU (make bench).
-        if self.jit_compile:
-            sample = kinds.warp_xla if self.image_gradient else kinds.warp_xla_params_grad
-        else:
-            sample = kinds.warp
-            if not self.image_gradient:
-                inputs = keras.ops.stop_gradient(inputs)
-        outputs = sample(inputs, theta, self.kind, self.output_size)
+        # On TensorFlow, XLA for the sampler even inside a step that is not
+        # compiled: the convolutions and matmuls around it are faster in
+        # TensorFlow's own oneDNN kernels than in XLA's on CPU (make bench).
+        # On JAX and PyTorch, the keras.ops sampler (stn.sampler).
+        outputs = kinds.keras_warp(inputs, theta, self.kind, self.output_size,
+                                   image_gradient=self.image_gradient,
+                                   jit_compile=self.jit_compile)
         return keras.ops.cast(outputs, self.compute_dtype), theta
 
     def call(self, inputs, training=None):

@@ -14,8 +14,8 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from stn.backends import require_tensorflow
 from stn.config import ModelConfig, model_config
 from stn.data import NUM_CLASSES
 from stn.layers import SpatialTransformer, conv_localization, dense_localization, fc_localization
@@ -114,6 +114,9 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
     """
     step = _TRANSFORMER_STEPS.get(model)
     if step is None:
+        require_tensorflow("stn.model.transformer_outputs")
+        import tensorflow as tf  # here, not at the top: the builders run on any backend
+
         # One tf.function per model, kept: a new one per call would trace
         # again every time (and TensorFlow warns of the retracing).
         step = tf.function(_transformer_step(model), reduce_retracing=True)
@@ -152,6 +155,9 @@ def in_batches(fn, images, batch_size: int = 1000):
     Returns:
       NumPy ``[N, ...]``, or a tuple of them, as ``fn`` returns.
     """
+    require_tensorflow("stn.model.in_batches")
+    import tensorflow as tf  # here, not at the top: the builders run on any backend
+
     step = (fn if isinstance(fn, tf.types.experimental.PolymorphicFunction)
             else tf.function(fn, reduce_retracing=True))
     parts = [step(tf.constant(images[i:i + batch_size]))

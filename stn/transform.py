@@ -1,64 +1,28 @@
-"""Grid generators and the bilinear sampler (paper Sec. 3.1-3.3), pure TF.
+"""Grid generators and the bilinear sampler (paper Sec. 3.1-3.3), pure TF: the fast path.
 
-Coordinate convention: written here once, used by the whole package.
+The coordinate convention and each transformation's parameters are written
+once, in the docstring of :mod:`stn.sampler` (the ``keras.ops`` version of
+this module, for every Keras backend); this module follows it exactly.
 
-* **Normalized coordinates.** ``x`` runs along the width (columns, left to
-  right) and ``y`` along the height (rows, top to bottom), each in [-1, 1],
-  where -1 and +1 are the *outer edges* of the image, not the centres of the
-  corner pixels. Pixel column ``j`` of an image ``W`` pixels wide covers
-  ``[2j/W - 1, 2(j+1)/W - 1]`` and its centre is at ``x = (2j + 1)/W - 1``;
-  rows likewise with ``H``.
-* **Direction.** Every transformation maps *output* coordinates to *input*
-  coordinates: the output pixel centred at ``(x, y)`` reads the input at
-  ``T(x, y)`` (paper, Eq. 1). A grid generator returns ``T`` at every output
-  pixel centre, ``[B, h, w, 2]`` as ``(x, y)``.
-* **Interpolation.** Bilinear, between the four input pixel centres around
-  the sample point (paper, Eq. 5).
-* **Padding.** Zeros: the input is treated as if surrounded by zeros, so a
-  sample point half a pixel outside the image blends its edge pixel half and
-  half with zero, and a point a pixel or more outside reads exactly zero.
-
-The three transformations of the paper (Sec. 3.1, Table 1), in these
-coordinates:
-
-* **Affine** (:func:`affine_grid`), ``theta`` ``[B, 2, 3]`` or ``[B, 6]``
-  row-major: ``T(x, y) = theta @ (x, y, 1)``. Identity ``[[1, 0, 0], [0, 1, 0]]``.
-* **Projective** (:func:`projective_grid`), ``theta`` ``[B, 3, 3]`` or the
-  first 8 entries ``[B, 8]`` of a 3x3 matrix whose last entry is 1:
-  ``T(x, y) = ((t0 x + t1 y + t2) / d, (t3 x + t4 y + t5) / d)`` with
-  ``d = t6 x + t7 y + t8``. Where ``|d|`` is below :data:`MIN_DENOMINATOR`
-  (the horizon of the homography) the point is sent far outside the image
-  and reads zero; beyond the horizon (``d < 0``) the division stands, as in
-  OpenCV's ``warpPerspective``. Identity ``[1, 0, 0, 0, 1, 0, 0, 0]``.
-* **Thin-plate spline** (:func:`tps_grid`), ``control`` ``[B, 16, 2]`` or
-  ``[B, 32]``: the input ``(x, y)`` of 16 control points whose output
-  positions are the regular 4x4 grid :func:`tps_targets` (x and y each in
-  ``linspace(-1, 1, 4)``, row by row: y outer, x inner). ``T`` is the thin
-  plate spline through those 16 pairs (kernel ``U(r) = r^2 log r^2`` plus an
-  affine part; Bookstein 1989). Identity: ``control = tps_targets()``.
-
-This is the convention of ``affine_grid``/``grid_sample`` with
-``align_corners=False, padding_mode="zeros"`` in PyTorch, so weights and
-intuition carry over. Everything here is plain TensorFlow ops: it runs
-eagerly, in ``tf.function`` (with or without ``jit_compile``), and in a TF1
-``tf.Graph`` executed by ``tf.compat.v1.Session``. :mod:`stn.kinds` names the
-three transformations and gives each its parameter count and identity.
+Everything here is plain TensorFlow ops: it runs eagerly, in ``tf.function``
+(with or without ``jit_compile``), in ``tf.data`` pipelines, and in a TF1
+``tf.Graph`` executed by ``tf.compat.v1.Session``. Gradients are written
+out by hand where that made training faster (``make bench``); the layer uses
+this module on the TensorFlow backend through ``stn.kinds.keras_warp``, and
+``tests/test_backends.py`` holds it equal to :mod:`stn.sampler`.
+:mod:`stn.kinds` names the transformations and gives each its parameter
+count and identity.
 """
-
-import functools
 
 import numpy as np
 import tensorflow as tf
 
-IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-"""The identity affine transform, row-major ``[2, 3]`` flattened."""
-PROJECTIVE_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-"""The identity homography: the first 8 entries of the 3x3 identity, row-major."""
-MIN_DENOMINATOR = 1e-6
-"""``|t6 x + t7 y + t8|`` below this sends a projective sample point outside."""
-_FAR = 1e4  # grid coordinates are clipped to +-this: far outside, still finite
-TPS_GRID = 4
-"""The thin-plate spline's control points form a ``TPS_GRID x TPS_GRID`` grid."""
+from stn.sampler import (  # noqa: F401  (re-exported: the NumPy side of the convention)
+    ATTENTION_IDENTITY, IDENTITY, MIN_DENOMINATOR, PROJECTIVE_IDENTITY, TPS_GRID,
+    attention_to_affine, tps_matrix, tps_targets)
+from stn.sampler import FAR as _FAR
+from stn.sampler import tps_grid_matrix as _tps_grid_matrix
+from stn.sampler import tps_size, tps_solution
 
 
 def _as_matrix(theta: tf.Tensor) -> tf.Tensor:
@@ -214,96 +178,49 @@ def _homography_grid(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return tf.stack([coordinate(n) for n in numerators], axis=-1), grad
 
 
-def tps_targets(dtype=np.float64) -> np.ndarray:
-    """``[16, 2]``: the output ``(x, y)`` of the TPS control points, row by row."""
-    ticks = np.linspace(-1.0, 1.0, TPS_GRID)
-    x, y = np.meshgrid(ticks, ticks)  # y outer, x inner when flattened
-    return np.stack([x.ravel(), y.ravel()], axis=-1).astype(dtype)
-
-
-def _tps_kernel(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """``U(r) = r^2 log r^2`` between ``[m, 2]`` points and ``[k, 2]`` centres."""
-    r2 = np.sum((points[:, None, :] - centres[None, :, :]) ** 2, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r2 > 0, r2 * np.log(np.where(r2 > 0, r2, 1.0)), 0.0)
-
-
-@functools.lru_cache(maxsize=None)
-def _tps_solution() -> np.ndarray:
-    """``[19, 16]``: maps the 16 control points to the spline's coefficients.
-
-    The spline ``f(p) = sum_i w_i U(|p - P_i|) + a0 + a1 x + a2 y`` through
-    ``f(P_i) = c_i`` solves ``[[K, P], [P^T, 0]] [w; a] = [c; 0]``; with the
-    targets ``P_i`` fixed, ``[w; a] = inv(L)[:, :16] c`` (float64).
-    """
-    targets = tps_targets()
-    affine = np.concatenate([np.ones((len(targets), 1)), targets], axis=1)  # (16, 3)
-    system = np.block([[_tps_kernel(targets, targets), affine],
-                       [affine.T, np.zeros((3, 3))]])  # (19, 19)
-    return np.linalg.inv(system)[:, :len(targets)]
-
-
-def tps_matrix(points: np.ndarray) -> np.ndarray:
-    """``[m, 16]`` float64: ``f(points) = tps_matrix(points) @ control``.
-
-    Args:
-      points: ``[m, 2]`` normalized output ``(x, y)``.
-    """
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    basis = np.concatenate([_tps_kernel(points, tps_targets()), np.ones((len(points), 1)),
-                            points], axis=1)  # (m, 19)
-    return basis @ _tps_solution()
-
-
-@functools.lru_cache(maxsize=64)
-def _tps_grid_matrix(height: int, width: int) -> np.ndarray:
-    x = (2.0 * np.arange(width) + 1.0) / width - 1.0
-    y = (2.0 * np.arange(height) + 1.0) / height - 1.0
-    xx, yy = np.meshgrid(x, y)
-    return tps_matrix(np.stack([xx.ravel(), yy.ravel()], axis=-1))  # (h * w, 16)
-
-
-def _tps_grid_basis(height, width, dtype) -> tf.Tensor:
-    """``[h * w, 16]``: :func:`tps_matrix` at the output pixel centres.
+def _tps_grid_basis(height, width, dtype, n: int = TPS_GRID) -> tf.Tensor:
+    """``[h * w, n * n]``: :func:`tps_matrix` at the output pixel centres.
 
     A constant computed once per size when the size is static; otherwise
     (placeholders of unknown size) the same formula in TF ops.
     """
     static = [tf.get_static_value(s) for s in (height, width)]
     if None not in static:
-        return tf.constant(_tps_grid_matrix(int(static[0]), int(static[1])), dtype)
+        return tf.constant(_tps_grid_matrix(int(static[0]), int(static[1]), n), dtype)
     points = tf.reshape(_pixel_centre_points(height, width, dtype), [-1, 1, 2])  # (hw, 1, 2)
-    r2 = tf.reduce_sum((points - tf.constant(tps_targets(), dtype)) ** 2, axis=-1)  # (hw, 16)
+    r2 = tf.reduce_sum((points - tf.constant(tps_targets(n), dtype)) ** 2, axis=-1)  # (hw, k)
     kernel = tf.where(r2 > 0, r2 * tf.math.log(tf.where(r2 > 0, r2, tf.ones_like(r2))), 0.0)
-    basis = tf.concat([kernel, tf.ones_like(r2[:, :1]), points[:, 0]], axis=1)  # (hw, 19)
-    return tf.matmul(basis, tf.constant(_tps_solution(), dtype))
+    basis = tf.concat([kernel, tf.ones_like(r2[:, :1]), points[:, 0]], axis=1)  # (hw, k + 3)
+    return tf.matmul(basis, tf.constant(tps_solution(n), dtype))
 
 
 def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
-    """Sampling grid of the 16-point thin-plate spline (module docstring).
+    """Sampling grid of the thin-plate spline through ``n x n`` control points.
 
     The spline is linear in ``control`` for fixed output points, so the grid
-    is one matmul with a ``[h * w, 16]`` matrix computed once per size
+    is one matmul with a ``[h * w, n * n]`` matrix computed once per size
     (float64 in NumPy, then cast; in TF ops if the size is not static).
 
     Args:
-      control: float ``[B, 16, 2]`` or ``[B, 32]``: input ``(x, y)`` of the
-        control points, in the order of :func:`tps_targets`.
+      control: float ``[B, n * n, 2]`` or ``[B, 2 n n]`` (``n`` = 4: ``[B, 32]``):
+        input ``(x, y)`` of the control points, in the order of
+        :func:`tps_targets`; ``n`` is read from the static shape.
       height, width: output size (ints or scalar int tensors).
 
     Returns:
       ``[B, h, w, 2]`` of the control points' dtype.
     """
     control = tf.convert_to_tensor(control)
-    if control.shape.rank not in (2, 3):
-        raise ValueError(f"control must be [B, 32] or [B, 16, 2], got shape {control.shape}")
-    control = tf.reshape(control, [-1, TPS_GRID * TPS_GRID, 2])
-    matrix = _tps_grid_basis(height, width, control.dtype)  # (h * w, 16)
+    if control.shape.rank not in (2, 3) or None in control.shape[1:]:
+        raise ValueError(f"control must be [B, 2 n n] or [B, n n, 2], got shape {control.shape}")
+    n = tps_size(control.shape[1:].num_elements() // 2)
+    control = tf.reshape(control, [-1, n * n, 2])
+    matrix = _tps_grid_basis(height, width, control.dtype, n)  # (h * w, k)
     # The spline reproduces affine maps, so matrix @ targets is the identity
     # grid; spline the displacement from it, so the identity is exact to the
     # rounding of the pixel centres (as for the affine grid).
-    offsets = control - tf.constant(tps_targets(), control.dtype)
-    # One (B, 16) x (16, h * w) matmul per coordinate, not an einsum to
+    offsets = control - tf.constant(tps_targets(n), control.dtype)
+    # One (B, k) x (k, h * w) matmul per coordinate, not an einsum to
     # (B, h * w, 2), whose interleaved output took longer than the whole
     # affine warp: XLA fuses each plane into the sampler. Two matmuls, not
     # one of both planes: their gradients are then two consumers of the
@@ -314,6 +231,25 @@ def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
         plane = tf.matmul(offsets[:, :, c], matrix, transpose_b=True)  # (B, h * w)
         coordinates.append(centres + tf.reshape(plane, [-1, height, width]))
     return tf.stack(coordinates, axis=-1)  # bilinear_sample's unstack cancels it
+
+
+def _as_attention(params: tf.Tensor) -> tf.Tensor:
+    """``(s, tx, ty)`` ``[B, 3]`` -> the affine ``[B, 6]``."""
+    params = tf.convert_to_tensor(params)
+    if params.shape.rank != 2 or params.shape[1] != 3:
+        raise ValueError(f"attention params must be [B, 3] (s, tx, ty), got shape {params.shape}")
+    return attention_to_affine(params, tf)
+
+
+def attention_grid(params: tf.Tensor, height, width) -> tf.Tensor:
+    """Sampling grid of ``(s, tx, ty)`` ``[B, 3]``: :func:`affine_grid` of its affine."""
+    return affine_grid(_as_attention(params), height, width)
+
+
+def attention_transform(images: tf.Tensor, params: tf.Tensor, out_size=None) -> tf.Tensor:
+    """Warps ``images`` by ``(s, tx, ty)`` ``[B, 3]``: :func:`affine_transform` of its affine."""
+    images = tf.convert_to_tensor(images)
+    return affine_transform(images, _as_attention(tf.cast(params, images.dtype)), out_size)
 
 
 def _corner(coord: tf.Tensor, size):

@@ -211,7 +211,7 @@ def test_gradients_match_finite_differences(kind, out_size):
     images = RNG.random((2, *in_size, 1))
     weights = RNG.normal(size=(2, *out_size, 1))
     params = RANDOM[kind](2)
-    while not _off_kinks(K.get_kind(kind).grid(params, *out_size).numpy(), in_size):
+    while not _off_kinks(K.get_kind(kind).tf_grid(params, *out_size).numpy(), in_size):
         params = RANDOM[kind](2)
 
     def loss(images, params):  # (B,): one independent loss per example
@@ -361,7 +361,7 @@ def test_nan_params_give_nan_not_a_blank_image(kind, mode):
 @pytest.mark.parametrize("kind", list(K.KINDS))
 def test_numpy_points_match_the_tf_grid(kind):
     params = RANDOM[kind](3)
-    grid = K.get_kind(kind).grid(params, *OUT_SIZE).numpy().reshape(3, -1, 2)
+    grid = K.get_kind(kind).tf_grid(params, *OUT_SIZE).numpy().reshape(3, -1, 2)
     np.testing.assert_allclose(K.get_kind(kind).points(params, centres(*OUT_SIZE)), grid,
                                rtol=0, atol=1e-12)
 
