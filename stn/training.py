@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from stn import data as stn_data
-from stn import monitor, protocols, runs
+from stn import checkpoints, monitor, protocols, runs
 from stn.config import Config
 from stn.model import build_model
 from stn.optimizers import make_optimizer, steps_per_epoch
@@ -66,7 +66,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
         model = build_model(config.model)
         optimizer = make_optimizer(config, steps_per_epoch(config, len(data.train)))
         optimizer.build(model.trainable_variables)
-    start = runs.restore_checkpoint(run_dir, model, optimizer)
+    start = checkpoints.restore_checkpoint(run_dir, model, optimizer)
     history = runs.read_history(run_dir)[:start]
     if verbose and resumed:
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
@@ -87,7 +87,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
                         "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
-        runs.save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        checkpoints.save_checkpoint(run_dir, model, optimizer, epoch + 1)
         watch.epoch_end(history[-1])  # after the checkpoint: logs never run ahead of it
         if verbose:
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train[0]:.4f} "

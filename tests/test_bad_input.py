@@ -26,7 +26,7 @@ import pytest
 import helpers
 from stn import config as C
 from stn import data as stn_data
-from stn import mnist, precision, runs, training
+from stn import checkpoints, mnist, precision, runs, training
 
 ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
@@ -426,7 +426,7 @@ def test_checkpoint_is_streamed_not_copied_in_memory(tmp_path):
     total = sum(v.numpy().nbytes for v in [*model.variables, *optimizer.variables])
     tracemalloc.start()
     try:
-        runs.save_checkpoint(tmp_path, model, optimizer, epoch=3)
+        checkpoints.save_checkpoint(tmp_path, model, optimizer, epoch=3)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -437,7 +437,7 @@ def test_checkpoint_is_streamed_not_copied_in_memory(tmp_path):
         v.assign(np.zeros(v.shape, v.dtype))
     # restore_checkpoint also checks that history.csv reaches the checkpoint's epoch.
     runs.write_history(tmp_path, [dict.fromkeys(runs.HISTORY_FIELDS, e) for e in (1, 2, 3)])
-    assert runs.restore_checkpoint(tmp_path, model, optimizer) == 3
+    assert checkpoints.restore_checkpoint(tmp_path, model, optimizer) == 3
     for before, v in zip(weights, model.variables):
         np.testing.assert_array_equal(before, v.numpy())
 
@@ -451,7 +451,7 @@ def test_failed_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch, error)
     model = build_model("seed", dense_units=8)
     optimizer = keras.optimizers.Adam()
     optimizer.build(model.trainable_variables)
-    runs.save_checkpoint(tmp_path, model, optimizer, epoch=1)
+    checkpoints.save_checkpoint(tmp_path, model, optimizer, epoch=1)
     before = (tmp_path / runs.CHECKPOINT).read_bytes()
     real = np.lib.format.write_array
     calls = []
@@ -464,6 +464,6 @@ def test_failed_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch, error)
 
     monkeypatch.setattr(np.lib.format, "write_array", disk_full)
     with pytest.raises(type(error)):
-        runs.save_checkpoint(tmp_path, model, optimizer, epoch=2)
+        checkpoints.save_checkpoint(tmp_path, model, optimizer, epoch=2)
     assert listing(tmp_path) == [runs.CHECKPOINT]
     assert (tmp_path / runs.CHECKPOINT).read_bytes() == before

@@ -1,10 +1,10 @@
-"""stn.runs checkpoints: keyed by variable path, and the older index-keyed ones."""
+"""stn.checkpoints: keyed by variable path, and the older index-keyed ones."""
 
 import keras
 import numpy as np
 import pytest
 
-from stn import runs
+from stn import checkpoints, runs
 from stn.model import build_model
 
 
@@ -29,7 +29,7 @@ def fill(model, optimizer, rng):
 
 
 def save(run_dir, model, optimizer, epoch=1):
-    runs.save_checkpoint(run_dir, model, optimizer, epoch)
+    checkpoints.save_checkpoint(run_dir, model, optimizer, epoch)
     runs.write_history(run_dir, [dict.fromkeys(runs.HISTORY_FIELDS, e)
                                  for e in range(1, epoch + 1)])
 
@@ -59,7 +59,7 @@ def test_keys_are_variable_paths_the_same_in_any_process(tmp_path):
     again, again_optimizer = build_model("seed", dense_units=8), keras.optimizers.Adam()
     again_optimizer.build(again.trainable_variables)
     assert [v.path for v in again.variables] != list(weights)  # numbered on
-    assert runs.restore_checkpoint(tmp_path, again, again_optimizer) == 2
+    assert checkpoints.restore_checkpoint(tmp_path, again, again_optimizer) == 2
     for before, v in zip(weights.values(), again.variables):
         np.testing.assert_array_equal(before, v.numpy())
     for before, v in zip(optimizer.variables, again_optimizer.variables):
@@ -67,7 +67,7 @@ def test_keys_are_variable_paths_the_same_in_any_process(tmp_path):
 
 
 def test_stable_paths_rank_numbered_names_among_siblings():
-    assert runs.stable_paths(["dense_12/kernel", "dense_9/kernel", "conv1/bias", "adam_3/x",
+    assert checkpoints.stable_paths(["dense_12/kernel", "dense_9/kernel", "conv1/bias", "adam_3/x",
                               "t/dense_4/kernel"]) == {
         "dense_12/kernel": "dense_1/kernel", "dense_9/kernel": "dense/kernel",
         "conv1/bias": "conv1/bias", "adam_3/x": "adam/x", "t/dense_4/kernel": "t/dense/kernel"}
@@ -80,7 +80,7 @@ def test_reordered_layers_get_their_own_values(tmp_path):
     save(tmp_path, model, optimizer)
     reordered, reordered_optimizer = two_dense(("b", "a"))
     assert [v.path for v in reordered.variables] != list(weights)
-    runs.restore_checkpoint(tmp_path, reordered, reordered_optimizer)
+    checkpoints.restore_checkpoint(tmp_path, reordered, reordered_optimizer)
     for v in reordered.variables:
         np.testing.assert_array_equal(v.numpy(), weights[v.path])
 
@@ -92,7 +92,7 @@ def test_renamed_layer_is_refused_naming_the_paths(tmp_path):
     before = [v.numpy() for v in other.variables]
     with pytest.raises(runs.RunError, match=r"does not fit this model \(not in the checkpoint: "
                        r"model/c/bias, model/c/kernel.*not in this model: model/b/bias"):
-        runs.restore_checkpoint(tmp_path, other, other_optimizer)
+        checkpoints.restore_checkpoint(tmp_path, other, other_optimizer)
     for v, b in zip(other.variables, before):  # left unchanged
         np.testing.assert_array_equal(v.numpy(), b)
 
@@ -102,7 +102,7 @@ def test_wrong_shape_is_refused_naming_the_path(tmp_path):
     save(tmp_path, model, optimizer)
     wider, wider_optimizer = two_dense(("a", "b"), units=5)
     with pytest.raises(runs.RunError, match=r"model/a/kernel has shape \(4, 4\), expected"):
-        runs.restore_checkpoint(tmp_path, wider, wider_optimizer)
+        checkpoints.restore_checkpoint(tmp_path, wider, wider_optimizer)
 
 
 def test_index_keyed_checkpoint_loads_in_order_when_every_shape_matches(tmp_path, capsys):
@@ -112,13 +112,13 @@ def test_index_keyed_checkpoint_loads_in_order_when_every_shape_matches(tmp_path
     save_by_index(tmp_path, model, optimizer, epoch=3)
     again, again_optimizer = build_model("seed", dense_units=8), keras.optimizers.Adam()
     again_optimizer.build(again.trainable_variables)
-    assert runs.restore_checkpoint(tmp_path, again, again_optimizer) == 3
+    assert checkpoints.restore_checkpoint(tmp_path, again, again_optimizer) == 3
     assert "keyed by variable order (an older stn)" in capsys.readouterr().err
     for before, v in zip(weights.values(), again.variables):
         np.testing.assert_array_equal(before, v.numpy())
     # The next save writes the new keys, which the same model reads back.
     save(tmp_path, again, again_optimizer, epoch=3)
-    assert runs.restore_checkpoint(tmp_path, model, optimizer) == 3
+    assert checkpoints.restore_checkpoint(tmp_path, model, optimizer) == 3
 
 
 def test_index_keyed_checkpoint_of_another_model_is_refused(tmp_path):
@@ -129,4 +129,4 @@ def test_index_keyed_checkpoint_of_another_model_is_refused(tmp_path):
     wider_optimizer.build(wider.trainable_variables)
     with pytest.raises(runs.RunError, match=r"older checkpoint, keyed by variable order.*"
                        r"stn commit that wrote it \(git_commit in config.json\), or delete"):
-        runs.restore_checkpoint(tmp_path, wider, wider_optimizer)
+        checkpoints.restore_checkpoint(tmp_path, wider, wider_optimizer)
