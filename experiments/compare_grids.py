@@ -1,9 +1,9 @@
 """Which of two Table 1 grids is better, judged on the validation split only.
 
-    python experiments/compare_grids.py results results/table1_ep45
-    python experiments/compare_grids.py results results/table1_ep45 --json out.json
+    python -m experiments.compare_grids results results/table1_ep45
+    python -m experiments.compare_grids results results/table1_ep45 --json out.json
 
-A and B are results directories of ``experiments/table1.py`` (each cell's
+A and B are results directories of ``experiments.table1`` (each cell's
 record in ``DIR/table1/<run>/``). For every run present in both (the 32
 cells and the seed runs), this reads the validation error and loss that
 training recorded (``metrics.json``) and compares them pair by pair: how
@@ -23,13 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import grid
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import table1  # noqa: E402  (the cells and their run names)
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -58,8 +54,8 @@ def _validation(kept: Path) -> tuple[float, float]:
 def compare(a_dir: Path, b_dir: Path) -> dict:
     """The paired validation comparison of grid ``b_dir`` against grid ``a_dir``."""
     cells, changes = [], {}
-    for model, protocol, seed in table1.all_cells():
-        name = table1.run_name(model, protocol, seed)
+    for model, protocol, seed in grid.all_cells():
+        name = grid.run_name(model, protocol, seed)
         a, b = a_dir / "table1" / name, b_dir / "table1" / name
         if not ((a / "metrics.json").exists() and (b / "metrics.json").exists()):
             continue
@@ -120,7 +116,7 @@ def main(argv=None) -> int:
     for d in (args.a, args.b):
         if not (d / "table1").is_dir():
             p.error(f"{d}/table1 is not a directory: give a results directory of "
-                    "experiments/table1.py (--results-dir)")
+                    "python -m experiments.table1 (--results-dir)")
     result = compare(args.a, args.b)
     print(report(result))
     if args.json:

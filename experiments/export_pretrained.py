@@ -1,6 +1,6 @@
 """Copies a finished run's model into ``pretrained/``, with what it is and how it was made.
 
-    python experiments/export_pretrained.py runs/table1/st-cnn-affine_rts
+    python -m experiments.export_pretrained runs/table1/st-cnn-affine_rts
 
 writes ``pretrained/<run name>.keras`` (the run's ``model.keras``) and
 ``pretrained/<run name>.json``: the run's config and command, its metrics, and
@@ -15,8 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from experiments import ROOT
 
 
 def export(run_dir: Path, out_dir: Path) -> Path:

@@ -4,7 +4,7 @@ Trained jointly, the ST-CNN's transformer undoes only about half of R's
 rotation (README, "The paper's Table 1"): the classifier, which sees every
 rotation from the first step, learns to read rotated digits and leaves the
 transformer little to gain. This takes that escape away, in two stages on
-the cell's model (``experiments/table1.py``: ``cell_config``, float32 or the
+the cell's model (``experiments/grid.py``: ``cell_config``, float32 or the
 ``--precision`` given):
 
 1. **upright**: the whole model trains on the protocol's digits *unwarped*
@@ -18,8 +18,8 @@ rotation-spread ratio on the validation split (:mod:`stn.pose`; 1 = none of
 the rotation undone, 0 = all). A diagnostic, not a method for the table:
 the test split is never read.
 
-    python experiments/frozen_classifier.py --json results/frozen_classifier_r.json
-    python experiments/frozen_classifier.py --model "ST-FCN Aff" --frozen-epochs 5
+    python -m experiments.frozen_classifier --json results/frozen_classifier_r.json
+    python -m experiments.frozen_classifier --model "ST-FCN Aff" --frozen-epochs 5
 """
 
 import argparse
@@ -28,15 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import grid
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import table1  # noqa: E402  (the cells' models and configs)
-
-TRANSFORMER_MODELS = [m for m in table1.MODELS if m.startswith("ST-")]
+TRANSFORMER_MODELS = [m for m in grid.MODELS if m.startswith("ST-")]
 
 
 def set_trainable(model, transformer: bool, classifier: bool) -> None:
@@ -93,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ST-CNN Aff", choices=TRANSFORMER_MODELS,
                    help="a Table 1 model with a transformer (default: %(default)s)")
-    p.add_argument("--protocol", default="R", choices=list(table1.PROTOCOLS),
+    p.add_argument("--protocol", default="R", choices=list(grid.PROTOCOLS),
                    help="a Table 1 distortion (default: %(default)s)")
     p.add_argument("--upright-epochs", type=int, default=5,
                    help="stage 1, on unwarped digits (default: %(default)s)")
@@ -130,7 +126,7 @@ def main(argv=None) -> int:
     from stn.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
-    config = table1.cell_config(args.model, args.protocol, args.seed, precision=precision)
+    config = grid.cell_config(args.model, args.protocol, args.seed, precision=precision)
     protocol = protocols.get_protocol(config.protocol)
     data = stn_data.load_data(config.protocol, args.seed, mnist_path=args.mnist,
                               max_train_examples=args.max_train_examples)

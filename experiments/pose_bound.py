@@ -8,8 +8,8 @@ pose spread remains on the validation split is a floor that the
 unsupervised transformer with the same localization net should not be
 expected to beat.
 
-    python experiments/pose_bound.py                   # seed protocol, the three nets
-    python experiments/pose_bound.py --protocol rts --epochs 10
+    python -m experiments.pose_bound                   # seed protocol, the three nets
+    python -m experiments.pose_bound --protocol rts --epochs 10
 
 Affine protocols only (seed, r, rts, none): the regression target is the
 6-parameter forward map F, which the projective and elastic warps of p and
@@ -22,12 +22,9 @@ with --json.
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def regress_theta(localization, data, epochs: int, batch_size: int):

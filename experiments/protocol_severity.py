@@ -13,9 +13,9 @@ With ``--runs``, each trained run's test error is also split by how much of
 its ink the digit lost: how much of a model's error the destroyed digits
 explain.
 
-    python experiments/protocol_severity.py               # r, rts, p, e
-    python experiments/protocol_severity.py p --json out.json
-    python experiments/protocol_severity.py p --runs runs/table1/*_p
+    python -m experiments.protocol_severity               # r, rts, p, e
+    python -m experiments.protocol_severity p --json out.json
+    python -m experiments.protocol_severity p --runs runs/table1/*_p
 """
 
 import argparse
@@ -24,9 +24,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 FINER = 4  # output points per pixel, per axis
 

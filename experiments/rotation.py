@@ -8,8 +8,8 @@ the circular mean and std of the residual rotation, and the *slope* of the
 residual on the raw rotation (least squares): 1 means the transformer
 leaves the rotation as it is, 0 that it undoes it whatever its size.
 
-    python experiments/rotation.py                    # the Table 1 ST cells on R
-    python experiments/rotation.py runs/table1/st-cnn-affine_r --json out.json
+    python -m experiments.rotation                    # the Table 1 ST cells on R
+    python -m experiments.rotation runs/table1/st-cnn-affine_r --json out.json
 
 The runs need their ``model.keras`` (``runs/``, rebuilt by
 ``experiments/table1.py``); rotation is measured as in ``stn.pose``.
@@ -21,9 +21,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DEFAULT_RUNS = [f"runs/table1/st-{net}-{kind}_r" for net in ("cnn", "fcn")
                 for kind in ("affine", "projective", "tps")]

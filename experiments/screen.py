@@ -1,17 +1,17 @@
 """Screens of Table 1 cells with one setting changed, judged on the validation split only.
 
-    python experiments/screen.py localization-lr   # the localization net's learning-rate scale
-    python experiments/screen.py recipe            # regularisation and step size on RTS
-    python experiments/screen.py curriculum        # warps growing from none over K epochs
-    python experiments/screen.py epochs            # the ST-CNN on RTS over twice the epochs
-    python experiments/screen.py recipe --list     # the variants and whether they are done
+    python -m experiments.screen localization-lr   # the localization net's learning-rate scale
+    python -m experiments.screen recipe            # regularisation and step size on RTS
+    python -m experiments.screen curriculum        # warps growing from none over K epochs
+    python -m experiments.screen epochs            # the ST-CNN on RTS over twice the epochs
+    python -m experiments.screen recipe --list     # the variants and whether they are done
 
-A variant is a Table 1 cell (``experiments/table1.py``: ``cell_config``, the
+A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
 ``table1`` recipe) with some Config fields replaced: first the study's base
 (``BASES``: the recipe as it was when the study ran), then the variant's own
 changes. It is trained in ``runs/screen/<study>/<variant>/`` (resumable: a
 finished variant is read back, not retrained; so is a finished run of a Table
-1 grid, ``runs/table1*/<cell>`` as ``experiments/table1.py`` trains them,
+1 grid, ``runs/table1*/<cell>`` as ``experiments.table1`` trains them,
 whose config is exactly the variant's). For each,
 ``results/screen_<study>.json`` records the validation error and the
 rotation-spread ratio of its transformer on the validation split
@@ -25,13 +25,9 @@ import os
 import sys
 from pathlib import Path
 
+from experiments import grid
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import table1  # noqa: E402  (the cells, their configs and run names)
 
 # Where the recipe is screened over full runs: the two seeded cells, and R.
 SCREENED_CELLS = (("ST-CNN Aff", "RTS"), ("CNN", "RTS"), ("ST-CNN Aff", "R"))
@@ -76,18 +72,18 @@ BASES = {"localization-lr": {"learning_rate": 1e-3, "epochs": 30},
 def variant_name(model: str, protocol: str, fields: dict) -> str:
     """``<cell run name>[_<field><value>...]``, e.g. ``st-cnn-affine_r_epochs10``."""
     changes = "".join(f"_{k}{v}" for k, v in sorted(fields.items()))
-    return table1.run_name(model, protocol) + changes
+    return grid.run_name(model, protocol) + changes
 
 
 def variant_config(model: str, protocol: str, fields: dict, precision: str, base: dict):
     """The cell's Config with the study's ``base`` fields, then ``fields``, replaced."""
-    return table1.cell_config(model, protocol, 0, "table1", precision, **{**base, **fields})
+    return grid.cell_config(model, protocol, 0, "table1", precision, **{**base, **fields})
 
 
 def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
                 base: dict) -> Path:
     """Where the variant is trained: ``runs_dir/<variant>``, unless it is not done there
-    and a Table 1 grid (``runs/table1*/``, as ``experiments/table1.py`` trains them)
+    and a Table 1 grid (``runs/table1*/``, as ``experiments.table1`` trains them)
     holds a finished run of exactly the variant's config, which is then read back."""
     from stn import runs
 
@@ -95,9 +91,9 @@ def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_di
     if (own / runs.METRICS).exists():
         return own
     config = variant_config(model, protocol, fields, precision, base)
-    for grid in sorted(Path("runs").glob("table1*")):
-        if table1._done(config, grid / table1.run_name(model, protocol)):
-            return grid / table1.run_name(model, protocol)
+    for grid_dir in sorted(Path("runs").glob("table1*")):
+        if grid.is_done(config, grid_dir / grid.run_name(model, protocol)):
+            return grid_dir / grid.run_name(model, protocol)
     return own
 
 

@@ -1,9 +1,9 @@
 """The paper's Table 1 (distorted MNIST, % test error), rebuilt by one command.
 
-    python experiments/table1.py                      # train what is missing, write the table
-    python experiments/table1.py --cells "CNN/R" "ST-CNN Aff/R"
-    python experiments/table1.py --table-only         # rewrite results/table1.{json,md}
-    python experiments/table1.py --list               # the cells and whether they are done
+    python -m experiments.table1                      # train what is missing, write the table
+    python -m experiments.table1 --cells "CNN/R" "ST-CNN Aff/R"
+    python -m experiments.table1 --table-only         # rewrite results/table1.{json,md}
+    python -m experiments.table1 --list               # the cells and whether they are done
 
 Each cell (a model of the table on a distortion) is an ordinary run of
 ``stn.training.train_and_evaluate`` in ``runs/table1/<run>/`` with the
@@ -29,85 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import ROOT
+from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, SEED_CELLS, all_cells,
+                              cell_config, is_done, paper_error, run_name)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
-    "FCN": "paper-fcn",
-    "CNN": "paper-cnn",
-    "ST-FCN Aff": "st-fcn-affine",
-    "ST-FCN Proj": "st-fcn-projective",
-    "ST-FCN TPS": "st-fcn-tps",
-    "ST-CNN Aff": "st-cnn-affine",
-    "ST-CNN Proj": "st-cnn-projective",
-    "ST-CNN TPS": "st-cnn-tps",
-}
-PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p", "E": "e"}  # columns -> stn.protocols
-PAPER = {  # Jaderberg et al. 2015, Table 1 (left), % error
-    "FCN": (2.1, 5.2, 3.1, 3.2),
-    "CNN": (1.2, 0.8, 1.5, 1.4),
-    "ST-FCN Aff": (1.2, 0.8, 1.5, 2.7),
-    "ST-FCN Proj": (1.3, 0.9, 1.4, 2.6),
-    "ST-FCN TPS": (1.1, 0.8, 1.4, 2.4),
-    "ST-CNN Aff": (0.7, 0.5, 0.8, 1.2),
-    "ST-CNN Proj": (0.8, 0.6, 0.8, 1.3),
-    "ST-CNN TPS": (0.7, 0.5, 0.8, 1.1),
-}
-SEED_CELLS = (("CNN", "RTS"), ("ST-CNN Aff", "RTS"), ("ST-CNN Aff", "R"))  # also seeds 1, 2
-EXTRA_SEEDS = (1, 2)
-
-
-def paper_error(model: str, protocol: str) -> float:
-    return PAPER[model][list(PROTOCOLS).index(protocol)]
-
-
-def all_cells(seeds: bool = True) -> list[tuple[str, str, int]]:
-    """``(model, protocol, seed)`` of the grid, column by column, then the seeds."""
-    cells = [(m, p, 0) for p in PROTOCOLS for m in MODELS]
-    if seeds:
-        cells += [(m, p, s) for s in EXTRA_SEEDS for m, p in SEED_CELLS]
-    return cells
-
-
-def run_name(model: str, protocol: str, seed: int = 0) -> str:
-    name = f"{MODELS[model]}_{PROTOCOLS[protocol]}"
-    return name if seed == 0 else f"{name}_seed{seed}"
-
-
-# Our choice where the paper is silent: on RTS (42x42 canvas) the transformer
-# samples a 28x28 output, MNIST's own size, so the ST models' classifier is the
-# network the R, P and E cells use, reading a digit at its original scale, and
-# costs 2.25x fewer pixels. The baselines (FCN, CNN) read the 42x42 canvas.
-RTS_TRANSFORMER_OUTPUT = 28
-
-
-def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",
-                precision: str = "float32", **fields):
-    """The cell's Config: the model preset on the protocol, trained by ``recipe``."""
-    from stn.config import make_config, model_config
-
-    overrides = {"dtype": precision}
-    if protocol == "RTS" and model_config(MODELS[model]).transformer:
-        overrides["transformer_output_size"] = RTS_TRANSFORMER_OUTPUT
-    return make_config(MODELS[model], PROTOCOLS[protocol], overrides, recipe=recipe,
-                       seed=seed, **fields)
-
 
 KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run", "epochs",
              "train_seconds")
-
-
-def _done(config, results: Path) -> bool:
-    """True if ``results`` holds a finished evaluation of exactly ``config``."""
-    from stn import runs
-
-    try:
-        return (results / "results.json").exists() and runs.read_config(results) == config
-    except runs.RunError:
-        return False
 
 
 def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, results_dir: Path,
@@ -117,7 +47,7 @@ def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, resul
 
     name = run_name(model, protocol, seed)
     run_dir, kept = runs_dir / name, results_dir / name
-    if _done(config, kept):
+    if is_done(config, kept):
         if verbose:
             print(f"{model} on {protocol} (seed {seed}): done, in {kept}")
         return kept
@@ -153,7 +83,8 @@ def cell_record(model: str, protocol: str, seed: int, kept: Path, root: Path = R
 def collect(results_dir: Path, cells, config_of, root: Path = ROOT) -> list[dict]:
     """Records of the cells whose kept results match their config."""
     return [cell_record(m, p, s, results_dir / run_name(m, p, s), root)
-            for m, p, s in cells if _done(config_of(m, p, s), results_dir / run_name(m, p, s))]
+            for m, p, s in cells
+            if is_done(config_of(m, p, s), results_dir / run_name(m, p, s))]
 
 
 def markdown(records: list[dict]) -> str:
@@ -315,7 +246,7 @@ def main(argv=None) -> int:
     cells = _selected(args)
     if args.list:
         for m, p, s in cells:
-            done = _done(config_of(m, p, s), results_dir / "table1" / run_name(m, p, s))
+            done = is_done(config_of(m, p, s), results_dir / "table1" / run_name(m, p, s))
             print(f"{'done' if done else 'todo'}  {m:12s} {p:4s} seed {s}  {run_name(m, p, s)}")
         return 0
     if not args.table_only:

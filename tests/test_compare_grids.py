@@ -1,24 +1,26 @@
-"""experiments/compare_grids.py on two hand-made grids of three runs."""
+"""experiments.compare_grids on two hand-made grids of three runs."""
 
 import json
 
 import pytest
 
-import helpers
+from experiments import grid
 
 
 @pytest.fixture(scope="module")
 def compare_grids():
-    return helpers.script("experiments/compare_grids.py")
+    from experiments import compare_grids
+
+    return compare_grids
 
 
-def _grid(root, table1, epochs: int, val_accuracies: dict) -> None:
-    """A results directory whose cells hold a config and metrics, as table1.py keeps them."""
+def _grid(root, epochs: int, val_accuracies: dict) -> None:
+    """A results directory whose cells hold a config and metrics, as experiments.table1 keeps them."""
     from stn import runs
 
     for (model, protocol, seed), val_accuracy in val_accuracies.items():
-        kept = root / "table1" / table1.run_name(model, protocol, seed)
-        config = table1.cell_config(model, protocol, seed, epochs=epochs)
+        kept = root / "table1" / grid.run_name(model, protocol, seed)
+        config = grid.cell_config(model, protocol, seed, epochs=epochs)
         runs.init_run_dir(kept, config)
         runs.write_json(kept / "metrics.json", {"epochs": epochs, "val_accuracy": val_accuracy,
                                                 "val_loss": 1 - val_accuracy,
@@ -34,13 +36,12 @@ def test_sign_test_matches_the_binomial_tail(compare_grids):
 
 def test_pairs_runs_reports_the_change_and_reads_validation_only(tmp_path, compare_grids,
                                                                  capsys):
-    table1 = compare_grids.table1
     a = {("CNN", "R", 0): 0.9850, ("ST-CNN Aff", "RTS", 0): 0.9920,
          ("ST-CNN Aff", "RTS", 1): 0.9930, ("FCN", "E", 0): 0.9700}
     b = {("CNN", "R", 0): 0.9870, ("ST-CNN Aff", "RTS", 0): 0.9930,
          ("ST-CNN Aff", "RTS", 1): 0.9930}  # FCN/E missing: not compared
-    _grid(tmp_path / "a", table1, 30, a)
-    _grid(tmp_path / "b", table1, 45, b)
+    _grid(tmp_path / "a", 30, a)
+    _grid(tmp_path / "b", 45, b)
     out_json = tmp_path / "cmp.json"
     assert compare_grids.main([str(tmp_path / "a"), str(tmp_path / "b"),
                                "--json", str(out_json)]) == 0

@@ -1,18 +1,20 @@
-"""experiments/frozen_classifier.py on a few hundred real MNIST digits."""
+"""experiments.frozen_classifier on a few hundred real MNIST digits."""
 
 import json
 
 import numpy as np
 import pytest
 
-import helpers
+from experiments import grid
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def frozen():
-    return helpers.script("experiments/frozen_classifier.py")
+    from experiments import frozen_classifier
+
+    return frozen_classifier
 
 
 def test_stage_two_trains_the_localization_net_only(frozen):
@@ -20,7 +22,7 @@ def test_stage_two_trains_the_localization_net_only(frozen):
     from stn import protocols
     from stn.model import build_model, find_transformer
 
-    config = frozen.table1.cell_config("ST-CNN Aff", "R")
+    config = grid.cell_config("ST-CNN Aff", "R")
     data = stn_data.load_data("r", 0, max_train_examples=300)
     model = build_model(config.model)
     frozen.set_trainable(model, transformer=True, classifier=False)

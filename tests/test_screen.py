@@ -1,10 +1,8 @@
-"""experiments/screen.py on a tiny study: two variants, a few steps, real MNIST."""
+"""experiments.screen on a tiny study: two variants, a few steps, real MNIST."""
 
 import json
 
 import pytest
-
-import helpers
 
 pytestmark = pytest.mark.slow
 TINY = {"epochs": 1, "max_train_examples": 200, "max_steps_per_epoch": 2}
@@ -12,7 +10,9 @@ TINY = {"epochs": 1, "max_train_examples": 200, "max_steps_per_epoch": 2}
 
 @pytest.fixture(scope="module")
 def screen():
-    return helpers.script("experiments/screen.py")
+    from experiments import screen
+
+    return screen
 
 
 def test_variant_names_say_what_changed(screen):

@@ -1,11 +1,14 @@
-"""experiments/table1.py on a tiny grid: two cells, a few steps, real MNIST."""
+"""experiments.table1 on a tiny grid (two cells, a few steps, real MNIST), and experiments.grid."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import helpers
+from experiments import grid
 
 pytestmark = pytest.mark.slow
 TINY = ["--epochs", "1", "--max-train-examples", "200", "--max-steps-per-epoch", "2",
@@ -14,23 +17,25 @@ TINY = ["--epochs", "1", "--max-train-examples", "200", "--max-steps-per-epoch",
 
 @pytest.fixture(scope="module")
 def table1():
-    return helpers.script("experiments/table1.py")
+    from experiments import table1
+
+    return table1
 
 
-def test_the_grid_is_the_papers(table1):
-    cells = table1.all_cells(seeds=False)
+def test_the_grid_is_the_papers():
+    cells = grid.all_cells(seeds=False)
     assert len(cells) == 32 and len(set(cells)) == 32
-    assert table1.paper_error("ST-CNN TPS", "E") == 1.1
-    assert table1.paper_error("FCN", "RTS") == 5.2
-    assert table1.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p"
-    assert len(table1.all_cells()) == 32 + 2 * len(table1.SEED_CELLS)
+    assert grid.paper_error("ST-CNN TPS", "E") == 1.1
+    assert grid.paper_error("FCN", "RTS") == 5.2
+    assert grid.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p"
+    assert len(grid.all_cells()) == 32 + 2 * len(grid.SEED_CELLS)
 
 
-def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas(table1):
-    st = table1.cell_config("ST-CNN Aff", "RTS").model
+def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas():
+    st = grid.cell_config("ST-CNN Aff", "RTS").model
     assert (st.input_size, st.transformer_output_size) == (42, 28)
-    assert table1.cell_config("CNN", "RTS").model.transformer_output_size is None
-    assert table1.cell_config("ST-FCN TPS", "R").model.transformer_output_size is None
+    assert grid.cell_config("CNN", "RTS").model.transformer_output_size is None
+    assert grid.cell_config("ST-FCN TPS", "R").model.transformer_output_size is None
 
 
 def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
@@ -93,9 +98,9 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, re
     results = helpers.ROOT / results_dir
 
     def config_of(model, protocol, seed):  # the committed cells ran in mixed bfloat16
-        return table1.cell_config(model, protocol, seed, "table1", "mixed_bfloat16", **fields)
+        return grid.cell_config(model, protocol, seed, "table1", "mixed_bfloat16", **fields)
 
-    records = table1.collect(results / "table1", table1.all_cells(), config_of)
+    records = table1.collect(results / "table1", grid.all_cells(), config_of)
     assert records, "no committed cell matches its config"
     markdown = table1.markdown(records)
     assert (results / "table1.md").read_text() == markdown
@@ -108,7 +113,7 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, re
 
 
 def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
-    rotation = helpers.script("experiments/rotation.py")
+    from experiments import rotation
     rng = np.random.default_rng(0)
     raw = rng.uniform(-90, 90, 4000)
     # A partial turn: 60% of every rotation left, around a common pose of 170 deg
@@ -124,7 +129,7 @@ def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
 
 
 def test_protocol_severity_reached_pixels_of_known_warps():
-    severity = helpers.script("experiments/protocol_severity.py")
+    from experiments import protocol_severity as severity
     from stn import kinds
 
     identity = kinds.identity("affine", 1)
@@ -141,7 +146,7 @@ def test_protocol_severity_reached_pixels_of_known_warps():
 
 
 def test_protocol_severity_splits_errors_by_ink_lost():
-    severity = helpers.script("experiments/protocol_severity.py")
+    from experiments import protocol_severity as severity
     lost = np.array([0.0, 0.01, 0.05, 0.06, 0.20, 0.5, 0.9, 1.0])
     wrong = np.array([False, True, False, False, True, True, True, False])
     rows = severity.errors_by_loss(wrong, lost)
@@ -160,7 +165,7 @@ def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
     from stn import config as C
     from stn import runs
 
-    severity = helpers.script("experiments/protocol_severity.py")
+    from experiments import protocol_severity as severity
     runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p"), command=None)
     split = types.SimpleNamespace(protocol="e")
     with pytest.raises(runs.RunError, match="protocol 'p' seed 0, not 'e' seed 0"):
@@ -168,3 +173,11 @@ def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
     with pytest.raises(runs.RunError, match="seed 0, not 'p' seed 1"):
         severity.run_errors(tmp_path / "run", np.zeros(1), types.SimpleNamespace(protocol="p"),
                             seed=1)
+
+
+def test_studies_run_as_modules_of_the_experiments_package():
+    # The documented way: python -m experiments.<study>, from the repository.
+    proc = subprocess.run([sys.executable, "-m", "experiments.table1", "--help"],
+                          cwd=helpers.ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "python -m experiments.table1 --list" in proc.stdout

@@ -1,0 +1,12 @@
+"""Studies of the project, one module each, run from the repository root.
+
+    python -m experiments.table1 --list    # the paper's Table 1 grid
+    python -m experiments.screen recipe    # a screen of recipe variants
+
+The Table 1 grid (its cells, configs and run names) is defined once, in
+:mod:`experiments.grid`; the other studies import it from there.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: results/, runs/, pretrained/
