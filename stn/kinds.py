@@ -13,9 +13,15 @@ registry knows a kind's shape.
 kind        params parameters (output -> input coordinates)
 =========== ====== ===========================================================
 affine      6      ``[2, 3]`` row-major
+attention   3      ``(s, tx, ty)``: the affine ``[[s, 0, tx], [0, s, ty]]``
 projective  8      first 8 entries of a 3x3 homography whose last entry is 1
 tps         32     input ``(x, y)`` of the 16 control points of a 4x4 grid
+tps3, tps5  18, 50 the same on a 3x3 or 5x5 grid (:func:`tps_kind`)
 =========== ====== ===========================================================
+
+For the matrix kinds (affine, attention, projective), :func:`to_pixels` gives
+the map in pixel units and :func:`invert` the inverse map's parameters, in
+NumPy (float64) or ``keras.ops`` alike.
 
 **Adding a kind**: write its grid function (``params [B, P] -> [B, h, w, 2]``,
 in the convention of :mod:`stn.sampler`) in ``keras.ops`` and in TF, and its
@@ -65,6 +71,10 @@ class Kind:
       tf_grid: the same grid in TensorFlow ops (:mod:`stn.transform`).
       tf_sample: optional TF fast path ``(images, params [B, P], out_size) ->
         images`` equal to ``bilinear_sample(images, tf_grid(...))``.
+      matrix: for kinds that are 3x3 matrices in homogeneous coordinates,
+        ``(params [n, P], namespace) -> [n, 3, 3]`` (``namespace`` is
+        ``numpy`` or ``keras.ops``); used by :func:`to_pixels` and :func:`invert`.
+      from_matrix: its inverse, ``([n, 3, 3], namespace) -> params [n, P]``.
       description: one line for help texts and the README.
     """
     name: str
@@ -74,6 +84,8 @@ class Kind:
     points: Callable
     tf_grid: Callable
     tf_sample: Callable | None = None
+    matrix: Callable | None = None
+    from_matrix: Callable | None = None
     description: str = ""
 
 
@@ -103,23 +115,80 @@ def _projective_points(params, points) -> np.ndarray:
         return np.where(np.abs(d) >= S.MIN_DENOMINATOR, mapped[..., :2] / d, np.nan)
 
 
-def _tps_points(params, points) -> np.ndarray:
-    params, points = _per_example(params, points, 2 * S.TPS_GRID ** 2)
-    control = params.reshape(len(params), -1, 2)  # (n, 16, 2)
-    basis = S.tps_matrix(points.reshape(-1, 2)).reshape(*points.shape[:2], -1)  # (n, m, 16)
-    return np.einsum("nmk,nkc->nmc", basis, control)
+def _attention_points(params, points) -> np.ndarray:
+    params, points = _per_example(params, points, 3)
+    return _affine_points(S.attention_to_affine(params, np), points)
+
+
+def _tps_points(n: int) -> Callable:
+    """The NumPy map of the TPS through ``n x n`` control points."""
+    def points_(params, points) -> np.ndarray:
+        params, points = _per_example(params, points, 2 * n * n)
+        control = params.reshape(len(params), -1, 2)  # (n, k, 2)
+        basis = S.tps_matrix(points.reshape(-1, 2), n).reshape(*points.shape[:2], -1)  # (n, m, k)
+        return np.einsum("nmk,nkc->nmc", basis, control)
+    return points_
+
+
+# Homogeneous 3x3 matrices of the matrix kinds, in NumPy or keras.ops (``xp``).
+
+def _affine_matrix(params, xp):
+    rows = xp.reshape(params, (-1, 2, 3))
+    bottom = xp.concatenate([xp.zeros_like(rows[:, :1, :2]), xp.ones_like(rows[:, :1, :1])], axis=2)
+    return xp.concatenate([rows, bottom], axis=1)
+
+
+def _affine_from_matrix(matrix, xp):
+    return xp.reshape(matrix[:, :2, :], (-1, 6))
+
+
+def _projective_matrix(params, xp):
+    params = xp.reshape(params, (-1, 8))
+    return xp.reshape(xp.concatenate([params, xp.ones_like(params[:, :1])], axis=1), (-1, 3, 3))
+
+
+def _projective_from_matrix(matrix, xp):
+    return xp.reshape(matrix / matrix[:, 2:, 2:], (-1, 9))[:, :8]
+
+
+def _attention_matrix(params, xp):
+    return _affine_matrix(S.attention_to_affine(xp.reshape(params, (-1, 3)), xp), xp)
+
+
+def _attention_from_matrix(matrix, xp):
+    return xp.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], axis=1)
+
+
+def tps_kind(n: int, name: str | None = None) -> Kind:
+    """The kind of a thin-plate spline through ``n x n`` control points (``n >= 2``).
+
+    Registered for ``n`` = 4 (``tps``, the paper's), 3 and 5; another is one
+    line: ``KINDS["tps6"] = tps_kind(6)``.
+    """
+    S.tps_size(n * n)  # checks n
+    return Kind(name or f"tps{n}", 2 * n * n, tuple(S.tps_targets(n).ravel()), S.tps_grid,
+                _tps_points(n), _tf("tps_grid"),
+                description=f"{2 * n * n} parameters: a thin-plate spline through "
+                f"{n * n} control points on a {n}x{n} grid")
 
 
 KINDS = {
     "affine": Kind("affine", 6, S.IDENTITY, S.affine_grid, _affine_points,
                    _tf("affine_grid"), _tf("affine_transform"),
+                   _affine_matrix, _affine_from_matrix,
                    description="6 parameters: rotation, scale, shear, translation"),
+    "attention": Kind("attention", 3, S.ATTENTION_IDENTITY, S.attention_grid,
+                      _attention_points, _tf("attention_grid"), _tf("attention_transform"),
+                      _attention_matrix, _attention_from_matrix,
+                      description="3 parameters: isotropic scale and translation "
+                      "(the paper's attention)"),
     "projective": Kind("projective", 8, S.PROJECTIVE_IDENTITY, S.projective_grid,
-                       _projective_points, _tf("projective_grid"),
+                       _projective_points, _tf("projective_grid"), None,
+                       _projective_matrix, _projective_from_matrix,
                        description="8 parameters: a homography (perspective)"),
-    "tps": Kind("tps", 2 * S.TPS_GRID ** 2, tuple(S.tps_targets().ravel()), S.tps_grid,
-                _tps_points, _tf("tps_grid"), description="32 parameters: a thin-plate "
-                "spline through 16 control points on a 4x4 grid"),
+    "tps": tps_kind(S.TPS_GRID, "tps"),
+    "tps3": tps_kind(3),
+    "tps5": tps_kind(5),
 }
 
 
@@ -140,6 +209,80 @@ def get_kind(kind: "str | Kind") -> Kind:
 def identity(kind: "str | Kind", n: int = 1) -> np.ndarray:
     """float64 ``[n, P]``: ``n`` copies of the kind's identity parameters."""
     return np.tile(np.asarray(get_kind(kind).identity, np.float64), (n, 1))
+
+
+# --- matrix kinds: pixel units and inverses -------------------------------------
+
+def _namespace(params):
+    """``(xp, inv, params)``: NumPy (float64) for arrays and lists, else keras.ops."""
+    if ops.is_tensor(params):
+        return ops, ops.inv, params
+    return np, np.linalg.inv, np.asarray(params, np.float64)
+
+
+def _matrix_kind(kind: "str | Kind") -> Kind:
+    kind = get_kind(kind)
+    if kind.matrix is None:
+        matrix_kinds = ", ".join(k.name for k in KINDS.values() if k.matrix is not None)
+        raise ValueError(f"kind {kind.name!r} is not a matrix transform; "
+                         f"to_pixels and invert take: {matrix_kinds}")
+    return kind
+
+
+def to_pixels(params, kind: "str | Kind", in_size, out_size=None):
+    """The kind's map in pixel units: output ``(column, row)`` -> input ``(column, row)``.
+
+    Pixel centres at integers, ``(0, 0)`` the top-left pixel's centre, as in
+    OpenCV's ``warpAffine``/``warpPerspective`` with ``WARP_INVERSE_MAP``
+    (their ``M`` is the top two rows for an affine). The normalized map of
+    :mod:`stn.sampler` composed with the two normalizations:
+    ``P_in @ M @ inv(P_out)``, ``P`` taking ``(x, y, 1)`` to pixels.
+
+    Args:
+      params: ``[n, P]`` NumPy array or list (computed in float64), or a
+        tensor of the Keras backend (computed in ``keras.ops``, its dtype).
+      kind: a matrix kind (affine, attention, projective).
+      in_size: ``(H, W)`` of the input image.
+      out_size: ``(h, w)`` of the output; defaults to ``in_size``.
+
+    Returns:
+      ``[n, 3, 3]`` in homogeneous coordinates (last row ``(0, 0, 1)`` for
+      affine maps; divide by the third coordinate for projective ones).
+    """
+    kind = _matrix_kind(kind)
+    xp, _, params = _namespace(params)
+    out_size = in_size if out_size is None else out_size
+
+    def pixels(height, width):  # (x, y, 1) -> (column, row, 1)
+        return np.array([[width / 2, 0, (width - 1) / 2], [0, height / 2, (height - 1) / 2],
+                         [0, 0, 1]])
+
+    to_input = pixels(*in_size)
+    from_output = np.linalg.inv(pixels(*out_size))
+    matrix = kind.matrix(params, xp)  # (n, 3, 3)
+    if xp is ops:
+        to_input, from_output = (ops.convert_to_tensor(m, matrix.dtype)
+                                 for m in (to_input, from_output))
+    return xp.einsum("ij,njk,kl->nil", to_input, matrix, from_output)
+
+
+def invert(params, kind: "str | Kind"):
+    """The parameters of the inverse map, in the same kind.
+
+    ``T`` maps output to input coordinates; ``invert`` gives ``T^-1``, the
+    warp that undoes it (up to what the first warp cropped).
+
+    Args:
+      params: ``[n, P]`` NumPy array or list (float64), or a Keras tensor.
+      kind: a matrix kind (affine, attention, projective).
+
+    Returns:
+      ``[n, P]``: NumPy float64, or a tensor of the params' dtype. A singular
+      map gives inf or NaN; a projective inverse whose last entry is 0 too.
+    """
+    kind = _matrix_kind(kind)
+    xp, inv, params = _namespace(params)
+    return kind.from_matrix(inv(kind.matrix(params, xp)), xp)
 
 
 # --- warping images: TensorFlow ---------------------------------------------------

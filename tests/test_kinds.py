@@ -37,10 +37,10 @@ def homography_grid(params, out_size):
     return (mapped[..., :2] / mapped[..., 2:]).reshape(-1, *out_size, 2)
 
 
-def spline_grid(control, out_size):
-    """``[B, h, w, 2]`` float64: SciPy's thin-plate spline through the 16 pairs."""
-    control = np.asarray(control, np.float64).reshape(-1, 16, 2)
-    grids = [interpolate.RBFInterpolator(T.tps_targets(), c, kernel="thin_plate_spline",
+def spline_grid(control, out_size, n=4):
+    """``[B, h, w, 2]`` float64: SciPy's thin-plate spline through the ``n * n`` pairs."""
+    control = np.asarray(control, np.float64).reshape(-1, n * n, 2)
+    grids = [interpolate.RBFInterpolator(T.tps_targets(n), c, kernel="thin_plate_spline",
                                          degree=1)(centres(*out_size)) for c in control]
     return np.stack(grids).reshape(-1, *out_size, 2)
 
@@ -72,13 +72,19 @@ def affine_control(theta):
     return np.einsum("bjk,pk->bpj", matrices[:, :, :2], T.tps_targets()) + matrices[:, None, :, 2]
 
 
-def random_tps(batch, scale=0.1):
-    """Control points displaced from the identity by up to ``scale``."""
-    return (T.tps_targets() + RNG.uniform(-scale, scale, (batch, 16, 2))).reshape(batch, 32)
+def random_tps(batch, scale=0.1, n=4):
+    """Control points of an ``n x n`` TPS displaced from the identity by up to ``scale``."""
+    return (T.tps_targets(n) + RNG.uniform(-scale, scale, (batch, n * n, 2))).reshape(batch, -1)
+
+
+def random_attention(batch):
+    """``(s, tx, ty)``: scales 0.6-1.2 (zoom in and out), shifts up to 0.3."""
+    return np.stack([RNG.uniform(0.6, 1.2, batch), *RNG.uniform(-0.3, 0.3, (2, batch))], axis=1)
 
 
 RANDOM = {"affine": lambda b: np.array(T.IDENTITY) + RNG.uniform(-0.2, 0.2, (b, 6)),
-          "projective": random_projective, "tps": random_tps}
+          "attention": random_attention, "projective": random_projective, "tps": random_tps,
+          "tps3": lambda b: random_tps(b, n=3), "tps5": lambda b: random_tps(b, n=5)}
 
 
 def tolerance(dtype):
@@ -426,6 +432,77 @@ def test_compose_points_reads_where_two_successive_warps_read(first, second):
     # Two interpolations instead of one: close, not equal.
     error = np.abs(twice - right)[inner].max()
     assert error < 0.03 and error < np.abs(twice - wrong)[inner].max() / 4
+
+
+# --- attention, n x n TPS, and the matrix helpers ------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_matches_a_numpy_scale_and_shift_and_scipy(dtype):
+    params = random_attention(3)
+    s, tx, ty = (params[:, i, None, None] for i in range(3))
+    points = centres(*OUT_SIZE).reshape(*OUT_SIZE, 2)
+    grid = np.stack([s * points[..., 0] + tx, s * points[..., 1] + ty], axis=-1)  # (B, h, w, 2)
+    np.testing.assert_allclose(T.attention_grid(params.astype(dtype), *OUT_SIZE), grid,
+                               rtol=0, atol=tolerance(dtype))
+    images = RNG.random((3, *IN_SIZE, 2)).astype(dtype)
+    for out in (K.warp(images, params.astype(dtype), "attention", OUT_SIZE),
+                K.warp_ops(images, params.astype(dtype), "attention", OUT_SIZE)):
+        np.testing.assert_allclose(out, sample(images, grid), rtol=0, atol=tolerance(dtype))
+    assert K.get_kind("attention").size == 3 and K.get_kind("attention").identity == (1, 0, 0)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_tps_of_n_by_n_control_points_matches_scipy(n):
+    control = random_tps(3, n=n)
+    kind = K.get_kind(f"tps{n}")
+    assert kind.size == 2 * n * n and np.allclose(kind.identity, T.tps_targets(n).ravel())
+    expected = spline_grid(control, OUT_SIZE, n)
+    for grid in (T.tps_grid(control, *OUT_SIZE), kind.grid(control, *OUT_SIZE)):
+        np.testing.assert_allclose(grid, expected, rtol=0, atol=1e-10)
+    images = RNG.random((3, *IN_SIZE, 1))
+    np.testing.assert_allclose(K.warp(images, control, kind, OUT_SIZE),
+                               sample(images, expected), rtol=0, atol=1e-10)
+
+
+def test_tps_kind_rejects_a_grid_of_one():
+    with pytest.raises(ValueError, match="n \\* n control points"):
+        K.tps_kind(1)
+
+
+@pytest.mark.parametrize("kind", ["affine", "attention", "projective"])
+def test_to_pixels_maps_output_pixels_where_the_grid_reads(kind):
+    params = RANDOM[kind](3)
+    grid = K.get_kind(kind).tf_grid(params, *OUT_SIZE).numpy()  # (B, h, w, 2) normalized
+    expected = np.stack([((grid[..., 0] + 1) * IN_SIZE[1] - 1) / 2,
+                         ((grid[..., 1] + 1) * IN_SIZE[0] - 1) / 2], axis=-1)
+    rows, cols = np.meshgrid(np.arange(OUT_SIZE[0]), np.arange(OUT_SIZE[1]), indexing="ij")
+    pixels = np.stack([cols, rows, np.ones_like(cols)], axis=-1).astype(np.float64)  # (h, w, 3)
+    matrices = K.to_pixels(params, kind, IN_SIZE, OUT_SIZE)
+    mapped = np.einsum("bjk,hwk->bhwj", matrices, pixels)
+    np.testing.assert_allclose(mapped[..., :2] / mapped[..., 2:], expected, atol=1e-12)
+    # TF tensors go through keras.ops, in their own dtype: the same matrices.
+    np.testing.assert_allclose(K.to_pixels(tf.constant(params), kind, IN_SIZE, OUT_SIZE),
+                               matrices, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["affine", "attention", "projective"])
+def test_invert_undoes_the_map(kind):
+    params = RANDOM[kind](4)
+    inverse = K.invert(params, kind)
+    assert inverse.shape == params.shape
+    points = centres(5, 6)
+    there_and_back = K.compose_points((kind, inverse), (kind, params), points=points)
+    np.testing.assert_allclose(there_and_back, np.broadcast_to(points, (4, *points.shape)),
+                               atol=1e-12)
+    np.testing.assert_allclose(K.invert(inverse, kind), params, atol=1e-12)
+    np.testing.assert_allclose(K.invert(tf.constant(params), kind), inverse, atol=1e-12)
+    identity = K.identity(kind, 2)
+    np.testing.assert_allclose(K.invert(identity, kind), identity, atol=0)
+
+
+def test_helpers_refuse_a_spline():
+    with pytest.raises(ValueError, match="'tps' is not a matrix transform; .*affine"):
+        K.invert(K.identity("tps"), "tps")
 
 
 # --- registry -------------------------------------------------------------------
