@@ -11,10 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 install: $(STAMP)
 
 # Re-install only when the dependency files change.
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+$(STAMP): pyproject.toml $(wildcard requirements*.txt)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[train,test]"
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -31,7 +31,7 @@ test: $(STAMP)
 # silently missing; installed once, again only when its pin changes.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[train,test,bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
