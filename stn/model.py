@@ -21,12 +21,18 @@ from stn.data import NUM_CLASSES
 from stn.layers import SpatialTransformer, conv_localization, dense_localization, fc_localization
 
 
-def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
+def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool | None = None,
+                **overrides) -> keras.Model:
     """Builds a classifier from float32 images ``[B, S, S, 1]`` to logits ``[B, 10]``.
 
     Args:
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
         stn.config.MODEL_PRESETS) or a full ModelConfig.
+      fast_input_gradient: the classifier's first convolution computes its
+        input gradient by matrix products (stn.conv.Conv2D, TensorFlow
+        backend): same outputs and weights, a cheaper backward pass when that
+        gradient is needed. None (default): when a transformer precedes it,
+        whose localization net needs that gradient.
       **overrides: ModelConfig fields to replace, e.g. ``input_size=42``.
     """
     config = (dataclasses.replace(preset, **overrides) if isinstance(preset, ModelConfig)
@@ -36,8 +42,10 @@ def build_model(preset: str | ModelConfig = "seed", **overrides) -> keras.Model:
     x = inputs
     if config.transformer:
         x = _transformer(config)(x)
+    if fast_input_gradient is None:
+        fast_input_gradient = config.transformer
     classifier = _CLASSIFIERS[config.classifier]
-    x = classifier(x, config, keras.DTypePolicy(config.dtype))
+    x = classifier(x, config, keras.DTypePolicy(config.dtype), _first_conv(fast_input_gradient))
     logits = keras.layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"stn_{config.preset}")
 
@@ -61,26 +69,36 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
                               dtype="float32", name="transformer")
 
 
-def _seed_classifier(x, config: ModelConfig, dtype):
+def _first_conv(fast_input_gradient: bool) -> type:
+    """The first convolution's class: stn.conv.Conv2D on TensorFlow if asked, else Keras's."""
+    if fast_input_gradient and keras.backend.backend() == "tensorflow":
+        from stn import conv  # TensorFlow only
+
+        return conv.Conv2D
+    return keras.layers.Conv2D
+
+
+def _seed_classifier(x, config: ModelConfig, dtype, first_conv=keras.layers.Conv2D):
     """Conv 3x3 -> conv 3x3 (ReLU, same padding) -> Dense(ReLU)."""
     for i, filters in enumerate(config.conv_filters):
-        x = keras.layers.Conv2D(filters, 3, strides=config.conv_strides, padding="same",
-                                activation="relu", dtype=dtype, name=f"conv{i + 1}")(x)
+        conv = first_conv if i == 0 else keras.layers.Conv2D
+        x = conv(filters, 3, strides=config.conv_strides, padding="same", activation="relu",
+                 dtype=dtype, name=f"conv{i + 1}")(x)
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
 
-def _paper_classifier(x, config: ModelConfig, dtype):
+def _paper_classifier(x, config: ModelConfig, dtype, first_conv=keras.layers.Conv2D):
     """Conv 9x9 -> max-pool -> conv 7x7 -> max-pool -> Dense (paper, A.4)."""
     for i, (filters, kernel) in enumerate(zip(config.conv_filters, (9, 7))):
-        x = keras.layers.Conv2D(filters, kernel, activation="relu", dtype=dtype,
-                                name=f"conv{i + 1}")(x)
+        conv = first_conv if i == 0 else keras.layers.Conv2D
+        x = conv(filters, kernel, activation="relu", dtype=dtype, name=f"conv{i + 1}")(x)
         x = keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
 
-def _fcn_classifier(x, config: ModelConfig, dtype):
+def _fcn_classifier(x, config: ModelConfig, dtype, first_conv=None):
     """Flatten -> Dense -> Dense (ReLU): with the logits, the paper's 3-layer FCN."""
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     for i in range(2):

@@ -1,0 +1,217 @@
+"""A 2-D convolution whose input gradient is cheap on CPU: the classifier's first layer.
+
+A spatial transformer needs the gradient of the loss with respect to the
+classifier's *input* (it has to reach the sampler, paper Sec. 3.4); a plain
+CNN never computes it. For the first layer of an MNIST classifier (one input
+channel) TensorFlow computes that gradient with oneDNN's backward-data
+convolution, whose vector lanes run over the *input* channels: one channel
+uses one lane in 16 (AVX-512, float32), so a 9x9 layer's input gradient
+costs several times the layer's forward pass (issue 27, ``make bench``).
+
+Here the same gradient is a few matrix products, where oneDNN's kernels
+are efficient whatever the channel count. With ``x`` the input, ``W [K_h,
+K_w, C, F]`` the kernel, ``s`` the stride and ``(p_t, p_l)`` the top/left zero
+padding, the forward convolution is
+
+    y[b, p, q, f] = sum_{u, v, c} x[b, s p + u - p_t, s q + v - p_l, c] W[u, v, c, f]
+
+and the input gradient, with ``g`` the upstream gradient dilated by ``s``
+(``g[b, s p, s q] = dy[b, p, q]``, zeros between), is
+
+    dx[b, i, j, c] = sum_{P, Q, f} g[b, P, Q, f] W[i - P + p_t, j - Q + p_l, c, f].
+
+Two ways to order that sum (:func:`input_gradient`):
+
+- ``"gemm"``: one product over ``f`` gives each upstream pixel's patch of
+  ``K_h K_w C`` values, which are then added into the image (overlap-add)
+  along columns, then rows, each as a product with a 0/1 matrix
+  (:func:`overlap_matrix`). Least arithmetic; writes ``K_h K_w`` values per
+  upstream pixel.
+- ``"toeplitz"``: one product of each row of ``g`` (``Q, f``) with a Toeplitz
+  matrix of ``W`` finishes the columns at once, then the rows are added as
+  above. More arithmetic (``W`` zeros included) in one well-shaped product.
+
+The arithmetic is TensorFlow's sum in another order: equal to rounding
+(tests/test_conv.py).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+METHODS = ("gemm", "toeplitz")
+"""The two formulations of :func:`input_gradient` (see the module docstring)."""
+
+
+def same_padding(size: int, kernel: int, stride: int) -> int:
+    """Top (or left) zero padding of TensorFlow's ``"SAME"`` along one axis."""
+    out = -(-size // stride)
+    return max((out - 1) * stride + kernel - size, 0) // 2
+
+
+def _dilate(dy: tf.Tensor, stride: int) -> tf.Tensor:
+    """``dy [B, h, w, F]`` with ``stride - 1`` zero rows and columns after each."""
+    if stride == 1:
+        return dy
+    _, h, w, f = dy.shape
+    spread = tf.pad(dy[:, :, None, :, None, :],
+                    [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
+    return tf.reshape(spread, [-1, h * stride, w * stride, f])
+
+
+def overlap_matrix(positions: int, kernel: int, pad: int, size: int) -> np.ndarray:
+    """0/1 ``[positions * kernel, size]``: row ``(P, u)`` adds into pixel ``P + u - pad``.
+
+    The column-to-image step of the gradient (overlap-add) as a matrix
+    product: one 1 per row, none where the pixel falls in the padding.
+    """
+    matrix = np.zeros((positions, kernel, size), np.float32)
+    p, u = np.meshgrid(np.arange(positions), np.arange(kernel), indexing="ij")
+    target = p + u - pad
+    inside = (target >= 0) & (target < size)
+    matrix[p[inside], u[inside], target[inside]] = 1.0
+    return matrix.reshape(positions * kernel, size)
+
+
+def _add_rows(z: tf.Tensor, pad: int, height: int) -> tf.Tensor:
+    """``z [B, X, Hg, K_h]`` (X any trailing block) -> ``[B, X, H]`` by overlap-add over rows."""
+    shape = z.shape
+    rows = tf.constant(overlap_matrix(shape[-2], shape[-1], pad, height), z.dtype)
+    flat = tf.reshape(z, [-1, shape[-2] * shape[-1]])
+    return tf.reshape(tf.matmul(flat, rows), [-1, *shape[1:-2], height])
+
+
+def _gemm(g, kernel, size, pads):
+    """Patches ``g W^T`` (one matrix product over ``F``), then overlap-add columns, rows."""
+    k_h, k_w, channels, filters = kernel.shape
+    _, h_g, w_g, _ = g.shape
+    w2 = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [filters, -1])  # F, (u v c)
+    patches = tf.reshape(tf.matmul(tf.reshape(g, [-1, filters]), w2),
+                         [-1, h_g, w_g, k_h, k_w, channels])
+    patches = tf.transpose(patches, [0, 1, 3, 5, 2, 4])  # B, Hg, u, c, Wg, v
+    cols = tf.constant(overlap_matrix(w_g, k_w, pads[1], size[1]), g.dtype)
+    z = tf.matmul(tf.reshape(patches, [-1, w_g * k_w]), cols)
+    z = tf.transpose(tf.reshape(z, [-1, h_g, k_h, channels, size[1]]), [0, 3, 4, 1, 2])
+    dx = _add_rows(z, pads[0], size[0])  # B, c, j, i
+    return tf.transpose(dx, [0, 3, 2, 1])
+
+
+def _toeplitz(g, kernel, size, pads):
+    """Each row of ``g`` times a Toeplitz matrix of ``W`` (columns done), then overlap-add rows."""
+    k_h, k_w, channels, filters = kernel.shape
+    _, h_g, w_g, _ = g.shape
+    # A[(Q, f), (u, j, c)] = W[u, j - Q + p_l, c, f], zero off the kernel.
+    v = np.arange(size[1])[None, :] - np.arange(w_g)[:, None] + pads[1]  # Q, j
+    v = np.where((v >= 0) & (v < k_w), v, k_w)
+    taps = tf.gather(tf.pad(kernel, [[0, 0], [0, 1], [0, 0], [0, 0]]), v, axis=1)  # u Q j c f
+    toeplitz = tf.reshape(tf.transpose(taps, [1, 4, 0, 2, 3]), [w_g * filters, -1])
+    z = tf.matmul(tf.reshape(g, [-1, w_g * filters]), toeplitz)  # (B Hg), (u j c)
+    z = tf.transpose(tf.reshape(z, [-1, h_g, k_h, size[1], channels]), [0, 3, 4, 1, 2])
+    dx = _add_rows(z, pads[0], size[0])  # B, j, c, i
+    return tf.transpose(dx, [0, 3, 1, 2])
+
+
+def multiply_adds(method: str, dy_shape, kernel_shape, size, stride: int = 1) -> float:
+    """Multiply-adds per image of one formulation (its matrix products)."""
+    k_h, k_w, channels, filters = kernel_shape
+    h_g, w_g = dy_shape[1] * stride, dy_shape[2] * stride
+    rows = channels * size[1] * h_g * k_h * size[0]
+    if method == "gemm":
+        return h_g * w_g * filters * k_h * k_w * channels + h_g * k_h * channels * w_g * k_w * size[1] + rows
+    return h_g * w_g * filters * k_h * size[1] * channels + rows
+
+
+def choose_method(dy_shape, kernel_shape, size, stride: int = 1) -> str:
+    """``"toeplitz"`` unless it does over 3x the gemm's multiply-adds.
+
+    The Toeplitz form does more arithmetic in one well-shaped matrix
+    product; the gemm form does the least but writes ``K_h K_w`` values per
+    upstream pixel. On the paper's 9x9 layer the Toeplitz form does 2.1x the
+    gemm's arithmetic at 28x28 and 2.8x at 42x42, and is the faster of the
+    two at both (bench/input_gradient.py, results/bench.txt).
+    """
+    ratio = (multiply_adds("toeplitz", dy_shape, kernel_shape, size, stride)
+             / multiply_adds("gemm", dy_shape, kernel_shape, size, stride))
+    return "toeplitz" if ratio <= 3.0 else "gemm"
+
+
+def input_gradient(dy: tf.Tensor, kernel: tf.Tensor, input_size: tuple[int, int],
+                   stride: int, pads: tuple[int, int], method: str = "auto") -> tf.Tensor:
+    """The gradient of a convolution with respect to its input, from matrix products.
+
+    Args:
+      dy: upstream gradient ``[B, h, w, F]``, static ``h, w``.
+      kernel: ``W [K_h, K_w, C, F]``, same dtype as ``dy``.
+      input_size: ``(H, W)`` of the convolution's input.
+      stride: the convolution's stride (both axes).
+      pads: ``(p_t, p_l)``, its top and left zero padding.
+      method: ``"gemm"``, ``"toeplitz"`` or ``"auto"`` (:func:`choose_method`).
+
+    Returns:
+      ``dx [B, H, W, C]``, equal to ``tf.nn.conv2d``'s own input gradient up
+      to the order of the sums.
+    """
+    if method == "auto":
+        method = choose_method(dy.shape, kernel.shape, input_size, stride)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS} or 'auto'")
+    g = _dilate(dy, stride)
+    return (_gemm if method == "gemm" else _toeplitz)(g, kernel, tuple(input_size), pads)
+
+
+def conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1, padding: str = "VALID",
+           method: str = "auto") -> tf.Tensor:
+    """``tf.nn.conv2d(x, kernel, stride, padding)`` with :func:`input_gradient`.
+
+    Args:
+      x: ``[B, H, W, C]``, static ``H, W``.
+      kernel: ``[K_h, K_w, C, F]``, same dtype.
+      stride: both axes.
+      padding: ``"VALID"`` or ``"SAME"``.
+      method: of :func:`input_gradient`.
+
+    Returns:
+      ``[B, h, w, F]``; its gradient with respect to ``kernel`` is
+      TensorFlow's own, with respect to ``x`` :func:`input_gradient`'s.
+    """
+    padding = padding.upper()
+    size = tuple(x.shape[1:3])
+    if padding == "SAME":
+        pads = tuple(same_padding(n, k, stride) for n, k in zip(size, kernel.shape[:2]))
+    else:
+        pads = (0, 0)
+
+    @tf.custom_gradient
+    def forward(x, kernel):
+        def grad(dy):
+            dx = input_gradient(dy, kernel, size, stride, pads, method)
+            dw = tf.compat.v1.nn.conv2d_backprop_filter(
+                x, tf.shape(kernel), dy, [1, stride, stride, 1], padding)
+            return dx, dw
+        return tf.nn.conv2d(x, kernel, stride, padding), grad
+
+    return forward(x, kernel)
+
+
+@keras.saving.register_keras_serializable(package="stn")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose input gradient is :func:`conv2d`'s.
+
+    The same weights, variable paths, outputs and weight gradients as Keras's
+    layer, so a model saved with ``keras.layers.Conv2D`` loads into it and a
+    checkpoint of either fits both. The matrix-product gradient applies on the
+    TensorFlow backend for ``channels_last``, no dilation, one group and
+    equal strides; anything else takes Keras's own convolution.
+    """
+
+    def _fast_gradient(self) -> bool:
+        return (keras.backend.backend() == "tensorflow"
+                and self.data_format == "channels_last" and self.groups == 1
+                and tuple(self.dilation_rate) == (1, 1)
+                and self.strides[0] == self.strides[1])
+
+    def convolution_op(self, inputs, kernel):
+        if not self._fast_gradient() or None in tuple(inputs.shape[1:3]):
+            return super().convolution_op(inputs, kernel)
+        kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
+        return conv2d(inputs, kernel, self.strides[0], self.padding)
