@@ -10,7 +10,6 @@ completed epoch. See README.md for the presets, protocols and results.
 """
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -18,31 +17,14 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):  # rejects NaN, inf and 1e999 (= inf)
-        infinite = " (infinite)" if math.isinf(value) else ""
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}{infinite}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):  # rejects NaN and inf
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
+# Config fields that have a flag of their name besides the training settings.
+OTHER_FLAGS = ("seed", "max_train_examples")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn.config import MODEL_PRESETS, PRECISIONS, RECIPES, SCHEDULES
+    """The command line; a value Config refuses is an argparse error (exit 2) here."""
+    from stn import cli
+    from stn.config import MODEL_PRESETS, PRECISIONS, RECIPES, SETTINGS
     from stn.protocols import PROTOCOLS
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -52,27 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--protocol", default="seed", choices=list(PROTOCOLS),
                    help="warp protocol of the data (default: %(default)s)")
     p.add_argument("--recipe", default="default", choices=list(RECIPES),
-                   help="training recipe: a named bundle of the settings below, each of "
+                   help="training recipe: a named bundle of the training settings, each of "
                    "which a flag overrides (default: %(default)s). "
                    + "; ".join(f"{name}: {r.description}" for name, r in RECIPES.items()))
-    recipe = "(default: the recipe's)"
-    p.add_argument("--epochs", type=positive_int, help=recipe)
-    p.add_argument("--batch-size", type=positive_int, help=recipe)
-    p.add_argument("--learning-rate", type=positive_float,
-                   help=f"Adam's learning rate, the peak of the schedule {recipe}")
-    p.add_argument("--schedule", choices=list(SCHEDULES),
-                   help=f"'constant', or 'cosine': warm-up then cosine decay to 0 {recipe}")
-    p.add_argument("--warmup-epochs", type=non_negative_float,
-                   help=f"linear warm-up of the cosine schedule, in epochs {recipe}")
-    p.add_argument("--weight-decay", type=non_negative_float,
-                   help=f"decoupled weight decay (AdamW) {recipe}")
-    p.add_argument("--label-smoothing", type=non_negative_float, help=recipe)
-    p.add_argument("--localization-lr-scale", type=positive_float, metavar="K",
-                   help=f"the localization net's learning rate as a multiple of the rest's "
-                   f"{recipe}")
-    p.add_argument("--warp-ramp-epochs", type=non_negative_float, metavar="K",
-                   help="warp curriculum: the fresh warps grow linearly from none at epoch 0 "
-                   f"to the protocol's full strength at epoch K; 0 is off {recipe}")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds Python, NumPy, TensorFlow and the warps (default: %(default)s)")
     p.add_argument("--run-dir", help="where the run is written and resumed from "
@@ -81,11 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="MNIST as a Keras mnist.npz or a folder of the four IDX files, "
                    "if it cannot be downloaded (see README)")
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
-    p.add_argument("--max-train-examples", type=positive_int,
+    p.add_argument("--max-train-examples", type=int, metavar="N",
                    help="train on the first N training images only (quick runs)")
-    p.add_argument("--resample-warps", action=argparse.BooleanOptionalAction,
-                   help=f"draw fresh warps every epoch (augmentation), or warp each training "
-                   f"image once {recipe}")
     p.add_argument("--deterministic", action="store_true",
                    help="enable TensorFlow op determinism: same seed, identical metrics")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
@@ -104,13 +65,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "run dir (removed at the end) unless --run-dir is given")
     p.add_argument("--keep", action="store_true",
                    help="with --dry-run and no --run-dir: keep the temporary run dir")
+    cli.add_settings(p)
     args = p.parse_args(argv)
-    if args.seed < 0:
-        p.error(f"argument --seed: must be non-negative, got {args.seed}")
     if args.keep and not (args.dry_run and not args.run_dir):
         p.error("argument --keep: only applies to --dry-run without --run-dir "
                 "(a --run-dir is always kept)")
+    cli.check(p, lambda: make_run_config(args, "float32"), flags=(*SETTINGS, *OTHER_FLAGS))
     return args
+
+
+def make_run_config(args: argparse.Namespace, precision: str):
+    """The run's Config: the recipe, with the flags given, the classifier in ``precision``."""
+    from stn import cli
+    from stn.config import make_config
+
+    fields = dict(cli.settings(args), seed=args.seed, max_train_examples=args.max_train_examples,
+                  deterministic=args.deterministic, strategy=args.strategy,
+                  jit_compile=args.xla)
+    if args.dry_run:
+        given = args.max_train_examples
+        fields.update(epochs=1, max_train_examples=1000 if given is None else min(given, 1000),
+                      max_steps_per_epoch=2)
+    return make_config(args.preset, args.protocol, {"dtype": precision}, recipe=args.recipe,
+                       **fields)
 
 
 def remove_dry_run(run_dir: str, keep: bool) -> None:
@@ -124,35 +101,18 @@ def remove_dry_run(run_dir: str, keep: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.config import make_config
     from stn.mnist import MnistError
     from stn.precision import resolve_precision
     from stn.runs import RunError
     from stn.training import TrainingDiverged, train_and_evaluate
 
-    recipe = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                ("learning_rate", args.learning_rate),
-                                ("schedule", args.schedule),
-                                ("warmup_epochs", args.warmup_epochs),
-                                ("weight_decay", args.weight_decay),
-                                ("label_smoothing", args.label_smoothing),
-                                ("localization_lr_scale", args.localization_lr_scale),
-                                ("warp_ramp_epochs", args.warp_ramp_epochs),
-                                ("resample_warps", args.resample_warps)) if v is not None}
-    fields = dict(recipe, seed=args.seed, max_train_examples=args.max_train_examples,
-                  deterministic=args.deterministic, strategy=args.strategy,
-                  jit_compile=args.xla)
-    if args.dry_run:
-        fields.update(epochs=1, max_train_examples=min(args.max_train_examples or 1000, 1000),
-                      max_steps_per_epoch=2)
     temporary = args.dry_run and not args.run_dir
     run_dir = args.run_dir or (tempfile.mkdtemp(prefix="stn-dry-run-") if temporary
                                else f"runs/{args.preset}_{args.protocol}")
     try:
         precision, why = resolve_precision(args.precision)
         print(f"precision: {precision} ({why})", flush=True)
-        config = make_config(args.preset, args.protocol, {"dtype": precision},
-                             recipe=args.recipe, **fields)
+        config = make_run_config(args, precision)
         train_and_evaluate(config, run_dir, mnist_path=args.mnist, cache_dir=args.data_dir,
                            command=[os.path.basename(sys.executable), *sys.argv])
     except (ValueError, RunError, MnistError, TrainingDiverged) as e:

@@ -35,6 +35,7 @@ from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, SEED_CELLS, all_ce
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+SETTINGS = ("learning_rate", "epochs")  # the training settings it has flags for (stn.cli)
 KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run", "epochs",
              "train_seconds")
@@ -182,6 +183,7 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from stn import cli
     from stn.config import PRECISIONS
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -194,12 +196,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", default="results",
                    help="table1.json/.md go here, each cell's record in DIR/table1/<run>/ "
                    "(default: %(default)s)")
-    p.add_argument("--recipe", default="table1", help="training recipe (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, metavar="LR",
-                   help="the recipe's peak learning rate replaced by LR in every cell (with "
-                   "other --runs-dir and --results-dir, a table beside the committed one)")
-    p.add_argument("--epochs", type=int, metavar="N",
-                   help="the recipe's epochs replaced by N in every cell (likewise)")
+    p.add_argument("--recipe", default="table1",
+                   help="training recipe (default: %(default)s); the settings below replace "
+                   "its values in every cell (with another --runs-dir and --results-dir, "
+                   "for a table beside the committed one)")
     p.add_argument("--precision", default="auto",
                    choices=list(PRECISIONS),
                    help="classifier arithmetic, as train.py (default: %(default)s)")
@@ -212,7 +212,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     # Smoke runs (the tests): a tiny grid.
     p.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-steps-per-epoch", type=int, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    cli.add_settings(p, SETTINGS)
+    args = p.parse_args(argv)
+    cli.check(p, lambda: cell_config("CNN", "R", 0, args.recipe, **overrides(args)),
+              flags=(*SETTINGS, "max_train_examples", "max_steps_per_epoch"))
+    return args
+
+
+def overrides(args) -> dict:
+    """The Config fields the command line sets in every cell."""
+    from stn import cli
+
+    return {**cli.settings(args, SETTINGS),
+            **{k: v for k, v in (("max_train_examples", args.max_train_examples),
+                                 ("max_steps_per_epoch", args.max_steps_per_epoch))
+               if v is not None}}
 
 
 def _selected(args) -> list[tuple[str, str, int]]:
@@ -234,10 +248,7 @@ def main(argv=None) -> int:
     from stn.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
-    fields = {k: v for k, v in (("learning_rate", args.learning_rate),
-                                ("epochs", args.epochs),
-                                ("max_train_examples", args.max_train_examples),
-                                ("max_steps_per_epoch", args.max_steps_per_epoch)) if v}
+    fields = overrides(args)
 
     def config_of(model, protocol, seed):
         return cell_config(model, protocol, seed, args.recipe, precision, **fields)

@@ -11,6 +11,18 @@ from typing import Any
 from stn import kinds, protocols
 
 
+class ConfigError(ValueError):
+    """An invalid field of a config: ``field`` names it, ``problem`` says what is wrong.
+
+    The message is ``"<field> <problem>"``; train.py reports ``problem`` as
+    the error of the field's flag.
+    """
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 def _check_choice(name: str, value, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: "
@@ -19,7 +31,7 @@ def _check_choice(name: str, value, choices: tuple) -> None:
 
 def _check_positive(name: str, value) -> None:
     if value is not None and not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+        raise ConfigError(name, f"must be positive, got {value}")
 
 
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -120,38 +132,118 @@ def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
         raise ValueError(f"{e}; ModelConfig fields are: {fields}") from None
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """A named training recipe: what ``--recipe`` selects (see :data:`RECIPES`).
+SCHEDULES = ("constant", "cosine")
 
-    Every field is a :class:`Config` field of the same name; a flag given on
-    the command line overrides the recipe's value, and the resolved values
-    are what ``config.json`` records.
+
+def _setting(default, help: str, **argparse_options):
+    """A :class:`Config` field that a :class:`Recipe` may set and ``train.py`` exposes.
+
+    ``help`` is the flag's help (``--name-with-dashes``, stn.cli); the other
+    keywords go to ``argparse.add_argument`` (``choices``, ``metavar``).
     """
-    description: str
-    epochs: int = 20
-    batch_size: int = 500
-    learning_rate: float = 1e-4  # Adam's; the peak of the schedule
-    # "constant", or "cosine": linear warm-up from 0 over warmup_epochs, then
-    # cosine decay to 0 at the last step (keras.optimizers.schedules.CosineDecay).
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0  # decoupled (AdamW) when > 0
-    label_smoothing: float = 0.0
-    resample_warps: bool = False  # fresh warps every epoch
-    # The localization net's learning rate as a multiple of the rest's (at
-    # every step of the schedule); Adam makes this the only way to speed up
-    # one part of the model, since it ignores the scale of its gradients.
-    localization_lr_scale: float = 1.0
-    # Warp curriculum: the fresh warps' strength grows linearly from 0 (no
-    # distortion) at epoch 0 to the protocol's own at this epoch
-    # (stn.data.warp_strength); 0 is off. Needs resample_warps.
-    warp_ramp_epochs: float = 0.0
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
 
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training run. Field defaults are the predecessor's training:
+
+    Adam (1e-4, 0.9, 0.999, 1e-8), batch 500, 20 epochs = 2,200 steps on the
+    55,000 training images, softmax cross-entropy on logits. ``make_config``
+    starts from a named :class:`Recipe` instead (``"default"`` unless told).
+    The training settings (the fields made by ``_setting``, with a help text)
+    are what a Recipe sets and ``train.py`` has a flag for: a new setting is
+    one field here (and its check in ``__post_init__``).
+    """
+
+    model: ModelConfig = ModelConfig()
+    protocol: str = "seed"
+    recipe: str = "predecessor"  # the Recipe the settings started from
+    epochs: int = _setting(20, "epochs of training")
+    batch_size: int = _setting(500, "images per training step")
+    learning_rate: float = _setting(1e-4, "Adam's learning rate, the peak of the schedule")
+    # "cosine": linear warm-up from 0 over warmup_epochs, then cosine decay to 0
+    # at the last step (keras.optimizers.schedules.CosineDecay).
+    schedule: str = _setting("constant", "'constant', or 'cosine': warm-up then cosine "
+                             "decay to 0", choices=SCHEDULES)
+    warmup_epochs: float = _setting(0.0, "linear warm-up of the cosine schedule, in epochs")
+    weight_decay: float = _setting(0.0, "decoupled weight decay (AdamW) when > 0")
+    label_smoothing: float = _setting(0.0, "label smoothing of the training loss's targets")
+    # Adam ignores the scale of its gradients, so this is the only way to
+    # speed up one part of the model.
+    localization_lr_scale: float = _setting(
+        1.0, "the localization net's learning rate as a multiple of the rest's (at every "
+        "step of the schedule)", metavar="K")
+    # The warps' strength at epoch e: stn.data.warp_strength.
+    warp_ramp_epochs: float = _setting(
+        0.0, "warp curriculum: the fresh warps grow linearly from none at epoch 0 to the "
+        "protocol's full strength at epoch K; 0 is off (needs --resample-warps)", metavar="K")
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    seed: int = 0
+    max_train_examples: int | None = None
+    max_steps_per_epoch: int | None = None  # for smoke runs
+    resample_warps: bool = _setting(False, "draw fresh warps every epoch (augmentation), or "
+                                    "warp each training image once")
+    deterministic: bool = False
+    strategy: str = "default"  # or "mirrored"
+    # XLA for the whole train step. Off by default: on CPU the step is
+    # several times slower under XLA (bench/), whose convolutions and
+    # matmuls lose to oneDNN's; the sampler alone is always XLA-compiled.
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        _check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
+        _check_choice("strategy", self.strategy, ("default", "mirrored"))
+        _check_choice("recipe", self.recipe, tuple(RECIPES))
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch"):
+            _check_positive(name, getattr(self, name))
+        if self.seed < 0:
+            raise ConfigError("seed", f"must be non-negative, got {self.seed}")
+        for name in ("warmup_epochs", "warp_ramp_epochs"):
+            if not 0.0 <= getattr(self, name) <= self.epochs:  # also rejects NaN
+                raise ConfigError(name, f"must be in [0, epochs = {self.epochs}], "
+                                  f"got {getattr(self, name)}")
+        if self.warp_ramp_epochs and not self.resample_warps:
+            raise ConfigError("warp_ramp_epochs", "needs resample_warps: the fixed warps of "
+                              "each image cannot grow")
+        for name in ("weight_decay", "label_smoothing", "beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        import math
+
+        for name in ("learning_rate", "epsilon", "localization_lr_scale"):
+            if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
+                raise ConfigError(name, f"must be finite, got {getattr(self, name)}")
+            _check_positive(name, getattr(self, name))
+        canvas = protocols.PROTOCOLS[self.protocol].canvas
+        if self.model.input_size != canvas:
+            raise ValueError(f"protocol {self.protocol!r} makes {canvas}x{canvas} images but "
+                             f"the model expects {self.model.input_size}; use make_config()")
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if "help" in f.metadata)
+"""The training settings: the Config fields a Recipe sets and train.py has flags for."""
+
+Recipe = dataclasses.make_dataclass(
+    "Recipe", [("description", str)] + [
+        (f.name, f.type | None, dataclasses.field(default=None, metadata=f.metadata))
+        for f in dataclasses.fields(Config) if f.name in SETTINGS],
+    frozen=True)
+Recipe.__module__ = __name__  # for pickle and repr (make_dataclass's module= is 3.12+)
+Recipe.__doc__ = """A named training recipe: what ``--recipe`` selects (see :data:`RECIPES`).
+
+    ``description``, then one field per training setting (:data:`SETTINGS`,
+    made from :class:`Config`'s fields): a value, or None for Config's
+    default. A flag given on the command line overrides the recipe's value;
+    the resolved values are what ``config.json`` records.
+    """
 
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
-    # (README, Results).
+    # (README, Results). Config's defaults.
     "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
                           "image, batch 500, 20 epochs"),
     # `make train`: chosen on the validation split (README, "How the default
@@ -167,77 +259,6 @@ RECIPES = {
                      learning_rate=3e-3, schedule="cosine", warmup_epochs=1.0,
                      resample_warps=True),
 }
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """One training run. Field defaults are the predecessor's training:
-
-    Adam (1e-4, 0.9, 0.999, 1e-8), batch 500, 20 epochs = 2,200 steps on the
-    55,000 training images, softmax cross-entropy on logits. ``make_config``
-    starts from a named :class:`Recipe` instead (``"default"`` unless told).
-    """
-
-    model: ModelConfig = ModelConfig()
-    protocol: str = "seed"
-    recipe: str = "predecessor"  # the Recipe the fields below started from
-    epochs: int = 20
-    batch_size: int = 500
-    learning_rate: float = 1e-4
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    localization_lr_scale: float = 1.0
-    warp_ramp_epochs: float = 0.0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-    seed: int = 0
-    max_train_examples: int | None = None
-    max_steps_per_epoch: int | None = None  # for smoke runs
-    resample_warps: bool = False
-    deterministic: bool = False
-    strategy: str = "default"  # or "mirrored"
-    # XLA for the whole train step. Off by default: on CPU the step is
-    # several times slower under XLA (bench/), whose convolutions and
-    # matmuls lose to oneDNN's; the sampler alone is always XLA-compiled.
-    jit_compile: bool = False
-
-    def __post_init__(self):
-        _check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
-        _check_choice("strategy", self.strategy, ("default", "mirrored"))
-        _check_choice("recipe", self.recipe, tuple(RECIPES))
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        if not 0.0 <= self.warmup_epochs <= self.epochs:  # also rejects NaN
-            raise ValueError(f"warmup_epochs must be in [0, epochs = {self.epochs}], "
-                             f"got {self.warmup_epochs}")
-        if not 0.0 <= self.warp_ramp_epochs <= self.epochs:  # also rejects NaN
-            raise ValueError(f"warp_ramp_epochs must be in [0, epochs = {self.epochs}], "
-                             f"got {self.warp_ramp_epochs}")
-        if self.warp_ramp_epochs and not self.resample_warps:
-            raise ValueError("warp_ramp_epochs needs resample_warps: the fixed warps of "
-                             "each image cannot grow")
-        for name in ("weight_decay", "label_smoothing"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch"):
-            _check_positive(name, getattr(self, name))
-        import math
-
-        for name in ("learning_rate", "epsilon", "beta_1", "beta_2", "localization_lr_scale"):
-            if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        for name in ("learning_rate", "epsilon", "localization_lr_scale"):
-            _check_positive(name, getattr(self, name))
-        for name in ("beta_1", "beta_2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        canvas = protocols.PROTOCOLS[self.protocol].canvas
-        if self.model.input_size != canvas:
-            raise ValueError(f"protocol {self.protocol!r} makes {canvas}x{canvas} images but "
-                             f"the model expects {self.model.input_size}; use make_config()")
 
 
 def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: dict | None = None,
@@ -252,8 +273,8 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
       **fields: other Config fields (epochs, batch_size, ...).
     """
     _check_choice("recipe", recipe, tuple(RECIPES))
-    settings = {k: v for k, v in dataclasses.asdict(RECIPES[recipe]).items()
-                if k != "description"}
+    settings = {name: getattr(RECIPES[recipe], name) for name in SETTINGS
+                if getattr(RECIPES[recipe], name) is not None}  # None: Config's default
     fields = {**settings, **fields, "recipe": recipe}
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **(model_overrides or {})}

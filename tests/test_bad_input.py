@@ -118,10 +118,10 @@ def no_data(monkeypatch):
 # --- bad flags -------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
-    (["--learning-rate", "inf"], "--learning-rate: must be a positive number"),
-    (["--learning-rate", "1e999"], "--learning-rate: must be a positive number"),
-    (["--learning-rate=-inf"], "--learning-rate: must be a positive number"),
-    (["--learning-rate", "nan"], "--learning-rate: must be a positive number"),
+    (["--learning-rate", "inf"], "argument --learning-rate: must be finite, got inf"),
+    (["--learning-rate", "1e999"], "argument --learning-rate: must be finite, got inf"),
+    (["--learning-rate=-inf"], "argument --learning-rate: must be finite, got -inf"),
+    (["--learning-rate", "nan"], "argument --learning-rate: must be finite, got nan"),
     (["--precision", "float16"], "invalid choice: 'float16'"),
     (["--keep"], "argument --keep: only applies to --dry-run"),
 ], ids=["inf", "1e999", "-inf", "nan", "float16", "keep without dry-run"])

@@ -1,0 +1,67 @@
+"""Command-line flags of the training settings, made from :class:`stn.config.Config`.
+
+Each training setting (:data:`stn.config.SETTINGS`: a Config field with a
+help text) is one flag, ``--name-with-dashes``, whose type, choices and help
+come from the field, with no default of its own (None: the recipe's value).
+The values are checked once, by ``Config``; :func:`check` reports its
+:class:`stn.config.ConfigError` as the error of the field's flag. Used by
+``train.py`` and the studies that override settings (``experiments``).
+"""
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from stn.config import SETTINGS, Config, ConfigError
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a Config field: ``learning_rate`` -> ``--learning-rate``."""
+    return "--" + field.replace("_", "-")
+
+
+def add_settings(parser: argparse.ArgumentParser, names: Iterable[str] = SETTINGS,
+                 default: str = "the recipe's") -> None:
+    """Adds a flag per training setting in ``names``, in a group of their own.
+
+    Args:
+      parser: the command's parser.
+      names: the settings to expose (default: all of them).
+      default: what an absent flag means, for the help.
+    """
+    group = parser.add_argument_group("training settings",
+                                      "each flag given replaces the recipe's value")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for name in names:
+        field = fields[name]
+        options = {k: v for k, v in field.metadata.items() if k != "help"}
+        text = f"{field.metadata['help']} (default: {default})"
+        if field.type is bool:
+            group.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)
+        else:
+            group.add_argument(flag(name), type=field.type, help=text, **options)
+
+
+def settings(args: argparse.Namespace, names: Iterable[str] = SETTINGS) -> dict:
+    """``{field: value}`` of the settings given on the command line."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def check(parser: argparse.ArgumentParser, make: Callable[[], Config],
+          flags: Iterable[str] = SETTINGS) -> Config:
+    """``make()``, with its invalid values reported as argparse errors (exit status 2).
+
+    Args:
+      parser: reports the error (usage, then ``argument --flag: problem``).
+      make: builds the Config from the parsed flags.
+      flags: the Config fields that have a flag of their name on ``parser``;
+        an error in another field is reported without a flag.
+    """
+    try:
+        return make()
+    except ConfigError as e:
+        if e.field in set(flags):
+            parser.error(f"argument {flag(e.field)}: {e.problem}")
+        parser.error(str(e))
+    except ValueError as e:
+        parser.error(str(e))
