@@ -1,4 +1,7 @@
-"""A 2-D convolution whose input gradient is cheap on CPU: the classifier's first layer.
+"""The input gradient of a 2-D convolution by matrix products (TensorFlow).
+
+The layer that uses it is :class:`stn.layers.Conv2D`, the classifier's first
+convolution in every ST model.
 
 A spatial transformer needs the gradient of the loss with respect to the
 classifier's *input* (it has to reach the sampler, paper Sec. 3.4); a plain
@@ -35,7 +38,6 @@ The arithmetic is TensorFlow's sum in another order: equal to rounding
 (tests/test_conv.py).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -191,27 +193,3 @@ def conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1, padding: str = "VAL
         return tf.nn.conv2d(x, kernel, stride, padding), grad
 
     return forward(x, kernel)
-
-
-@keras.saving.register_keras_serializable(package="stn")
-class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` whose input gradient is :func:`conv2d`'s.
-
-    The same weights, variable paths, outputs and weight gradients as Keras's
-    layer, so a model saved with ``keras.layers.Conv2D`` loads into it and a
-    checkpoint of either fits both. The matrix-product gradient applies on the
-    TensorFlow backend for ``channels_last``, no dilation, one group and
-    equal strides; anything else takes Keras's own convolution.
-    """
-
-    def _fast_gradient(self) -> bool:
-        return (keras.backend.backend() == "tensorflow"
-                and self.data_format == "channels_last" and self.groups == 1
-                and tuple(self.dilation_rate) == (1, 1)
-                and self.strides[0] == self.strides[1])
-
-    def convolution_op(self, inputs, kernel):
-        if not self._fast_gradient() or None in tuple(inputs.shape[1:3]):
-            return super().convolution_op(inputs, kernel)
-        kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
-        return conv2d(inputs, kernel, self.strides[0], self.padding)

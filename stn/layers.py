@@ -175,3 +175,35 @@ class SpatialTransformer(keras.layers.Layer):
         config = dict(config)
         config["localization"] = keras.saving.deserialize_keras_object(config["localization"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="stn")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose input gradient is :func:`stn.conv.conv2d`'s.
+
+    The classifier's first layer in an ST model, which must pass the
+    gradient to its input (the transformer's output): TensorFlow's own
+    backward-data convolution is slow on CPU for one input channel, and
+    :mod:`stn.conv` computes the same gradient by matrix products. The same
+    weights, variable paths, outputs and weight gradients as Keras's layer,
+    so a model saved with ``keras.layers.Conv2D`` loads into it and a
+    checkpoint of either fits both. On JAX and PyTorch, or for
+    ``channels_first``, dilation, groups or unequal strides, it is Keras's
+    layer unchanged.
+    """
+
+    def _fast_gradient(self) -> bool:
+        return (keras.backend.backend() == "tensorflow"
+                and self.data_format == "channels_last" and self.groups == 1
+                and tuple(self.dilation_rate) == (1, 1)
+                and self.strides[0] == self.strides[1])
+
+    def convolution_op(self, inputs, kernel):
+        if not self._fast_gradient() or None in tuple(inputs.shape[1:3]):
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        from stn import conv
+
+        kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
+        return conv.conv2d(inputs, kernel, self.strides[0], self.padding)

@@ -18,7 +18,8 @@ import numpy as np
 from stn.backends import require_tensorflow
 from stn.config import ModelConfig, model_config
 from stn.data import NUM_CLASSES
-from stn.layers import SpatialTransformer, conv_localization, dense_localization, fc_localization
+from stn.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
+                        fc_localization)
 
 
 def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool | None = None,
@@ -29,8 +30,8 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
         stn.config.MODEL_PRESETS) or a full ModelConfig.
       fast_input_gradient: the classifier's first convolution computes its
-        input gradient by matrix products (stn.conv.Conv2D, TensorFlow
-        backend): same outputs and weights, a cheaper backward pass when that
+        input gradient by matrix products (stn.layers.Conv2D; on TensorFlow,
+        else it is Keras's layer): same outputs and weights, a cheaper backward pass when that
         gradient is needed. None (default): when a transformer precedes it,
         whose localization net needs that gradient.
       **overrides: ModelConfig fields to replace, e.g. ``input_size=42``.
@@ -70,12 +71,8 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
 
 
 def _first_conv(fast_input_gradient: bool) -> type:
-    """The first convolution's class: stn.conv.Conv2D on TensorFlow if asked, else Keras's."""
-    if fast_input_gradient and keras.backend.backend() == "tensorflow":
-        from stn import conv  # TensorFlow only
-
-        return conv.Conv2D
-    return keras.layers.Conv2D
+    """The first convolution's class: stn.layers.Conv2D if asked, else Keras's."""
+    return Conv2D if fast_input_gradient else keras.layers.Conv2D
 
 
 def _seed_classifier(x, config: ModelConfig, dtype, first_conv=keras.layers.Conv2D):

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import helpers
 from stn import conv
+from stn.layers import Conv2D
 from stn.model import build_model
 
 # (size, kernel, channels, filters, stride, padding): the paper's first layer
@@ -96,7 +97,7 @@ def _gradients(model, images, labels, compile_mode: str):
 @pytest.mark.parametrize("compile_mode", ["eager", "graph", "xla"])
 def test_whole_st_model_gradients_equal_tensorflows(compile_mode):
     ours, theirs = _twin_models("st-cnn-affine")
-    assert type(ours.get_layer("conv1")) is conv.Conv2D
+    assert type(ours.get_layer("conv1")) is Conv2D
     assert type(theirs.get_layer("conv1")) is keras.layers.Conv2D
     rng = np.random.default_rng(2)
     images = tf.constant(rng.random((8, 28, 28, 1)), tf.float32)
@@ -128,12 +129,12 @@ def test_a_model_saved_with_keras_conv2d_loads_and_gives_the_same_outputs(tmp_pa
     new = build_model("st-cnn-affine", input_size=size,
                       transformer_output_size=old.get_layer("transformer").output_size[0],
                       dtype=old.get_layer("conv1").dtype_policy.name)
-    assert type(new.get_layer("conv1")) is conv.Conv2D
+    assert type(new.get_layer("conv1")) is Conv2D
     new.set_weights(old.get_weights())
     images = np.random.default_rng(4).random((16, size, size, 1)).astype(np.float32)
     np.testing.assert_array_equal(new.predict(images, verbose=0), old.predict(images, verbose=0))
     new.save(tmp_path / "new.keras")  # and the new layer round-trips itself
     again = keras.saving.load_model(tmp_path / "new.keras")
-    assert type(again.get_layer("conv1")) is conv.Conv2D
+    assert type(again.get_layer("conv1")) is Conv2D
     np.testing.assert_array_equal(again.predict(images, verbose=0),
                                   new.predict(images, verbose=0))
