@@ -61,6 +61,15 @@ STUDIES = {
     # Is the ST-CNN on RTS held back by the recipe's length? Twice the epochs
     # (18 min, over the 15-minute cell budget): a test of length, not a recipe.
     "epochs": [("ST-CNN Aff", "RTS", {}), ("ST-CNN Aff", "RTS", {"epochs": 90})],
+    # The label-free alignment term (stn.alignment, issue 26): its weight and
+    # the range of its rotations, against the paper's method (weight 0), over
+    # 15 epochs (a third of the recipe) to screen cheaply.
+    "alignment": [
+        *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": w}) for w in (1.0, 10.0)],
+        ("ST-CNN Aff", "R", {"epochs": 15}),
+        ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "alignment_degrees": 90.0}),
+        ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 0.1}),
+    ],
 }
 # The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3
 # (chosen by the "recipe" study) and its epochs from 30 to 45 (chosen on whole
@@ -159,9 +168,10 @@ def main(argv=None) -> int:
             print(f"screen.py: error: {e}", file=sys.stderr)
             return 2
         print(json.dumps(rows[-1]), flush=True)
-    runs.write_json(Path(args.json or f"results/screen_{args.study.replace('-', '_')}.json"),
-                    {"study": args.study, "precision": precision, "base": base,
-                     "variants": rows})
+        # After every variant, so a long study's finished part is on disk.
+        runs.write_json(Path(args.json or f"results/screen_{args.study.replace('-', '_')}.json"),
+                        {"study": args.study, "precision": precision, "base": base,
+                         "variants": rows})
     return 0
 
 

@@ -178,6 +178,15 @@ class Config:
     warp_ramp_epochs: float = _setting(
         0.0, "warp curriculum: the fresh warps grow linearly from none at epoch 0 to the "
         "protocol's full strength at epoch K; 0 is off (needs --resample-warps)", metavar="K")
+    # Label-free alignment (stn.alignment): a rotation-consistency term that
+    # makes the transformer bring every digit to one upright pose. 0 is off:
+    # the paper's method.
+    alignment_weight: float = _setting(
+        0.0, "weight of the label-free alignment term (stn.alignment: the transformer's map "
+        "on a rotated image must be the rotation's inverse composed with its map on the "
+        "image, and the mean rotation zero); 0 is off, the paper's method", metavar="W")
+    alignment_degrees: float = _setting(
+        45.0, "the alignment term's rotations are drawn uniformly in +-D degrees", metavar="D")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -218,6 +227,15 @@ class Config:
             if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
                 raise ConfigError(name, f"must be finite, got {getattr(self, name)}")
             _check_positive(name, getattr(self, name))
+        if not 0.0 <= self.alignment_weight < math.inf:  # also rejects NaN
+            raise ConfigError("alignment_weight", f"must be finite and >= 0, got "
+                              f"{self.alignment_weight}")
+        if not 0.0 < self.alignment_degrees <= 180.0:
+            raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
+                              f"{self.alignment_degrees}")
+        if self.alignment_weight and not self.model.transformer:
+            raise ConfigError("alignment_weight", f"needs a model with a transformer; "
+                              f"{self.model.preset!r} has none")
         canvas = protocols.PROTOCOLS[self.protocol].canvas
         if self.model.input_size != canvas:
             raise ValueError(f"protocol {self.protocol!r} makes {canvas}x{canvas} images but "

@@ -47,7 +47,9 @@ from stn.trace import TRACE, Trace, read_trace, write_trace
 
 TENSORBOARD = "tensorboard"  # RUN/tensorboard/{train,validation}/
 TRAIN_SCALARS = {"epoch_loss": "train_loss", "epoch_accuracy": "train_accuracy",
-                 "epoch_seconds": "seconds"}  # tag -> history.csv column
+                 "epoch_seconds": "seconds",  # tag -> history.csv column
+                 # With an alignment term only (stn.alignment): its label-free gap.
+                 "epoch_consistency_px": "train_consistency_px"}
 VALIDATION_SCALARS = {"epoch_loss": "val_loss", "epoch_accuracy": "val_accuracy"}
 
 
@@ -204,7 +206,8 @@ class Monitor:
     def _log_metrics(self, row: dict) -> None:
         if self.board is not None:
             step = row["epoch"]
-            self.board.scalars("train", {t: row[c] for t, c in TRAIN_SCALARS.items()}, step)
+            self.board.scalars("train", {t: row[c] for t, c in TRAIN_SCALARS.items()
+                                         if c in row}, step)
             self.board.scalars("validation",
                                {t: row[c] for t, c in VALIDATION_SCALARS.items()}, step)
 

@@ -44,6 +44,8 @@ MODEL = "model.keras"
 METRICS = "metrics.json"
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "seconds")
+# Columns only some runs write: the alignment term's label-free gap (stn.alignment).
+OPTIONAL_HISTORY_FIELDS = ("train_consistency_px",)
 TMP_SUFFIX = ".tmp"
 MODEL_TMP = ".model.tmp.keras"  # Keras insists on the .keras suffix
 # What an interrupted write leaves: mkstemp's ".<name>." + 8 random characters
@@ -230,9 +232,10 @@ def read_history(run_dir: Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    optional = [k for k in OPTIONAL_HISTORY_FIELDS if rows and k in rows[0]]
     try:
-        return [{k: int(r[k]) if k == "epoch" else float(r[k]) for k in HISTORY_FIELDS}
-                for r in rows]
+        return [{k: int(r[k]) if k == "epoch" else float(r[k])
+                 for k in (*HISTORY_FIELDS, *optional)} for r in rows]
     except (KeyError, TypeError, ValueError) as e:
         raise RunError(f"{path} is malformed ({e}); it is written by train.py") from None
 
@@ -240,7 +243,8 @@ def read_history(run_dir: Path) -> list[dict]:
 def write_history(run_dir: Path, rows: list[dict]) -> None:
     """Replaces history.csv with ``rows`` (atomically)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    optional = [k for k in OPTIONAL_HISTORY_FIELDS if rows and k in rows[0]]
+    writer = csv.DictWriter(out, fieldnames=(*HISTORY_FIELDS, *optional), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(Path(run_dir) / HISTORY, out.getvalue())

@@ -18,10 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from stn import alignment as align
 from stn import data as stn_data
 from stn import checkpoints, monitor, protocols, runs
 from stn.config import Config
-from stn.model import build_model
+from stn.model import build_model, find_transformer
 from stn.optimizers import make_optimizer, steps_per_epoch
 
 
@@ -72,8 +73,10 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
     # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.monitor).
     watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
+    alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees)
+                 if config.alignment_weight else None)
     steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
-                  label_smoothing=config.label_smoothing)
+                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
     if verbose:
         print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
               f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
@@ -83,15 +86,17 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
         began = time.perf_counter()
         train = _train_epoch(steps, data.train, config, epoch, verbose)
         val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
-        history.append({"epoch": epoch + 1, "train_loss": train[0], "train_accuracy": train[1],
-                        "val_loss": val[0], "val_accuracy": val[1],
+        history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
         checkpoints.save_checkpoint(run_dir, model, optimizer, epoch + 1)
         watch.epoch_end(history[-1])  # after the checkpoint: logs never run ahead of it
         if verbose:
-            print(f"epoch {epoch + 1}/{config.epochs}: train loss {train[0]:.4f} "
-                  f"acc {train[1]:.4f} | val loss {val[0]:.4f} acc {val[1]:.4f}")
+            gap = (f" consistency {train['train_consistency_px']:.2f} px"
+                   if "train_consistency_px" in train else "")
+            print(f"epoch {epoch + 1}/{config.epochs}: train loss {train['train_loss']:.4f} "
+                  f"acc {train['train_accuracy']:.4f}{gap} | val loss {val[0]:.4f} "
+                  f"acc {val[1]:.4f}")
 
     watch.close()
     runs.save_model(run_dir, model)
@@ -131,13 +136,20 @@ class Steps:
       label_smoothing: of the training loss's targets.
       xla_update: compile the optimizer's update alone with XLA (one device;
         the default); False keeps TensorFlow's op-by-op update (bench/).
+      alignment: the label-free alignment term (stn.alignment), or None.
+        Needs a model whose first layer is its SpatialTransformer.
+      seed: of the alignment's rotations, drawn per step from
+        ``(seed, optimizer.iterations)`` so a resumed run draws the same.
     """
 
     def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False,
-                 label_smoothing: float = 0.0, xla_update: bool = True):
+                 label_smoothing: float = 0.0, xla_update: bool = True,
+                 alignment: align.Alignment | None = None, seed: int = 0):
         strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self.label_smoothing = label_smoothing
+        self.alignment, self.seed = alignment, seed
+        self.transformer = _input_transformer(model) if alignment else None
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
         # The optimizer's update as one XLA cluster: Adam's dozen element-wise
@@ -159,14 +171,29 @@ class Steps:
         # the total size, and the gradients are summed across replicas.
         size = tf.distribute.get_replica_context().all_reduce(
             "sum", tf.cast(tf.shape(labels)[0], tf.float32))
+        extra = ()
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             losses = _losses(labels, logits, self.label_smoothing)
             loss = tf.reduce_sum(losses) / size
+            if self.alignment is not None:
+                gaps, penalty = self._alignment_terms(images, size)
+                loss += penalty
+                extra = (tf.reduce_sum(gaps),)
             # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape.gradient(scaled, self.model.trainable_variables))
-        return _sums(losses, logits, labels)
+        return (*_sums(losses, logits, labels), *extra)
+
+    def _alignment_terms(self, images, size):
+        """Per-example consistency gaps ``[b]`` and the weighted penalty (this replica's share)."""
+        seed = tf.stack([tf.constant(self.seed, tf.int64),
+                         tf.cast(self.optimizer.iterations, tf.int64)])
+        angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
+        gaps, angle = align.terms(self.transformer, images, angles)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return gaps, self.alignment.weight * (tf.reduce_sum(gaps) / size
+                                              + tf.square(angle) / replicas)
 
     def _train_step(self, images, labels):
         sums = self.strategy.run(self._replica_train, (images, labels))
@@ -182,7 +209,11 @@ class Steps:
         return [self.strategy.reduce("sum", s, axis=None) for s in sums]
 
     def train(self, images, labels):
-        """One step on a batch; returns (loss sum, number correct, count)."""
+        """One step on a batch; returns (loss sum, number correct, count[, gap sum]).
+
+        The fourth, with an alignment term: the sum of the per-example
+        consistency gaps (stn.alignment.consistency).
+        """
         return self._train(images, labels)
 
     def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
@@ -202,6 +233,16 @@ def _losses(labels, logits, label_smoothing: float = 0.0):
                                                  label_smoothing=label_smoothing)
 
 
+def _input_transformer(model):
+    """The model's SpatialTransformer, which must read the model's input images."""
+    layer = find_transformer(model)
+    if layer is None or layer.input is not model.inputs[0]:
+        raise ValueError(f"the alignment term needs a model whose first layer is its "
+                         f"SpatialTransformer; {model.name!r} has "
+                         f"{'none' if layer is None else 'one after other layers'}")
+    return layer
+
+
 def _sums(losses, logits, labels):
     """(sum of losses, number correct, number of examples), float32."""
     correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
@@ -211,7 +252,12 @@ def _sums(losses, logits, labels):
 
 
 def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
-    """One epoch of training; returns (mean loss, accuracy) over it."""
+    """One epoch of training; returns its history fields (mean loss, accuracy, ...).
+
+    With an alignment term, also ``train_consistency_px``: the RMS gap of
+    the consistency term (stn.alignment) in input pixels, a label-free
+    measure of how far the transformer is from one pose per digit.
+    """
     protocol = protocols.get_protocol(config.protocol).scaled(
         stn_data.warp_strength(epoch, config.warp_ramp_epochs))
     dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
@@ -222,7 +268,7 @@ def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
                               unit_name="step",
                               stateful_metrics=["loss", "accuracy"])
-    total = np.zeros(3)
+    total = np.zeros(4 if steps.alignment else 3)
     for step, (images, labels) in enumerate(steps.strategy.experimental_distribute_dataset(dataset)):
         sums = [float(s) for s in steps.train(images, labels)]
         if not np.isfinite(sums[0]):
@@ -232,4 +278,8 @@ def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
                 f"({kept}). Lower --learning-rate and start a new --run-dir.")
         total += sums
         bar.update(step + 1, [("loss", total[0] / total[2]), ("accuracy", total[1] / total[2])])
-    return total[0] / total[2], total[1] / total[2]
+    row = {"train_loss": total[0] / total[2], "train_accuracy": total[1] / total[2]}
+    if steps.alignment:
+        row["train_consistency_px"] = float(np.sqrt(total[3] / total[2])
+                                            * config.model.input_size / 2)
+    return row

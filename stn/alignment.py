@@ -1,0 +1,131 @@
+"""Label-free alignment: a rotation-consistency term that makes a transformer straighten.
+
+The classification loss alone lets the transformer leave any rotation the
+classifier tolerates (issue 26). This term asks for *one* pose per digit
+without any pose label: for a rotation ``g`` drawn on the fly and applied by
+our own sampler, the transformer's map on ``g.x`` must be ``g``'s inverse
+composed with its map on ``x`` (an equivariance constraint in the spirit of
+canonicalization networks: Kaba et al. 2023, arXiv 2211.06489; Urbano and
+Romero 2023, arXiv 2312.12223).
+
+In the convention of :mod:`stn.sampler` (maps go from output to input
+coordinates), with ``x_g(p) = x(R p)`` the image rotated by ``R``, and
+``T_x`` the map the localization net predicts for ``x`` (output pixel ``p``
+reads the input at ``T_x(p)``), the transformer's outputs agree,
+``x_g(T_{x_g}(p)) = x(T_x(p))``, exactly when
+
+    T_{x_g}(p) = R^-1 T_x(p)   for every output point p.
+
+:func:`consistency` measures the squared gap at a 5 x 5 grid of output
+points, for any kind (affine, projective, TPS...). Equivariance leaves one
+rotation free (every map turned by the same angle still satisfies it);
+:func:`mean_angle` pins it: the batch's mean rotation of ``T_x`` is pulled
+to zero, which on a rotation distribution symmetric about upright (R, RTS)
+puts the common pose upright. Neither term reads the warps the data were
+made with: training sees images and labels only.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from stn import kinds
+
+POINTS = 5
+"""The maps are compared at a ``POINTS x POINTS`` grid of output pixel centres."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+    """The alignment term's settings (``Config.alignment_weight``, ``alignment_degrees``).
+
+    Attributes:
+      weight: of the consistency and mean-angle terms in the training loss
+        (0: off, the paper's method).
+      degrees: ``g`` is a rotation drawn uniformly in ``+-degrees``.
+    """
+    weight: float
+    degrees: float = 45.0
+
+
+def rotation_params(angles: tf.Tensor) -> tf.Tensor:
+    """Affine parameters ``[B, 6]`` of rotations by ``angles [B]`` (radians) about the centre."""
+    c, s = tf.cos(angles), tf.sin(angles)
+    zero = tf.zeros_like(angles)
+    return tf.stack([c, -s, zero, s, c, zero], axis=-1)
+
+
+def _rotate_points(points: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+    """``points [B, m, 2]`` turned by ``angles [B]``: ``R(angle) p``."""
+    c, s = tf.cos(angles)[:, None], tf.sin(angles)[:, None]
+    x, y = points[..., 0], points[..., 1]
+    return tf.stack([c * x - s * y, s * x + c * y], axis=-1)
+
+
+def map_points(params: tf.Tensor, kind: str) -> tf.Tensor:
+    """``[B, POINTS^2, 2]``: where the kind's map ``params [B, P]`` sends the comparison grid."""
+    grid = kinds.get_kind(kind).tf_grid(params, POINTS, POINTS)
+    return tf.reshape(grid, [-1, POINTS * POINTS, 2])
+
+
+def consistency(params: tf.Tensor, rotated_params: tf.Tensor, angles: tf.Tensor,
+                kind: str) -> tf.Tensor:
+    """Per-example mean squared gap ``|T_{x_g}(p) - R^-1 T_x(p)|^2`` (normalized units).
+
+    Args:
+      params: ``[B, P]``, the maps predicted for the images ``x``.
+      rotated_params: ``[B, P]``, the maps predicted for ``x_g``, the images
+        sampled with :func:`rotation_params` ``(angles)``.
+      angles: ``[B]`` radians, the rotations ``g``.
+      kind: the transformer kind of both.
+
+    Returns:
+      ``[B]``: zero where the transformer's outputs on ``x`` and ``x_g`` agree.
+    """
+    want = _rotate_points(map_points(params, kind), -angles)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(map_points(rotated_params, kind) - want), -1),
+                          axis=-1)
+
+
+def mean_angle(params: tf.Tensor, kind: str) -> tf.Tensor:
+    """The batch's mean rotation (radians) of the maps ``params [B, P]`` (least squares)."""
+    identity = tf.constant(kinds.identity(kind, 1), params.dtype)
+    ref = map_points(identity, kind)  # (1, m, 2)
+    ref = ref - tf.reduce_mean(ref, axis=1, keepdims=True)
+    got = map_points(params, kind)
+    got = got - tf.reduce_mean(got, axis=1, keepdims=True)
+    cross = tf.reduce_sum(ref[..., 0] * got[..., 1] - ref[..., 1] * got[..., 0], axis=-1)
+    dot = tf.reduce_sum(ref[..., 0] * got[..., 0] + ref[..., 1] * got[..., 1], axis=-1)
+    return tf.reduce_mean(tf.atan2(cross, dot))
+
+
+def draw_angles(n, degrees: float, seed: tf.Tensor) -> tf.Tensor:
+    """``[n]`` radians uniform in ``+-degrees``, a pure function of ``seed`` (int ``[2]``)."""
+    limit = math.radians(degrees)
+    return tf.random.stateless_uniform([n], seed, -limit, limit)
+
+
+def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
+    """The per-example consistency ``[B]`` and the batch's mean angle, for a transformer layer.
+
+    Args:
+      layer: a :class:`stn.layers.SpatialTransformer` whose input is ``images``.
+      images: ``[B, H, W, C]`` float32, the layer's input.
+      angles: ``[B]`` radians.
+      training: passed to the localization net (dropout).
+
+    Returns:
+      ``(consistency [B], mean_angle [])``, float32.
+    """
+    size = kinds.get_kind(layer.kind).size
+    rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles)))
+
+    def predict(x):
+        params = tf.cast(layer.localization(x, training=training), tf.float32)
+        if layer.theta_activation == "tanh":
+            params = tf.tanh(params)
+        return tf.reshape(params, [-1, size])
+
+    params, rotated_params = predict(images), predict(rotated)
+    return consistency(params, rotated_params, angles, layer.kind), mean_angle(params, layer.kind)

@@ -1,0 +1,122 @@
+"""stn.alignment: the label-free consistency term, its zero, and training with it."""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import helpers
+from stn import alignment as align
+from stn import config as C
+from stn import data as stn_data
+from stn import kinds, runs, training
+from stn.model import build_model
+
+
+def _random_affine(n: int, rng) -> np.ndarray:
+    return (np.array([1, 0, 0, 0, 1, 0]) + 0.3 * rng.standard_normal((n, 6))).astype(np.float32)
+
+
+def _compose_inverse_rotation(params: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """``R(angle)^-1 A`` for affine ``A`` as ``[n, 6]``, by hand in NumPy."""
+    c, s = np.cos(-angles), np.sin(-angles)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # (n, 2, 2)
+    return np.einsum("nij,njk->nik", rot, params.reshape(-1, 2, 3)).reshape(-1, 6)
+
+
+def test_consistency_is_zero_for_the_inverse_rotation_composed_by_hand():
+    rng = np.random.default_rng(0)
+    params = _random_affine(16, rng)
+    angles = rng.uniform(-math.pi, math.pi, 16).astype(np.float32)
+    exact = _compose_inverse_rotation(params, angles).astype(np.float32)
+    gap = align.consistency(tf.constant(params), tf.constant(exact), tf.constant(angles), "affine")
+    np.testing.assert_allclose(gap, 0.0, atol=1e-11)
+    # ... and not for another map: the term is not blind.
+    wrong = align.consistency(tf.constant(params), tf.constant(params), tf.constant(angles),
+                              "affine")
+    assert np.all(wrong.numpy()[np.abs(angles) > 0.1] > 1e-3)
+
+
+def test_that_zero_means_equal_outputs_in_our_samplers_convention():
+    # A quarter turn maps pixel centres onto pixel centres, so the sampler
+    # rotates exactly: then the transformer's output on the rotated image
+    # with the consistent map R^-1 A is its output on the image with A.
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.random((4, 28, 28, 1)), tf.float32)
+    quarter = np.full(4, math.pi / 2, np.float32)
+    rotated = kinds.warp(images, align.rotation_params(tf.constant(quarter)))
+    np.testing.assert_allclose(rotated[0, :, :, 0], np.rot90(images[0, :, :, 0], k=1), atol=1e-5)
+    params = _random_affine(4, rng)
+    direct = kinds.warp(images, params)
+    through = kinds.warp(rotated, _compose_inverse_rotation(params, quarter).astype(np.float32))
+    np.testing.assert_allclose(through, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["affine", "projective", "tps"])
+def test_mean_angle_reads_the_rotation_of_every_kind(kind):
+    angles = np.array([0.3, -0.1, 0.2], np.float32)
+    points = align.map_points(tf.constant(kinds.identity(kind, 3), tf.float32), kind)
+    if kind == "affine":
+        params = align.rotation_params(tf.constant(angles))
+    else:  # the rotated identity, fitted by the kind's own parameters
+        params = _rotated_kind_params(kind, angles)
+    np.testing.assert_allclose(align.mean_angle(params, kind), angles.mean(), atol=1e-5)
+    assert points.shape == (3, align.POINTS ** 2, 2)
+
+
+def _rotated_kind_params(kind: str, angles: np.ndarray) -> tf.Tensor:
+    c, s = np.cos(angles), np.sin(angles)
+    if kind == "projective":
+        return tf.constant(np.stack([c, -s, 0 * c, s, c, 0 * c, 0 * c, 0 * c], -1), tf.float32)
+    control = kinds.identity(kind, 1).reshape(-1, 2)  # the TPS's control points, (x, y)
+    turned = np.einsum("nij,mj->nmi", np.stack([np.stack([c, -s], -1),
+                                                np.stack([s, c], -1)], -2), control)
+    return tf.constant(turned.reshape(len(angles), -1), tf.float32)
+
+
+def _one_step(split, alignment):
+    keras.utils.set_random_seed(0)
+    model = build_model("st-cnn-affine", input_size=split.images.shape[1],
+                        conv_filters=(4, 4), dense_units=8)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    steps = training.Steps(model, optimizer, alignment=alignment, seed=0)
+    images, labels = next(iter(stn_data.train_dataset(split, 8, seed=0, epoch=0)))
+    return [float(v) for v in steps.train(images, labels)]
+
+
+def test_training_never_reads_the_warps_shuffling_them_changes_nothing():
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    shuffled = dataclasses.replace(split, warps=split.warps[::-1].copy())
+    term = align.Alignment(weight=1.0)
+    # The training pipeline yields images and labels only.
+    element = stn_data.train_dataset(split, 8, seed=0, epoch=0).element_spec
+    assert len(element) == 2
+    first, second = _one_step(split, term), _one_step(shuffled, term)
+    assert len(first) == 4 and first[3] > 0  # loss, correct, count, consistency gap
+    assert first == second
+
+
+def test_the_alignment_term_needs_a_transformer_reading_the_images():
+    with pytest.raises(C.ConfigError, match="needs a model with a transformer"):
+        C.make_config("paper-cnn", "r", alignment_weight=1.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(C.ConfigError, match="alignment_weight"):
+            C.make_config("st-cnn-affine", "r", alignment_weight=bad)
+    with pytest.raises(C.ConfigError, match="alignment_degrees"):
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_degrees=0.0)
+
+
+@pytest.mark.slow
+def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path):
+    config = C.make_config("st-cnn-affine", "r", {"conv_filters": (4, 4), "dense_units": 16},
+                           recipe="table1", epochs=2, batch_size=64, max_train_examples=256,
+                           alignment_weight=1.0)
+    training.train_and_evaluate(config, tmp_path / "run", verbose=0)
+    history = runs.read_history(tmp_path / "run")
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(np.isfinite(row["train_consistency_px"]) and row["train_consistency_px"] > 0
+               for row in history)
