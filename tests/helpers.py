@@ -5,11 +5,17 @@ from pathlib import Path
 
 import numpy as np
 
+from stn import config as C
 from stn import data as stn_data
 from stn import protocols
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS = 40
+# The shared finished run (conftest.finished_run): the seed preset with a
+# 32-unit dense layer and the default recipe (warm-up, then cosine to 0), 2
+# epochs of 2 steps on 200 real MNIST digits.
+FINISHED_CONFIG = C.make_config("seed", "seed", model_overrides={"dense_units": 32}, epochs=2,
+                                batch_size=100, max_train_examples=200, max_steps_per_epoch=2)
 
 
 def script(path: str):

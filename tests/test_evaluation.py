@@ -12,7 +12,7 @@ from stn import config as C
 from stn import data as stn_data
 from stn import evaluation as E
 from stn import pose as P
-from stn import runs, training, warps
+from stn import runs, warps
 from stn.model import build_model
 
 CANVAS = helpers.CANVAS
@@ -284,14 +284,10 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """One epoch of the seed preset (small dense layer) on 500 real training images."""
-    run_dir = tmp_path_factory.mktemp("trained")
-    config = C.make_config("seed", model_overrides={"dense_units": 32}, epochs=1,
-                           batch_size=100, max_train_examples=500)
-    training.train_and_evaluate(config, run_dir, verbose=0)
-    return run_dir
+@pytest.fixture
+def trained_run(finished_run_copy):
+    """The shared finished run (conftest.py), a copy: evaluate.py writes into it."""
+    return finished_run_copy
 
 
 @pytest.mark.slow

@@ -18,8 +18,7 @@ from stn import animation, kinds, monitor, runs, tiles, trace as stn_trace, trai
 from stn import config as C
 from stn.model import build_model, transformer_outputs
 
-CONFIG = C.make_config("seed", "seed", model_overrides={"dense_units": 32}, epochs=2,
-                       batch_size=100, max_train_examples=200, max_steps_per_epoch=2)
+CONFIG = helpers.FINISHED_CONFIG  # of the shared finished run (conftest.py)
 TRAIN_TAGS = {"config": {0}, "epoch_learning_rate": {0, 1, 2}, "epoch_loss": {1, 2},
               "epoch_accuracy": {1, 2}, "epoch_seconds": {1, 2}}
 VALIDATION_TAGS = {"stn_outputs": {0, 1, 2}, "epoch_loss": {1, 2}, "epoch_accuracy": {1, 2}}
@@ -64,12 +63,10 @@ def drop_steps(log_dir, steps) -> None:
                     writer.write(record)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished 2-epoch run on 200 real MNIST digits."""
-    run_dir = tmp_path_factory.mktemp("monitor") / "run"
-    training.train_and_evaluate(CONFIG, run_dir, verbose=0)
-    return run_dir
+@pytest.fixture
+def run(finished_run):
+    """A finished 2-epoch run on 200 real MNIST digits (read-only; conftest.py)."""
+    return finished_run
 
 
 @pytest.mark.slow

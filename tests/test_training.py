@@ -1,5 +1,6 @@
 """train.py and stn.training on real MNIST: smoke run, resume, errors, engines."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -110,8 +111,6 @@ def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, arg
 def test_every_training_setting_is_a_flag_that_reaches_the_config():
     # One source: a Config field made by _setting is a Recipe field (None:
     # Config's default) and a train.py flag of its name, checked by Config.
-    import dataclasses
-
     train = helpers.script("train.py")
     assert [f.name for f in dataclasses.fields(C.Recipe)] == ["description", *C.SETTINGS]
     assert all(getattr(C.Recipe("any"), name) is None for name in C.SETTINGS)
@@ -174,13 +173,13 @@ def test_non_run_directory_is_refused(tmp_path, capsys, train_main):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path):
-    training.train_and_evaluate(small_config(epochs=1), tmp_path / "small", verbose=0)
-    wider = small_config(dense_units=64, epochs=1)
+def test_checkpoint_of_another_model_is_refused(tmp_path, finished_run):
+    wider = dataclasses.replace(helpers.FINISHED_CONFIG, model=dataclasses.replace(
+        helpers.FINISHED_CONFIG.model, dense_units=64))
     run_dir = tmp_path / "wider"
     runs.init_run_dir(run_dir, wider)
     checkpoint = run_dir / runs.CHECKPOINT
-    checkpoint.write_bytes((tmp_path / "small" / runs.CHECKPOINT).read_bytes())
+    checkpoint.write_bytes((finished_run / runs.CHECKPOINT).read_bytes())
     with pytest.raises(runs.RunError, match="does not fit this model"):
         training.train_and_evaluate(wider, run_dir, verbose=0)
     checkpoint.write_bytes(b"not a zip file")
