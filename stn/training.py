@@ -21,6 +21,7 @@ import tensorflow as tf
 from stn import alignment as align
 from stn import data as stn_data
 from stn import checkpoints, monitor, protocols, runs
+from stn.backends import require_tensorflow
 from stn.config import Config
 from stn.model import build_model, find_transformer
 from stn.optimizers import make_optimizer, steps_per_epoch
@@ -55,6 +56,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
       stn.runs.RunError: run_dir holds another config or a bad checkpoint.
       TrainingDiverged: NaN or Inf loss.
     """
+    require_tensorflow("stn.training.train_and_evaluate")  # tf.data and tf.function
     run_dir = Path(run_dir)
     resumed = runs.init_run_dir(run_dir, config, command)
     keras.utils.set_random_seed(config.seed)

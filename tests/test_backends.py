@@ -162,6 +162,16 @@ def worker(out: Path, tf_file: Path) -> None:
     errors = {kind: _gradient_errors(kind) for kind in KINDS}
     (out / "gradients.json").write_text(json.dumps(errors))
     np.savez(out / "model.npz", **_fit_and_save(out, tf_file))
+    import stn.config
+    import stn.training
+    try:  # TensorFlow only: a clear error, and nothing written
+        stn.training.train_and_evaluate(stn.config.make_config("st-cnn-affine", "r"),
+                                        out / "run", verbose=0)
+        message = None
+    except RuntimeError as e:
+        message = str(e)
+    (out / "training.json").write_text(json.dumps({"error": message,
+                                                   "run_dir": (out / "run").exists()}))
 
 
 # --- the tests (TensorFlow backend) ------------------------------------------------
@@ -188,6 +198,11 @@ def backend(request, tf_model_file, tmp_path_factory):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return name, out
+
+
+def test_the_training_loop_says_it_needs_tensorflow(backend):
+    result = json.loads((backend[1] / "training.json").read_text())
+    assert "KERAS_BACKEND=tensorflow" in result["error"] and not result["run_dir"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
