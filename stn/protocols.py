@@ -35,6 +35,7 @@ protocol         canvas kind        warps (all draws independent)
                                     by Gaussian noise, std 1.5 px in x and y
 ``e-scale``      28     tps         scale 0.75 to 1 (uniform), then ``e``
 ``none``         40     affine      the identity (padding only)
+``none-28``      28     affine      the identity on MNIST's own canvas (the floor)
 ``p-s<X>``       28     projective  the 4 corners moved by Gaussian noise, std X
                                     px (severity family; X in :data:`SEVERITIES`)
 ``p-s<X>-scale`` 28     projective  scale 0.75 to 1, then ``p-s<X>``
@@ -390,6 +391,9 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     ElasticProtocol("e-scale", 28, "E after P's scale: scale 0.75-1, then 4x4 control "
                     "points moved by N(0, 1.5 px)", control_std=1.5, scale=(0.75, 1.0)),
     AffineProtocol("none", 40, "padding only: the identity"),
+    # What a perfect transformer hands the R, P, E (and RTS) classifiers:
+    # MNIST's own digits on its own canvas (issue 26, the floor).
+    AffineProtocol("none-28", 28, "the identity on MNIST's own 28 x 28 canvas"),
     *(severity_protocol(family, std, scale) for family, stds in SEVERITIES.items()
       for scale in (False, True) for std in stds),
 )}

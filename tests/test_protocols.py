@@ -31,7 +31,7 @@ def test_registry_names_kinds_and_canvases():
     assert table == {"seed": (40, "affine", 6), "r": (28, "affine", 6),
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
-                     "none": (40, "affine", 6), **family}
+                     "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
@@ -50,7 +50,8 @@ def test_affine_protocol_ranges_are_as_documented():
     assert ranges == {"seed": ((-30, 30), (-20, 20), (-10, 10), (0.8, 1.2)),
                       "r": ((-90, 90), (0, 0), (0, 0), (1, 1)),
                       "rts": ((-45, 45), (0, 0), (-7, 7), (0.7, 1.2)),
-                      "none": ((0, 0), (0, 0), (0, 0), (1, 1))}
+                      "none": ((0, 0), (0, 0), (0, 0), (1, 1)),
+                      "none-28": ((0, 0), (0, 0), (0, 0), (1, 1))}
     p, e = P.PROTOCOLS["p"], P.PROTOCOLS["e"]
     assert (p.scale, p.corner_std, e.control_std) == ((0.75, 1.0), 5.0, 1.5)
 
@@ -73,7 +74,7 @@ def test_sample_is_a_pure_function_of_the_generator(name):
     rng = np.random.default_rng(1)
     protocol.sample(50, rng)
     assert rng.random() == follow
-    if name != "none":
+    if not name.startswith("none"):
         assert not np.allclose(first, protocol.sample(50, np.random.default_rng(2)))
         assert np.ptp(first, axis=0).max() > 0  # the warps differ from each other
 
@@ -424,11 +425,12 @@ def test_apply_checks_sizes():
         P.apply("p", images, params)
 
 
-def test_none_protocol_returns_the_input_exactly():
-    params = P.PROTOCOLS["none"].sample(7, np.random.default_rng(13))
+@pytest.mark.parametrize("name", ["none", "none-28"])
+def test_none_protocols_return_the_input_exactly(name):
+    params = P.PROTOCOLS[name].sample(7, np.random.default_rng(13))
     np.testing.assert_array_equal(params, K.identity("affine", 7))
-    images = canonical(7, "none")
-    np.testing.assert_array_equal(P.apply("none", images, params), images)
+    images = canonical(7, name)
+    np.testing.assert_array_equal(P.apply(name, images, params), images)
 
 
 def test_p_and_e_warps_move_the_image_and_keep_it_in_range():

@@ -1,0 +1,161 @@
+"""The label-free alignment term against the paper's method, and the classifier's floor (issue 26).
+
+    python -m experiments.alignment              # every unit not yet done, then the json
+    python -m experiments.alignment --list       # the units and whether they are done
+    python -m experiments.alignment --only floor # one group: method-r, method-rts, floor
+    python -m experiments.alignment --collect    # only rewrite results/alignment.json
+
+Units (each resumable: trained in ``runs/alignment/<name>/``, evaluated on
+its test split, its record copied to ``results/alignment/<name>/``; a unit
+whose record holds exactly its config is not retrained):
+
+- ``method-r`` / ``method-rts``: the ST-CNN Aff with the alignment term
+  (:data:`METHOD`, chosen on the validation split by ``python -m
+  experiments.screen alignment``), on R and RTS, seeds 0-2, otherwise the
+  Table 1 cell (``experiments.grid.cell_config``, recipe ``table1``);
+- ``floor``: the paper's CNN on undistorted digits, on MNIST's own 28 x 28
+  canvas (``none-28``: what a perfect transformer hands the classifier of
+  the R, P, E and RTS cells) and on the 40 x 40 one (``none``).
+
+``results/alignment.json`` holds one row per run in the issue's shape,
+these runs beside the paper-method rows of Table 1 (``results/table1/``)
+and the default run (``results/seed_seed/``).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from experiments import grid
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD_NAME = "consistency"
+# Chosen on the validation split (results/screen_alignment.json).
+METHOD = {"alignment_weight": 1.0, "alignment_degrees": 45.0}
+SEEDS = (0, 1, 2)
+KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
+
+
+def units() -> dict[str, list[tuple[str, str, str, int, dict]]]:
+    """``group -> [(name, model preset, protocol, seed, Config fields)]``."""
+    method = {p: [(f"st-cnn-affine_{p}_{METHOD_NAME}" + (f"_seed{s}" if s else ""),
+                   "ST-CNN Aff", p.upper(), s, METHOD) for s in SEEDS] for p in ("r", "rts")}
+    floor = [(f"paper-cnn_{p}", "paper-cnn", p, 0, {}) for p in ("none-28", "none")]
+    return {"method-r": method["r"], "method-rts": method["rts"], "floor": floor}
+
+
+def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: str):
+    """A Table 1 cell's Config (``model`` a row, ``protocol`` a column), or a preset on a
+    protocol by name (the floor), with ``fields`` replaced; recipe ``table1``."""
+    from stn.config import make_config
+
+    if model in grid.MODELS:
+        return grid.cell_config(model, protocol, seed, "table1", precision, **fields)
+    return make_config(model, protocol, {"dtype": precision}, recipe="table1", seed=seed,
+                       **fields)
+
+
+def run_unit(name: str, config, runs_dir: Path, results_dir: Path, mnist_path=None) -> Path:
+    """Trains (or resumes) and evaluates one unit; copies its record to ``results_dir``."""
+    from stn import evaluation, training
+
+    run_dir, kept = runs_dir / name, results_dir / name
+    if grid.is_done(config, kept):
+        print(f"{name}: done, in {kept}")
+        return kept
+    print(f"\n=== {name} -> {run_dir}", flush=True)
+    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path,
+                                command=[Path(sys.executable).name, "-m",
+                                         "experiments.alignment", *sys.argv[1:]])
+    evaluation.write_results(evaluation.evaluate_run(run_dir, mnist_path=mnist_path))
+    kept.mkdir(parents=True, exist_ok=True)
+    for filename in KEPT:
+        shutil.copyfile(run_dir / filename, kept / filename)
+    return kept
+
+
+def row(model: str, method: str, protocol: str, seed: int, kept: Path) -> dict:
+    """One row of results/alignment.json from a run's kept record."""
+    results = json.loads((kept / "results.json").read_text())
+    parameters = (results.get("pose") or {}).get("parameters") or {}
+    rotation = (parameters.get("rotation") or {}).get("ratio")
+    shifts = [parameters[k]["residual"]["std"] for k in ("tx", "ty") if k in parameters]
+    try:
+        run = str(kept.resolve().relative_to(ROOT))
+    except ValueError:
+        run = str(kept)
+    return {"model": model, "method": method, "protocol": protocol, "seed": seed,
+            "error_percent": round(results["error_percent"], 2),
+            "rotation_ratio": None if rotation is None else round(rotation, 3),
+            "shift_std_px": round(max(shifts), 2) if shifts else None, "run": run}
+
+
+def collect(results_dir: Path, precision: str) -> list[dict]:
+    """The rows: the paper's method (Table 1 and its seeds), the default run, this method."""
+    rows = []
+    for protocol in ("R", "RTS"):
+        for seed in SEEDS:
+            kept = ROOT / "results" / "table1" / grid.run_name("ST-CNN Aff", protocol, seed)
+            if (kept / "results.json").exists():
+                rows.append(row("ST-CNN Aff", "paper", protocol, seed, kept))
+    default = ROOT / "results" / "seed_seed"
+    if (default / "results.json").exists():
+        rows.append(row("seed (default run)", "paper", "seed", 0, default))
+    for group, members in units().items():
+        for name, model, protocol, seed, fields in members:
+            kept = results_dir / name
+            if not grid.is_done(unit_config(model, protocol, seed, fields, precision), kept):
+                continue
+            method = METHOD_NAME if fields else "none (floor)"
+            rows.append(row(model if model in grid.MODELS else f"{model} on {protocol}",
+                            method, protocol, seed, kept))
+    return rows
+
+
+def main(argv=None) -> int:
+    from stn.config import PRECISIONS
+
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=list(units()), nargs="+", help="groups to run")
+    p.add_argument("--list", action="store_true", help="list the units and their state")
+    p.add_argument("--collect", action="store_true", help="only rewrite the json")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/alignment"))
+    p.add_argument("--results-dir", type=Path, default=Path("results/alignment"))
+    p.add_argument("--json", type=Path, default=Path("results/alignment.json"))
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help="classifier arithmetic, as train.py (default: %(default)s)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    args = p.parse_args(argv)
+    from stn import runs
+    from stn.precision import resolve_precision
+
+    precision = resolve_precision(args.precision)[0]
+    selected = [u for g in (args.only or units()) for u in units()[g]]
+    if args.list:
+        for name, model, protocol, seed, fields in selected:
+            config = unit_config(model, protocol, seed, fields, precision)
+            state = "done" if grid.is_done(config, args.results_dir / name) else "todo"
+            print(f"{state}  {name}")
+        return 0
+    if not args.collect:
+        for name, model, protocol, seed, fields in selected:
+            try:
+                run_unit(name, unit_config(model, protocol, seed, fields, precision),
+                         args.runs_dir, args.results_dir, args.mnist)
+            except runs.RunError as e:
+                print(f"alignment: error: {e}", file=sys.stderr)
+                return 2
+            runs.write_json(args.json, {"runs": collect(args.results_dir, precision)})
+    runs.write_json(args.json, {"runs": collect(args.results_dir, precision)})
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
