@@ -1,4 +1,4 @@
-"""The spatial transformer in your own Keras model (README, "The layer in your own Keras model")."""
+"""The spatial transformer in your own Keras model (docs/backends.md shows this file)."""
 
 import keras
 import numpy as np

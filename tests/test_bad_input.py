@@ -1,6 +1,6 @@
 """The bad-input table: bad flags, bad paths, broken files and kills.
 
-Each row of README's "What happens when things go wrong" is a test here: what
+Each row of docs/errors.md ("What happens when things go wrong") is a test here: what
 the user gives, what they see (exit status and message), and what is kept.
 Entry points run in-process (``helpers.entry_point``); the one run that trains
 is tiny (the seed preset with a 32-unit dense layer, 200 images) and shared.

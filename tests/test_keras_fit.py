@@ -20,7 +20,7 @@ from stn.layers import SpatialTransformer, conv_localization
 pytestmark = pytest.mark.slow
 SHAPE, OUT = (36, 48, 3), (24, 20)  # (H, W, C) in, (h, w) out
 EXAMPLE = helpers.ROOT / "examples" / "keras_fit.py"
-README_SECTION = "## The layer in your own Keras model"
+DOC, DOC_SECTION = helpers.ROOT / "docs" / "backends.md", "## The layer in your own Keras model"
 
 LOAD = textwrap.dedent("""
     import sys
@@ -38,7 +38,7 @@ LOAD = textwrap.dedent("""
 
 def transformer(kind, **kwargs):
     # The plain-graph sampler: six models' XLA compilations would cost more than
-    # all the rest here; the default XLA sampler is the README example's.
+    # all the rest here; the default XLA sampler is the docs example's (docs/backends.md).
     return SpatialTransformer(conv_localization(kind=kind), kind=kind, output_size=OUT,
                               jit_compile=False, **kwargs)
 
@@ -109,16 +109,16 @@ def test_fit_save_and_load_in_a_fresh_process(loaded, name):
         np.testing.assert_array_equal(outputs[f"{name}:{i}"], np.asarray(array))
 
 
-def test_readme_example_runs(tmp_path, monkeypatch):
+def test_docs_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(EXAMPLE), run_name="__main__")  # asserts the reloaded predictions
     assert (tmp_path / "my_model.keras").exists()
 
 
-def test_readme_shows_the_example_verbatim():
-    readme = (helpers.ROOT / "README.md").read_text()
-    assert README_SECTION in readme, f"README.md lacks the section {README_SECTION!r}"
-    block = readme.split(README_SECTION, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+def test_docs_show_the_example_verbatim():
+    text = DOC.read_text()
+    assert DOC_SECTION in text, f"docs/backends.md lacks the section {DOC_SECTION!r}"
+    block = text.split(DOC_SECTION, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     code = EXAMPLE.read_text()
     body = code.split('"""', 2)[2].lstrip("\n")  # the file without its docstring
     assert block == body
