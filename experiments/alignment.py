@@ -4,6 +4,7 @@
     python -m experiments.alignment --list       # the units and whether they are done
     python -m experiments.alignment --only floor # one group: method-r, method-rts, floor
     python -m experiments.alignment --collect    # only rewrite results/alignment.json
+    python -m experiments.alignment --figures    # images/alignment_{r,rts}.png from the runs
 
 Units (each resumable: trained in ``runs/alignment/<name>/``, evaluated on
 its test split, its record copied to ``results/alignment/<name>/``; a unit
@@ -15,7 +16,11 @@ whose record holds exactly its config is not retrained):
   Table 1 cell (``experiments.grid.cell_config``, recipe ``table1``);
 - ``floor``: the paper's CNN on undistorted digits, on MNIST's own 28 x 28
   canvas (``none-28``: what a perfect transformer hands the classifier of
-  the R, P, E and RTS cells) and on the 40 x 40 one (``none``).
+  the R, P, E and RTS cells) and on the 40 x 40 one (``none``);
+- ``paper``: the Table 1 cells of the ST-CNN Aff on R and RTS (seed 0)
+  trained again, for their models: the figures draw the paper's method
+  beside this one (``runs/`` is not committed; ``results/table1/`` keeps
+  the records of the original runs, which the json reports).
 
 ``results/alignment.json`` holds one row per run in the issue's shape,
 these runs beside the paper-method rows of Table 1 (``results/table1/``)
@@ -46,7 +51,9 @@ def units() -> dict[str, list[tuple[str, str, str, int, dict]]]:
     method = {p: [(f"st-cnn-affine_{p}_{METHOD_NAME}" + (f"_seed{s}" if s else ""),
                    "ST-CNN Aff", p.upper(), s, METHOD) for s in SEEDS] for p in ("r", "rts")}
     floor = [(f"paper-cnn_{p}", "paper-cnn", p, 0, {}) for p in ("none-28", "none")]
-    return {"method-r": method["r"], "method-rts": method["rts"], "floor": floor}
+    paper = [(f"st-cnn-affine_{p}_paper", "ST-CNN Aff", p.upper(), 0, {}) for p in ("r", "rts")]
+    return {"method-r": method["r"], "method-rts": method["rts"], "floor": floor,
+            "paper": paper}
 
 
 def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: str):
@@ -107,6 +114,8 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
     if (default / "results.json").exists():
         rows.append(row("seed (default run)", "paper", "seed", 0, default))
     for group, members in units().items():
+        if group == "paper":  # retrained for the figures; Table 1's records are above
+            continue
         for name, model, protocol, seed, fields in members:
             kept = results_dir / name
             if not grid.is_done(unit_config(model, protocol, seed, fields, precision), kept):
@@ -117,6 +126,38 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
     return rows
 
 
+def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None) -> list:
+    """``images/alignment_<protocol>.png``: test digits, the paper's ST-CNN Aff, the aligned one.
+
+    Reads the models of the ``paper`` units and of the method's seed-0 runs.
+    """
+    from stn import evaluation, runs
+    from stn.figures import transformers_figure
+    from stn.model import transformer_outputs
+
+    written = []
+    for protocol in ("r", "rts"):
+        models = {"paper's method": runs_dir / f"st-cnn-affine_{protocol}_paper",
+                  f"with alignment ({METHOD_NAME})":
+                      runs_dir / f"st-cnn-affine_{protocol}_{METHOD_NAME}"}
+        missing = [str(d) for d in models.values() if not (d / runs.MODEL).exists()]
+        if missing:
+            print(f"alignment: no figure for {protocol.upper()}: not trained yet: "
+                  + ", ".join(missing))
+            continue
+        test = evaluation.load_test_split(protocol, 0, mnist_path)
+        outputs = {label: transformer_outputs(runs.load_model(d), test.images[:n])[1]
+                   for label, d in models.items()}
+        fig = transformers_figure(test.images[:n], outputs, test.labels[:n],
+                                  f"{protocol.upper()}: the ST-CNN Aff's output on the same "
+                                  "test digits (seed 0)")
+        path = images_dir / f"alignment_{protocol}.png"
+        fig.savefig(path, dpi=110)
+        written.append(path)
+        print(f"wrote {path}")
+    return written
+
+
 def main(argv=None) -> int:
     from stn.config import PRECISIONS
 
@@ -125,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=list(units()), nargs="+", help="groups to run")
     p.add_argument("--list", action="store_true", help="list the units and their state")
     p.add_argument("--collect", action="store_true", help="only rewrite the json")
+    p.add_argument("--figures", action="store_true",
+                   help="only draw images/alignment_{r,rts}.png from the trained runs")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/alignment"))
     p.add_argument("--results-dir", type=Path, default=Path("results/alignment"))
     p.add_argument("--json", type=Path, default=Path("results/alignment.json"))
@@ -142,6 +185,9 @@ def main(argv=None) -> int:
             config = unit_config(model, protocol, seed, fields, precision)
             state = "done" if grid.is_done(config, args.results_dir / name) else "todo"
             print(f"{state}  {name}")
+        return 0
+    if args.figures:
+        write_figures(args.runs_dir, Path("images"), mnist_path=args.mnist)
         return 0
     if not args.collect:
         for name, model, protocol, seed, fields in selected:

@@ -69,6 +69,7 @@ STUDIES = {
         ("ST-CNN Aff", "R", {"epochs": 15}),
         ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "alignment_degrees": 90.0}),
         ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 0.1}),
+        ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 3.0}),
     ],
 }
 # The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3

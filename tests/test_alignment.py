@@ -120,3 +120,17 @@ def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path):
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(np.isfinite(row["train_consistency_px"]) and row["train_consistency_px"] > 0
                for row in history)
+
+
+def test_the_alignment_json_has_the_issues_shape(tmp_path):
+    from experiments import alignment as study
+
+    rows = study.collect(tmp_path, "mixed_bfloat16")  # no runs of the method here yet
+    keys = {"model", "method", "protocol", "seed", "error_percent", "rotation_ratio",
+            "shift_std_px", "run"}
+    assert rows and all(set(row) == keys for row in rows)
+    paper = [r for r in rows if r["method"] == "paper" and r["model"] == "ST-CNN Aff"]
+    assert sorted((r["protocol"], r["seed"]) for r in paper) == [
+        ("R", 0), ("R", 1), ("R", 2), ("RTS", 0), ("RTS", 1), ("RTS", 2)]
+    names = [u[0] for group in study.units().values() for u in group]
+    assert len(names) == len(set(names))  # one run directory per unit
