@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where the PNG figures go (default: RUN/images)")
     p.add_argument("--mnist", metavar="PATH",
                    help="MNIST as a Keras mnist.npz or a folder of the four IDX files, "
-                   "if it cannot be downloaded (see README)")
+                   "if it cannot be downloaded (see docs/protocols.md)")
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
     return p.parse_args(argv)
 

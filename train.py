@@ -6,7 +6,7 @@
     python train.py --dry-run                        # a few steps, a smoke test
 
 Runs resume: the same command continues an interrupted run from its last
-completed epoch. See README.md for the presets, protocols and results.
+completed epoch. See README.md and docs/training.md for the presets, protocols and results.
 """
 
 import argparse
@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default: runs/<preset>_<protocol>; a temporary one for --dry-run)")
     p.add_argument("--mnist", metavar="PATH",
                    help="MNIST as a Keras mnist.npz or a folder of the four IDX files, "
-                   "if it cannot be downloaded (see README)")
+                   "if it cannot be downloaded (see docs/protocols.md)")
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
     p.add_argument("--max-train-examples", type=int, metavar="N",
                    help="train on the first N training images only (quick runs)")
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "prints why. The transformer always runs in float32")
     p.add_argument("--xla", action="store_true",
                    help="compile the whole train step with XLA (the sampler always is); "
-                   "slower on CPU, see README")
+                   "slower on CPU, see docs/performance.md")
     p.add_argument("--dry-run", action="store_true",
                    help="smoke test: 1 epoch of 2 steps on 1,000 images, in a temporary "
                    "run dir (removed at the end) unless --run-dir is given")

@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=Path("results/alignment.json"))
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     args = p.parse_args(argv)
     from stn import runs
     from stn.precision import resolve_precision

@@ -311,7 +311,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train the FCN units only, not the CNN at the choice")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     p.add_argument("--dry-run", action="store_true",
                    help=f"smoke mode: {SMOKE} per unit, into a temporary folder unless "
                    "--results and --runs-dir are given")

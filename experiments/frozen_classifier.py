@@ -1,7 +1,7 @@
 """Can the classification loss alone turn R's digits upright? A frozen-classifier diagnostic.
 
 Trained jointly, the ST-CNN's transformer undoes only about half of R's
-rotation (README, "The paper's Table 1"): the classifier, which sees every
+rotation (docs/alignment.md): the classifier, which sees every
 rotation from the first step, learns to read rotated digits and leaves the
 transformer little to gain. This takes that escape away, in two stages on
 the cell's model (``experiments/grid.py``: ``cell_config``, float32 or the

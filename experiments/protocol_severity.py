@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("protocols", nargs="*", default=["r", "rts", "p", "e"],
                    help="warp protocols (default: those of Table 1)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN",
                    help="trained run directories, all on the one protocol given (and --seed): "

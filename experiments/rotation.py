@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", default=DEFAULT_RUNS,
                    help="run directories with a model.keras (default: the Table 1 ST cells on R)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     p.add_argument("--json", help="also write the statistics to this file")
     args = p.parse_args(argv)
     from stn import runs

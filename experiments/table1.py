@@ -203,7 +203,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto",
                    choices=list(PRECISIONS),
                    help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see README)")
+    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table")
     p.add_argument("--list", action="store_true", help="list the cells and their state")
     p.add_argument("--figures", metavar="DIR", nargs="?", const="images/table1",

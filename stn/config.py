@@ -45,7 +45,7 @@ class ModelConfig:
     """Architecture of a classifier, with or without a spatial transformer.
 
     Sizes follow the predecessor's TF 1.14 design (preset ``seed``) or the
-    paper's appendix A (preset ``paper``); see README, "Models".
+    paper's appendix A (preset ``paper``); see docs/training.md, "Models".
     """
 
     preset: str = "seed"
@@ -261,10 +261,10 @@ Recipe.__doc__ = """A named training recipe: what ``--recipe`` selects (see :dat
 
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
-    # (README, Results). Config's defaults.
+    # (docs/recipes.md). Config's defaults.
     "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
                           "image, batch 500, 20 epochs"),
-    # `make train`: chosen on the validation split (README, "How the default
+    # `make train`: chosen on the validation split (docs/recipes.md, "How the default
     # recipe was chosen").
     "default": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh warps "
                       "every epoch, batch 250, 20 epochs", batch_size=250, learning_rate=1e-3,

@@ -102,7 +102,7 @@ class SpatialTransformer(keras.layers.Layer):
         cluster (default), even when the surrounding step is a plain graph or
         eager. Other backends compile (or not) the whole step as Keras does.
         Set it to ``False`` before ``model.export(format="onnx")``: tf2onnx
-        cannot convert the XLA function (README, "Export").
+        cannot convert the XLA function (docs/backends.md, "Export").
       image_gradient: pass gradients through the sampler to the input images
         (default). ``False`` for a transformer on the raw model input, which
         needs none: the backward pass then skips that gradient. Gradients

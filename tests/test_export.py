@@ -17,7 +17,7 @@ ONNX and LiteRT take the *float32 copy*: the same weights in a model that
 ``stn.model.build_model`` builds from the committed config with
 ``dtype="float32"`` (so its first convolution is ``stn.layers.Conv2D``, with
 its custom gradient). A bfloat16 graph does not run there: onnxruntime has no
-bfloat16 Conv, and LiteRT needs TensorFlow's Flex ops for it. The README's
+bfloat16 Conv, and LiteRT needs TensorFlow's Flex ops for it. docs/backends.md's
 "Export" section says so, and what the other backends can export.
 """
 
@@ -154,9 +154,9 @@ def test_onnx_runs_in_onnxruntime_with_the_plain_sampler(float32_copy, images, t
 
 
 def test_onnx_of_the_xla_sampler_does_not_load(float32_copy, tmp_path):
-    """Why the README asks for ``jit_compile=False``: tf2onnx leaves the XLA
+    """Why docs/backends.md asks for ``jit_compile=False``: tf2onnx leaves the XLA
     function as a ``PartitionedCall`` node, which onnxruntime refuses. If this
-    starts passing through, the README's Export section can drop that step."""
+    starts passing through, its Export section can drop that step."""
     assert find_transformer(float32_copy).jit_compile
     float32_copy.export(str(tmp_path / "model.onnx"), format="onnx", verbose=False)
     with pytest.raises(Exception, match="PartitionedCall"):
