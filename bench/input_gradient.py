@@ -17,12 +17,16 @@ Then the first layer alone (its input gradient by each formulation) and the
 default model's transformer overhead.
 """
 
+import time
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bench.timing import measure_interleaved, to_numpy
 from stn import config as C
 from stn import conv
+from stn import data as stn_data
 from stn.model import build_model
 from stn.precision import auto_precision
 from stn.training import Steps, _losses, _sums
@@ -117,6 +121,50 @@ def layer_rows(precision: str, repeats: int) -> dict:
     return results
 
 
+def epoch_rows(precision: str, epochs: int = 2) -> dict:
+    """Whole training epochs (input pipeline included) by path, alternating paths.
+
+    The default run's epoch (preset seed, seed protocol, recipe default) and
+    a Table 1 ST-CNN cell's (ST-CNN Aff on R, recipe table1): what the
+    change saves in the runs users make.
+    """
+    results = {}
+    for name, preset, protocol, recipe in (("default run (seed on seed)", "seed", "seed",
+                                            "default"),
+                                           ("Table 1 cell (ST-CNN Aff on R)", "st-cnn-affine",
+                                            "r", "table1")):
+        config = C.make_config(preset, protocol, {"dtype": precision}, recipe=recipe)
+        train = stn_data.load_data(protocol, 0).train
+        steps = {}
+        for path, fast in PATHS.items():
+            keras.utils.set_random_seed(0)
+            model = build_model(config.model, fast_input_gradient=fast)
+            optimizer = keras.optimizers.Adam(1e-4)
+            optimizer.build(model.trainable_variables)
+            steps[path] = Steps(model, optimizer)
+        times = {path: [] for path in PATHS}
+        for epoch in range(epochs + 1):  # epoch 0 compiles, untimed
+            for path, step in steps.items():
+                start = time.perf_counter()
+                for images, labels in stn_data.train_dataset(train, config.batch_size, seed=0,
+                                                              epoch=epoch, resample=True,
+                                                              protocol=protocol):
+                    step.train(images, labels)
+                to_numpy(step.optimizer.iterations)
+                if epoch:
+                    times[path].append(time.perf_counter() - start)
+        base = float(np.median(times["tf"]))
+        print(f"\n== 7. one epoch of the {name}, {precision}, batch {config.batch_size}; "
+              f"median of {epochs} ==")
+        results[name] = {}
+        for path, seconds in times.items():
+            median = float(np.median(seconds))
+            print(f"{path:12s} {median:7.1f} s  ({median / base:.2f}x)  "
+                  f"x {config.epochs} epochs = {median * config.epochs / 60:.1f} min")
+            results[name][path] = {"seconds": median, "ratio": median / base}
+    return results
+
+
 def _report(title: str, rows: dict, base: str) -> dict:
     print(f"\n== 7. {title}; (x) = time / '{base}' ==")
     results = {}
@@ -137,6 +185,8 @@ def run(repeats: int = 15) -> dict:
             "default": default_rows(precision, repeats),
             "layer": layer_rows(precision, repeats),
         }
+        if precision == auto_precision():
+            results[precision]["epochs"] = epoch_rows(precision)
         rows = results[precision]["table1_28"]
         base = rows["CNN, weights only"]["seconds"]
         for path in PATHS:
