@@ -114,7 +114,7 @@ def layer_rows(precision: str, repeats: int) -> dict:
             fns[f"stn.conv {method}"] = tf.function(
                 lambda dy=dy, w=kernel, s=size, pads=pads, m=method:
                 conv.input_gradient(dy, w, (s, s), 1, pads, m))
-        chosen = conv.choose_method(dy.shape, kernel.shape, (size, size))
+        chosen = conv.choose_method(dy.shape, kernel.shape, (size, size), dtype=dtype)
         results[name] = _report(f"first layer alone: {name}, batch {batch}, {precision}; "
                                 f"auto chooses {chosen}",
                                 measure_interleaved(fns, repeats, sync=to_numpy), "forward")

@@ -123,15 +123,21 @@ def multiply_adds(method: str, dy_shape, kernel_shape, size, stride: int = 1) ->
     return h_g * w_g * filters * k_h * size[1] * channels + rows
 
 
-def choose_method(dy_shape, kernel_shape, size, stride: int = 1) -> str:
-    """``"toeplitz"`` unless it does over 3x the gemm's multiply-adds.
+def choose_method(dy_shape, kernel_shape, size, stride: int = 1, dtype="float32") -> str:
+    """The faster formulation for this layer: ``"gemm"`` or ``"toeplitz"``.
 
-    The Toeplitz form does more arithmetic in one well-shaped matrix
-    product; the gemm form does the least but writes ``K_h K_w`` values per
-    upstream pixel. On the paper's 9x9 layer the Toeplitz form does 2.1x the
-    gemm's arithmetic at 28x28 and 2.8x at 42x42, and is the faster of the
-    two at both (bench/input_gradient.py, results/bench.txt).
+    The Toeplitz form does more arithmetic (the kernel's zeros included) in
+    one well-shaped matrix product; the gemm form does the least but writes
+    ``K_h K_w`` values per upstream pixel. Measured on the paper's 9x9 layer
+    (bench 7 in results/bench.txt, first layer alone): in float32 the gemm
+    is faster (28x28: 19.5 vs 21.2 ms; 42x42: 52 vs 74 ms); in bfloat16,
+    where oneDNN's matrix products are fast, the Toeplitz form is (28x28:
+    7.5 vs 9.3 ms; 42x42: equal), as long as it does at most 3x the gemm's
+    multiply-adds (2.1x at 28x28, 2.8x at 42x42; 3.3x for the seed model's
+    3x3 layer, where the two are equal).
     """
+    if str(getattr(dtype, "name", dtype)) in ("float32", "float64"):
+        return "gemm"
     ratio = (multiply_adds("toeplitz", dy_shape, kernel_shape, size, stride)
              / multiply_adds("gemm", dy_shape, kernel_shape, size, stride))
     return "toeplitz" if ratio <= 3.0 else "gemm"
@@ -147,14 +153,15 @@ def input_gradient(dy: tf.Tensor, kernel: tf.Tensor, input_size: tuple[int, int]
       input_size: ``(H, W)`` of the convolution's input.
       stride: the convolution's stride (both axes).
       pads: ``(p_t, p_l)``, its top and left zero padding.
-      method: ``"gemm"``, ``"toeplitz"`` or ``"auto"`` (:func:`choose_method`).
+      method: ``"gemm"``, ``"toeplitz"`` or ``"auto"`` (:func:`choose_method`,
+        by the shapes and ``dy``'s dtype).
 
     Returns:
       ``dx [B, H, W, C]``, equal to ``tf.nn.conv2d``'s own input gradient up
       to the order of the sums.
     """
     if method == "auto":
-        method = choose_method(dy.shape, kernel.shape, input_size, stride)
+        method = choose_method(dy.shape, kernel.shape, input_size, stride, dy.dtype)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS} or 'auto'")
     g = _dilate(dy, stride)

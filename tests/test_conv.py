@@ -57,9 +57,14 @@ def test_conv2d_outputs_and_both_gradients_equal_tensorflows(size, k, channels, 
     np.testing.assert_allclose(got_x, want_x, rtol=0, atol=2e-6 * np.abs(want_x).max())
 
 
-def test_auto_picks_toeplitz_for_the_paper_layer_and_rejects_unknown_methods():
-    assert conv.choose_method((256, 20, 20, 64), (9, 9, 1, 64), (28, 28)) == "toeplitz"
-    assert conv.choose_method((256, 34, 34, 64), (9, 9, 1, 64), (42, 42)) == "toeplitz"
+def test_auto_picks_by_dtype_and_shape_and_rejects_unknown_methods():
+    paper28, paper42 = ((256, 20, 20, 64), (9, 9, 1, 64), (28, 28)), ((256, 34, 34, 64),
+                                                                        (9, 9, 1, 64), (42, 42))
+    assert conv.choose_method(*paper28, dtype=tf.bfloat16) == "toeplitz"
+    assert conv.choose_method(*paper42, dtype="bfloat16") == "toeplitz"
+    assert conv.choose_method(*paper28, dtype=tf.float32) == "gemm"
+    seed = ((250, 40, 40, 16), (3, 3, 1, 16), (40, 40))
+    assert conv.choose_method(*seed, dtype="bfloat16") == "gemm"  # 3.3x the arithmetic
     with pytest.raises(ValueError, match="unknown method"):
         conv.input_gradient(tf.zeros((1, 2, 2, 1)), tf.zeros((3, 3, 1, 1)), (4, 4), 1, (0, 0),
                             "fft")
