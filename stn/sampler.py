@@ -248,8 +248,10 @@ def _to_pixels(coord, size: int, out_size: int, shape):
     ``u = (x * size + size - 1) / 2``, written as the output pixel's own
     centre in input pixels plus the grid's displacement from that centre, as
     in :mod:`stn.transform`: a grid point on its output pixel centre (any
-    identity grid) lands exactly on an integer.
+    identity grid) lands exactly on an integer. Sizes are static: ``int()``
+    also makes them Python numbers when a tracer (TorchScript) hands tensors.
     """
+    size, out_size = int(size), int(out_size)
     index = np.arange(out_size, dtype=np.float64).reshape(shape)
     centre = (2.0 * index + 1.0) / out_size - 1.0
     base = ((2.0 * index + 1.0) * (size / out_size) - 1.0) / 2.0
