@@ -137,9 +137,8 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
 
     written = []
     for protocol in ("r", "rts"):
-        models = {"paper's method": runs_dir / f"st-cnn-affine_{protocol}_paper",
-                  f"with alignment ({METHOD_NAME})":
-                      runs_dir / f"st-cnn-affine_{protocol}_{METHOD_NAME}"}
+        models = {"paper": runs_dir / f"st-cnn-affine_{protocol}_paper",
+                  "aligned": runs_dir / f"st-cnn-affine_{protocol}_{METHOD_NAME}"}
         missing = [str(d) for d in models.values() if not (d / runs.MODEL).exists()]
         if missing:
             print(f"alignment: no figure for {protocol.upper()}: not trained yet: "
