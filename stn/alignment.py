@@ -83,18 +83,25 @@ def consistency(params: tf.Tensor, rotated_params: tf.Tensor, angles: tf.Tensor,
     Returns:
       ``[B]``: zero where the transformer's outputs on ``x`` and ``x_g`` agree.
     """
-    want = _rotate_points(map_points(params, kind), -angles)
-    return tf.reduce_mean(tf.reduce_sum(tf.square(map_points(rotated_params, kind) - want), -1),
-                          axis=-1)
+    return _gap(map_points(params, kind), map_points(rotated_params, kind), angles)
+
+
+def _gap(points: tf.Tensor, rotated_points: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+    """:func:`consistency` from the maps' points ``[B, m, 2]``."""
+    want = _rotate_points(points, -angles)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(rotated_points - want), -1), axis=-1)
 
 
 def mean_angle(params: tf.Tensor, kind: str) -> tf.Tensor:
     """The batch's mean rotation (radians) of the maps ``params [B, P]`` (least squares)."""
-    identity = tf.constant(kinds.identity(kind, 1), params.dtype)
-    ref = map_points(identity, kind)  # (1, m, 2)
+    return _mean_angle(map_points(params, kind), kind)
+
+
+def _mean_angle(points: tf.Tensor, kind: str) -> tf.Tensor:
+    """:func:`mean_angle` from the maps' points ``[B, m, 2]``."""
+    ref = map_points(tf.constant(kinds.identity(kind, 1), points.dtype), kind)  # (1, m, 2)
     ref = ref - tf.reduce_mean(ref, axis=1, keepdims=True)
-    got = map_points(params, kind)
-    got = got - tf.reduce_mean(got, axis=1, keepdims=True)
+    got = points - tf.reduce_mean(points, axis=1, keepdims=True)
     cross = tf.reduce_sum(ref[..., 0] * got[..., 1] - ref[..., 1] * got[..., 0], axis=-1)
     dot = tf.reduce_sum(ref[..., 0] * got[..., 0] + ref[..., 1] * got[..., 1], axis=-1)
     return tf.reduce_mean(tf.atan2(cross, dot))
@@ -127,5 +134,7 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
             params = tf.tanh(params)
         return tf.reshape(params, [-1, size])
 
-    params, rotated_params = predict(images), predict(rotated)
-    return consistency(params, rotated_params, angles, layer.kind), mean_angle(params, layer.kind)
+    # The grid of x's map serves both terms: computed once per step.
+    points = map_points(predict(images), layer.kind)
+    rotated_points = map_points(predict(rotated), layer.kind)
+    return _gap(points, rotated_points, angles), _mean_angle(points, layer.kind)
