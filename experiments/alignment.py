@@ -158,7 +158,7 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
 
 
 def main(argv=None) -> int:
-    from stn.config import PRECISIONS
+    from stn import cli
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,9 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs-dir", type=Path, default=Path("runs/alignment"))
     p.add_argument("--results-dir", type=Path, default=Path("results/alignment"))
     p.add_argument("--json", type=Path, default=Path("results/alignment.json"))
-    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
-                   help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
+    cli.add_data_flags(p)
     args = p.parse_args(argv)
     from stn import runs
     from stn.precision import resolve_precision

@@ -46,11 +46,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: python experiments/calibrate_pe.py
-    sys.path.insert(0, str(ROOT))
-
-from stn import protocols  # noqa: E402  (light: NumPy and TensorFlow, no Keras model)
+from experiments import ROOT
+from stn import protocols  # light: NumPy and TensorFlow, no Keras model
 
 RULER, SECOND = "paper-fcn", "paper-cnn"  # model presets (stn.config.MODEL_PRESETS)
 MODEL_NAMES = {RULER: "FCN", SECOND: "CNN"}
@@ -288,7 +285,7 @@ def write_figure(results: Path, path: Path) -> Path:
 # --- the command ----------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn.config import PRECISIONS
+    from stn import cli
 
     p = argparse.ArgumentParser(prog="python -m experiments.calibrate_pe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -309,9 +306,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the units and their state")
     p.add_argument("--ruler-only", action="store_true",
                    help="train the FCN units only, not the CNN at the choice")
-    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
-                   help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
+    cli.add_data_flags(p)
     p.add_argument("--dry-run", action="store_true",
                    help=f"smoke mode: {SMOKE} per unit, into a temporary folder unless "
                    "--results and --runs-dir are given")

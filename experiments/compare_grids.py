@@ -5,7 +5,7 @@
 
 A and B are results directories of ``experiments.table1`` (each cell's
 record in ``DIR/table1/<run>/``). For every run present in both (the 32
-cells and the seed runs), this reads the validation error and loss that
+cells, the seed runs and the literal P and E cells), this reads the validation error and loss that
 training recorded (``metrics.json``) and compares them pair by pair: how
 many cells B improves, a two-sided sign test of that count, and the mean
 change. One cell's validation error moves by about 0.1-0.2 point from seed
@@ -54,8 +54,9 @@ def _validation(kept: Path) -> tuple[float, float]:
 def compare(a_dir: Path, b_dir: Path) -> dict:
     """The paired validation comparison of grid ``b_dir`` against grid ``a_dir``."""
     cells, changes = [], {}
-    for model, protocol, seed in grid.all_cells():
-        name = grid.run_name(model, protocol, seed)
+    cells_of = [(m, p, s, grid.run_name(m, p, s, reading)) for reading in grid.READINGS
+                for m, p, s in grid.all_cells(reading=reading)]
+    for model, protocol, seed, name in cells_of:
         a, b = a_dir / "table1" / name, b_dir / "table1" / name
         if not ((a / "metrics.json").exists() and (b / "metrics.json").exists()):
             continue

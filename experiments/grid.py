@@ -17,7 +17,12 @@ MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
     "ST-CNN Proj": "st-cnn-projective",
     "ST-CNN TPS": "st-cnn-tps",
 }
-PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p", "E": "e"}  # columns -> stn.protocols
+PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal"}  # columns -> stn.protocols
+# Our literal readings of the appendix's P and E, the table's columns until
+# the FCN ruler calibrated them (issue 25; docs/protocols.md): their cells are
+# kept, as results/table1_literal.{json,md}, beside the calibrated table.
+LITERAL = {"P": "p", "E": "e"}
+READINGS = {"calibrated": PROTOCOLS, "literal": LITERAL}
 PAPER = {  # Jaderberg et al. 2015, Table 1 (left), % error
     "FCN": (2.1, 5.2, 3.1, 3.2),
     "CNN": (1.2, 0.8, 1.5, 1.4),
@@ -36,16 +41,21 @@ def paper_error(model: str, protocol: str) -> float:
     return PAPER[model][list(PROTOCOLS).index(protocol)]
 
 
-def all_cells(seeds: bool = True) -> list[tuple[str, str, int]]:
-    """``(model, protocol, seed)`` of the grid, column by column, then the seeds."""
-    cells = [(m, p, 0) for p in PROTOCOLS for m in MODELS]
-    if seeds:
+def all_cells(seeds: bool = True, reading: str = "calibrated") -> list[tuple[str, str, int]]:
+    """``(model, protocol, seed)`` of the grid, column by column, then the seeds.
+
+    ``reading="literal"``: the cells of the P and E columns at our literal
+    readings (:data:`LITERAL`), seed 0 only.
+    """
+    cells = [(m, p, 0) for p in READINGS[reading] for m in MODELS]
+    if seeds and reading == "calibrated":
         cells += [(m, p, s) for s in EXTRA_SEEDS for m, p in SEED_CELLS]
     return cells
 
 
-def run_name(model: str, protocol: str, seed: int = 0) -> str:
-    name = f"{MODELS[model]}_{PROTOCOLS[protocol]}"
+def run_name(model: str, protocol: str, seed: int = 0, reading: str = "calibrated") -> str:
+    """``<preset>_<protocol>[_seed<n>]``, e.g. ``st-cnn-tps_e-cal``, ``paper-fcn_p`` (literal)."""
+    name = f"{MODELS[model]}_{READINGS[reading][protocol]}"
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
@@ -57,14 +67,14 @@ RTS_TRANSFORMER_OUTPUT = 28
 
 
 def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",
-                precision: str = "float32", **fields):
-    """The cell's Config: the model preset on the protocol, trained by ``recipe``."""
+                precision: str = "float32", reading: str = "calibrated", **fields):
+    """The cell's Config: the model preset on the column's protocol, trained by ``recipe``."""
     from stn.config import make_config, model_config
 
     overrides = {"dtype": precision}
     if protocol == "RTS" and model_config(MODELS[model]).transformer:
         overrides["transformer_output_size"] = RTS_TRANSFORMER_OUTPUT
-    return make_config(MODELS[model], PROTOCOLS[protocol], overrides, recipe=recipe,
+    return make_config(MODELS[model], READINGS[reading][protocol], overrides, recipe=recipe,
                        seed=seed, **fields)
 
 

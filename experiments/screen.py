@@ -136,7 +136,7 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
 
 
 def main(argv=None) -> int:
-    from stn.config import PRECISIONS
+    from stn import cli
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,10 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the variants and their state")
     p.add_argument("--runs-dir", default="runs/screen", help="default: %(default)s/<study>")
     p.add_argument("--json", help="default: results/screen_<study>.json")
-    p.add_argument("--precision", default="auto",
-                   choices=list(PRECISIONS),
-                   help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
+    cli.add_data_flags(p)
     args = p.parse_args(argv)
     from stn import runs
     from stn.precision import resolve_precision

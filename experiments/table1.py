@@ -19,6 +19,12 @@ Writes ``results/table1.json`` (``{"cells": [{"model", "protocol",
 seed 0), ``results/table1_runs.json`` (every run, with its seed, validation
 error and rotation-spread ratio) and ``results/table1.md`` (ours beside the
 paper's in each cell, the seeds and the CPU time).
+
+The P and E columns use the calibrated readings (protocols ``p-cal`` and
+``e-cal``, issue 25: ``python -m experiments.calibrate_pe``); the cells of
+our literal readings (``p``, ``e``) are kept as a second table,
+``results/table1_literal.{json,md}``, same shape, rebuilt with
+``--reading literal``.
 """
 
 import argparse
@@ -30,8 +36,8 @@ import time
 from pathlib import Path
 
 from experiments import ROOT
-from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, SEED_CELLS, all_cells,
-                              cell_config, is_done, paper_error, run_name)
+from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, READINGS, SEED_CELLS,
+                              all_cells, cell_config, is_done, paper_error, run_name)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,11 +48,11 @@ CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run",
 
 
 def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, results_dir: Path,
-             mnist_path=None, verbose: int = 1) -> Path:
+             mnist_path=None, verbose: int = 1, reading: str = "calibrated") -> Path:
     """Trains (or resumes) and evaluates one cell; copies its record to ``results_dir``."""
     from stn import evaluation, training
 
-    name = run_name(model, protocol, seed)
+    name = run_name(model, protocol, seed, reading)
     run_dir, kept = runs_dir / name, results_dir / name
     if is_done(config, kept):
         if verbose:
@@ -81,21 +87,22 @@ def cell_record(model: str, protocol: str, seed: int, kept: Path, root: Path = R
             "rotation_spread_ratio": rotation}
 
 
-def collect(results_dir: Path, cells, config_of, root: Path = ROOT) -> list[dict]:
+def collect(results_dir: Path, cells, config_of, root: Path = ROOT,
+            reading: str = "calibrated") -> list[dict]:
     """Records of the cells whose kept results match their config."""
-    return [cell_record(m, p, s, results_dir / run_name(m, p, s), root)
+    return [cell_record(m, p, s, results_dir / run_name(m, p, s, reading), root)
             for m, p, s in cells
-            if is_done(config_of(m, p, s), results_dir / run_name(m, p, s))]
+            if is_done(config_of(m, p, s), results_dir / run_name(m, p, s, reading))]
 
 
-def markdown(records: list[dict]) -> str:
+def markdown(records: list[dict], columns=tuple(PROTOCOLS)) -> str:
     """The table, ours beside the paper's, plus the seeds and the CPU time."""
     main = {(r["model"], r["protocol"]): r for r in records if r["seed"] == 0}
-    lines = ["| model | " + " | ".join(PROTOCOLS) + " |",
-             "| --- |" + " --- |" * len(PROTOCOLS)]
+    lines = ["| model | " + " | ".join(columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
     for model in MODELS:
         cells = []
-        for protocol in PROTOCOLS:
+        for protocol in columns:
             paper = paper_error(model, protocol)
             r = main.get((model, protocol))
             if r is None:
@@ -106,7 +113,7 @@ def markdown(records: list[dict]) -> str:
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     seconds = sum(r["train_seconds"] for r in records)
     lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's. "
-              f"{len(main)} of {len(MODELS) * len(PROTOCOLS)} cells; training time of "
+              f"{len(main)} of {len(MODELS) * len(columns)} cells; training time of "
               f"all {len(records)} runs: {seconds / 3600:.2f} CPU-hours."]
     lines += _seed_lines(records)
     return "\n".join(lines) + "\n"
@@ -126,24 +133,28 @@ def _seed_lines(records: list[dict]) -> list[str]:
     return ["", "Seeds:"] + lines if lines else []
 
 
-def write_table(records: list[dict], results_dir: Path) -> None:
+def write_table(records: list[dict], results_dir: Path, reading: str = "calibrated") -> None:
+    """``table1.{json,md}`` and ``table1_runs.json``; ``table1_literal.{json,md}`` (literal)."""
     from stn import runs
 
     main = [{k: r[k] for k in CELL_KEYS} for r in records if r["seed"] == 0]
-    runs.write_json(results_dir / "table1.json", {"cells": main})
-    # Everything else (seeds, validation errors, rotation spread) beside it.
-    runs.write_json(results_dir / "table1_runs.json", {"runs": records})
-    runs.atomic_write(results_dir / "table1.md", markdown(records))
+    stem = "table1" if reading == "calibrated" else f"table1_{reading}"
+    runs.write_json(results_dir / f"{stem}.json", {"cells": main})
+    if reading == "calibrated":  # everything else (seeds, validation errors, rotation spread)
+        runs.write_json(results_dir / "table1_runs.json", {"runs": records})
+    runs.atomic_write(results_dir / f"{stem}.md", markdown(records, tuple(READINGS[reading])))
 
 
 FIGURE_MODELS = ("ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS")
 
 
-def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Path]:
-    """Per protocol: its warps, and the ST-CNN transformers' outputs on test digits.
+def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None,
+                  reading: str = "calibrated") -> list[Path]:
+    """Per column: its warps, and the ST-CNN transformers' outputs on test digits.
 
+    Files are named by the column's protocol (``r``, ``rts``, ``p-cal``, ...).
     ``<protocol>_warps.png``: four digits under random warps of the protocol
-    (``stn.figures.augmentation_figure``), for every protocol.
+    (``stn.figures.augmentation_figure``), for every column.
     ``<protocol>.png``: the paper's Figure 3 in spirit, the same test digits
     and each ST-CNN's transformer output, drawn for each protocol whose
     three ST-CNN cells are trained (their ``model.keras`` in ``runs_dir``).
@@ -156,15 +167,15 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
 
     written = []
     images_dir.mkdir(parents=True, exist_ok=True)
-    for protocol in PROTOCOLS:
-        test = stn_data.load_data(PROTOCOLS[protocol], 0, mnist_path=mnist_path,
+    for protocol, name in READINGS[reading].items():
+        test = stn_data.load_data(name, 0, mnist_path=mnist_path,
                                   max_train_examples=1).test
         fig = figures.augmentation_figure(test.canonical_images(slice(0, 4)), seed=0,
-                                          protocol=PROTOCOLS[protocol])
-        written.append(images_dir / f"{protocol.lower()}_warps.png")
+                                          protocol=name)
+        written.append(images_dir / f"{name}_warps.png")
         fig.savefig(written[-1], dpi=110)
         print(f"  {written[-1]}")
-        dirs = {m: runs_dir / run_name(m, protocol) for m in FIGURE_MODELS}
+        dirs = {m: runs_dir / run_name(m, protocol, 0, reading) for m in FIGURE_MODELS}
         if not all((d / runs.MODEL).exists() for d in dirs.values()):
             continue
         shown = tiles.first_of_each_class(test.labels)
@@ -175,7 +186,7 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
             warped, outputs, np.asarray(test.labels[shown]),
             f"Distortion {protocol}: the test inputs, and what each ST-CNN's transformer "
             "makes of them")
-        path = images_dir / f"{protocol.lower()}.png"
+        path = images_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         written.append(path)
         print(f"  {path}")
@@ -184,12 +195,15 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None) -> list[Pat
 
 def parse_args(argv=None) -> argparse.Namespace:
     from stn import cli
-    from stn.config import PRECISIONS
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", metavar="MODEL/PROTOCOL",
                    help='only these cells, e.g. "ST-CNN TPS/E" (default: all)')
+    p.add_argument("--reading", choices=list(READINGS), default="calibrated",
+                   help="P and E at the calibrated readings (p-cal, e-cal: results/table1.*) "
+                   "or our literal ones (p, e: results/table1_literal.*, those two columns "
+                   "only) (default: %(default)s)")
     p.add_argument("--no-seeds", action="store_true",
                    help=f"skip the extra seeds {EXTRA_SEEDS} of {SEED_CELLS}")
     p.add_argument("--runs-dir", default="runs/table1", help="default: %(default)s")
@@ -200,10 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training recipe (default: %(default)s); the settings below replace "
                    "its values in every cell (with another --runs-dir and --results-dir, "
                    "for a table beside the committed one)")
-    p.add_argument("--precision", default="auto",
-                   choices=list(PRECISIONS),
-                   help="classifier arithmetic, as train.py (default: %(default)s)")
-    p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
+    cli.add_data_flags(p)
     p.add_argument("--table-only", action="store_true", help="only rewrite the table")
     p.add_argument("--list", action="store_true", help="list the cells and their state")
     p.add_argument("--figures", metavar="DIR", nargs="?", const="images/table1",
@@ -230,15 +241,15 @@ def overrides(args) -> dict:
 
 
 def _selected(args) -> list[tuple[str, str, int]]:
-    cells = all_cells(seeds=not args.no_seeds)
+    cells = all_cells(seeds=not args.no_seeds, reading=args.reading)
     if not args.cells:
         return cells
-    wanted = []
+    wanted, columns = [], READINGS[args.reading]
     for text in args.cells:
         model, _, protocol = text.rpartition("/")
-        if model not in MODELS or protocol not in PROTOCOLS:
+        if model not in MODELS or protocol not in columns:
             raise SystemExit(f"table1.py: error: unknown cell {text!r}; models: "
-                             f"{', '.join(MODELS)}; protocols: {', '.join(PROTOCOLS)}")
+                             f"{', '.join(MODELS)}; protocols: {', '.join(columns)}")
         wanted += [c for c in cells if c[:2] == (model, protocol)]
     return wanted
 
@@ -250,29 +261,34 @@ def main(argv=None) -> int:
     precision = resolve_precision(args.precision)[0]
     fields = overrides(args)
 
+    reading = args.reading
+
     def config_of(model, protocol, seed):
-        return cell_config(model, protocol, seed, args.recipe, precision, **fields)
+        return cell_config(model, protocol, seed, args.recipe, precision, reading, **fields)
+
+    def records():
+        return collect(results_dir / "table1", all_cells(reading=reading), config_of,
+                       reading=reading)
 
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     cells = _selected(args)
     if args.list:
         for m, p, s in cells:
-            done = is_done(config_of(m, p, s), results_dir / "table1" / run_name(m, p, s))
-            print(f"{'done' if done else 'todo'}  {m:12s} {p:4s} seed {s}  {run_name(m, p, s)}")
+            name = run_name(m, p, s, reading)
+            done = is_done(config_of(m, p, s), results_dir / "table1" / name)
+            print(f"{'done' if done else 'todo'}  {m:12s} {p:4s} seed {s}  {name}")
         return 0
     if not args.table_only:
         began = time.perf_counter()
         for i, (m, p, s) in enumerate(cells):
             print(f"[cell {i + 1}/{len(cells)}, {time.perf_counter() - began:.0f} s so far]")
             run_cell(m, p, s, config_of(m, p, s), runs_dir, results_dir / "table1",
-                     args.mnist)
-            write_table(collect(results_dir / "table1", all_cells(), config_of),
-                        results_dir)
-    records = collect(results_dir / "table1", all_cells(), config_of)
-    write_table(records, results_dir)
-    print(markdown(records))
+                     args.mnist, reading=reading)
+            write_table(records(), results_dir, reading)
+    write_table(records(), results_dir, reading)
+    print(markdown(records(), tuple(READINGS[reading])))
     if args.figures:
-        write_figures(runs_dir, Path(args.figures), args.mnist)
+        write_figures(runs_dir, Path(args.figures), args.mnist, reading)
     return 0
 
 

@@ -12,7 +12,14 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Iterable
 
-from stn.config import SETTINGS, Config, ConfigError
+from stn.config import PRECISIONS, SETTINGS, Config, ConfigError
+
+PRECISION_HELP = ("classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where it is "
+                  "native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
+                  "mixed_float16 on GPUs of compute capability 7.x, else float32, and prints "
+                  "why. The transformer always runs in float32")
+MNIST_HELP = ("MNIST as a Keras mnist.npz or a folder of the four IDX files, if it cannot "
+              "be downloaded (see docs/protocols.md)")
 
 
 def flag(field: str) -> str:
@@ -40,6 +47,14 @@ def add_settings(parser: argparse.ArgumentParser, names: Iterable[str] = SETTING
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)
         else:
             group.add_argument(flag(name), type=field.type, help=text, **options)
+
+
+def add_data_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """``--mnist PATH`` and (``precision``) ``--precision``, as every training command has."""
+    parser.add_argument("--mnist", metavar="PATH", help=MNIST_HELP)
+    if precision:
+        parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                            help=PRECISION_HELP)
 
 
 def settings(args: argparse.Namespace, names: Iterable[str] = SETTINGS) -> dict:

@@ -41,6 +41,9 @@ protocol         canvas kind        warps (all draws independent)
 ``p-s<X>-scale`` 28     projective  scale 0.75 to 1, then ``p-s<X>``
 ``e-s<X>``       28     tps         ``e`` with control-point std X px
 ``e-s<X>-scale`` 28     tps         scale 0.75 to 1, then ``e-s<X>``
+``p-cal``        28     projective  P calibrated: ``p-s<X>[-scale]`` at the
+                                    :data:`CALIBRATED` setting (draws identical)
+``e-cal``        28     tps         E calibrated, likewise
 ================ ====== =========== ================================================
 
 **The affine protocols** (:class:`AffineProtocol`) are described by named
@@ -89,7 +92,9 @@ The stds of :data:`SEVERITIES` are registered (``p-s1`` ... ``p-s5-scale``,
 :class:`ElasticProtocol` with the literal readings' draws, so ``p-s5-scale``
 draws exactly the warps of ``p``, ``e-s1.5`` those of ``e`` and
 ``e-s1.5-scale`` those of ``e-scale``. ``experiments/calibrate_pe.py``
-picks the calibrated reading among them.
+picks the calibrated reading among them (the FCN's validation error nearest
+the paper's FCN error); :data:`CALIBRATED` records its choice, registered
+as ``p-cal`` and ``e-cal``, the P and E columns of Table 1.
 
 Near its largest scale and shift a warp can push a few pixels of a large
 digit off the canvas: that is part of the protocol (the sampler's zero
@@ -376,6 +381,20 @@ def severity_protocol(family: str, std: float, scale: bool) -> Protocol:
     raise ValueError(f"unknown severity family {family!r}; choose 'p' or 'e'")
 
 
+CALIBRATED = {"p": (4.0, False), "e": (2.0, False)}
+"""Per family, ``(std, scale)`` chosen by ``python -m experiments.calibrate_pe``
+(``results/calibration.json``, ``"chosen"``)."""
+
+
+def calibrated_protocol(family: str) -> Protocol:
+    """The family's :data:`CALIBRATED` member, renamed ``<family>-cal`` (same draws)."""
+    std, scale = CALIBRATED[family]
+    member = severity_protocol(family, std, scale)
+    return dataclasses.replace(member, name=f"{family}-cal", description=(
+        f"paper's {family.upper()}, calibrated (FCN ruler, = {member.name}): "
+        + member.description.split(": ", 1)[1]))
+
+
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     AffineProtocol("seed", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
                    "shift +-10 px, scale 0.8-1.2", rotation=(-30.0, 30.0),
@@ -396,6 +415,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     AffineProtocol("none-28", 28, "the identity on MNIST's own 28 x 28 canvas"),
     *(severity_protocol(family, std, scale) for family, stds in SEVERITIES.items()
       for scale in (False, True) for std in stds),
+    *(calibrated_protocol(family) for family in CALIBRATED),
 )}
 """Every warp protocol by name: the one home of the protocols."""
 

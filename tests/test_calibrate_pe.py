@@ -126,20 +126,14 @@ def test_unknown_setting_is_an_error(cal):
         cal.main(["--only", "e", "--protocols", "p-s3", "--list"])
 
 
-@pytest.mark.parametrize("how", ["module", "script"])
-def test_runs_as_a_module_and_as_a_script(how, capsys, monkeypatch):
+def test_runs_as_a_module(capsys, monkeypatch):
     # In-process (TensorFlow is imported already): python -m experiments.calibrate_pe
-    # from the repository, or python experiments/calibrate_pe.py from anywhere.
+    # from the repository, as every study in experiments/.
     monkeypatch.setattr(sys, "argv", ["calibrate_pe", "--help"])
     with pytest.raises(SystemExit) as exit_:
-        if how == "module":
-            monkeypatch.chdir(helpers.ROOT)
-            monkeypatch.syspath_prepend(str(helpers.ROOT))
-            runpy.run_module("experiments.calibrate_pe", run_name="__main__", alter_sys=True)
-        else:
-            monkeypatch.chdir("/")
-            runpy.run_path(str(helpers.ROOT / "experiments" / "calibrate_pe.py"),
-                           run_name="__main__")
+        monkeypatch.chdir(helpers.ROOT)
+        monkeypatch.syspath_prepend(str(helpers.ROOT))
+        runpy.run_module("experiments.calibrate_pe", run_name="__main__", alter_sys=True)
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--dry-run" in out and "log scale" in out

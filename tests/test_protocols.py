@@ -1,5 +1,7 @@
 """Warp protocols: the registry, each protocol's sampling, and the one apply."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,8 @@ from stn import kinds as K
 from stn import protocols as P
 from stn import transform as T
 from stn import warps as W
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NAMES = list(P.PROTOCOLS)
 KEYS = ("rotation", "shear", "scale", "tx", "ty")
@@ -31,7 +35,8 @@ def test_registry_names_kinds_and_canvases():
     assert table == {"seed": (40, "affine", 6), "r": (28, "affine", 6),
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
-                     "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family}
+                     "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family,
+                     "p-cal": (28, "projective", 8), "e-cal": (28, "tps", 32)}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
@@ -334,6 +339,24 @@ def test_literal_readings_are_members_of_the_families_with_the_same_draws():
                                       P.PROTOCOLS[member].sample(100, np.random.default_rng(3)))
 
 
+@pytest.mark.parametrize("family", list(P.CALIBRATED))
+def test_calibrated_readings_are_the_sweeps_choice_with_its_draws(family):
+    import json
+
+    chosen = json.loads((ROOT / "results" / "calibration.json").read_text())["chosen"][family]
+    std, scale = P.CALIBRATED[family]
+    member = P.severity_name(family, std, scale)
+    assert chosen["protocol"] == member and chosen["complete"]
+    calibrated = P.PROTOCOLS[f"{family}-cal"]
+    assert (calibrated.kind, calibrated.canvas) == (P.PROTOCOLS[member].kind, 28)
+    assert f"= {member}" in calibrated.description
+    np.testing.assert_array_equal(calibrated.sample(100, np.random.default_rng(3)),
+                                  P.PROTOCOLS[member].sample(100, np.random.default_rng(3)))
+    # Strength 0 of the calibrated reading is the identity.
+    zero = calibrated.scaled(0.0).sample(10, np.random.default_rng(3))
+    np.testing.assert_allclose(zero, K.identity(calibrated.kind, 10), atol=1e-12)
+
+
 @pytest.mark.parametrize("family", list(P.SEVERITIES))
 def test_severity_zero_is_the_identity_or_the_pure_scale(family):
     kind = P.severity_protocol(family, 1.0, False).kind
@@ -353,7 +376,8 @@ def test_severity_zero_is_the_identity_or_the_pure_scale(family):
     np.testing.assert_allclose(points, T.tps_targets() / s[:, None, None], atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["p-s2", "p-s4-scale", "e-s3", "e-s2-scale"])
+@pytest.mark.parametrize("name", ["p-s2", "p-s4-scale", "e-s3", "e-s2-scale", "p-cal",
+                                  "e-cal"])
 def test_severity_families_keep_their_ground_truth_in_the_splits(name):
     # The splits store the protocol's draws, and their images are those warps.
     from stn import data as D

@@ -27,8 +27,14 @@ def test_the_grid_is_the_papers():
     assert len(cells) == 32 and len(set(cells)) == 32
     assert grid.paper_error("ST-CNN TPS", "E") == 1.1
     assert grid.paper_error("FCN", "RTS") == 5.2
-    assert grid.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p"
+    assert grid.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p-cal"
+    assert grid.cell_config("ST-CNN Proj", "E").protocol == "e-cal"
     assert len(grid.all_cells()) == 32 + 2 * len(grid.SEED_CELLS)
+    # The literal readings' cells: the P and E columns, seed 0, their old names.
+    literal = grid.all_cells(reading="literal")
+    assert len(literal) == 16 and {p for _, p, _ in literal} == {"P", "E"}
+    assert grid.run_name("ST-CNN Proj", "P", reading="literal") == "st-cnn-projective_p"
+    assert grid.cell_config("FCN", "E", reading="literal").protocol == "e"
 
 
 def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas():
@@ -68,7 +74,7 @@ def test_learning_rate_flag_rebuilds_cells_at_another_rate(tmp_path, table1):
     assert table1.main(args) == 0
     from stn import runs
 
-    config = runs.read_config(tmp_path / "results" / "table1" / "paper-fcn_e")
+    config = runs.read_config(tmp_path / "results" / "table1" / "paper-fcn_e-cal")
     assert (config.learning_rate, config.recipe) == (0.001, "table1")
     assert json.loads((tmp_path / "results" / "table1.json").read_text())["cells"][0][
         "protocol"] == "E"
@@ -97,16 +103,29 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, re
     # writes from the committed cell records: no cell edited by hand.
     results = helpers.ROOT / results_dir
 
-    def config_of(model, protocol, seed):  # the committed cells ran in mixed bfloat16
-        return grid.cell_config(model, protocol, seed, "table1", "mixed_bfloat16", **fields)
+    def records_of(reading):
+        def config_of(model, protocol, seed):  # the committed cells ran in mixed bfloat16
+            return grid.cell_config(model, protocol, seed, "table1", "mixed_bfloat16",
+                                    reading, **fields)
 
-    records = table1.collect(results / "table1", grid.all_cells(), config_of)
-    assert records, "no committed cell matches its config"
+        return table1.collect(results / "table1", grid.all_cells(reading=reading), config_of,
+                              reading=reading)
+
+    def main_cells(records):
+        return [{k: r[k] for k in table1.CELL_KEYS} for r in records if r["seed"] == 0]
+
+    records, literal = records_of("calibrated"), records_of("literal")
+    assert len(main_cells(literal)) == 16
+    if results_dir != "results":  # older grids: all four columns at the literal readings
+        records += literal
+    else:  # the literal readings' table beside the calibrated one
+        assert (results / "table1_literal.md").read_text() == table1.markdown(literal, ("P", "E"))
+        assert json.loads((results / "table1_literal.json").read_text()) == {
+            "cells": main_cells(literal)}
     markdown = table1.markdown(records)
     assert (results / "table1.md").read_text() == markdown
-    main = [{k: r[k] for k in table1.CELL_KEYS} for r in records if r["seed"] == 0]
-    assert json.loads((results / "table1.json").read_text()) == {"cells": main}
-    assert len(main) == 32
+    assert json.loads((results / "table1.json").read_text()) == {"cells": main_cells(records)}
+    assert len(main_cells(records)) == 32
     if results_dir == "results":  # the README's headline table and docs/table1.md's
         readme = (helpers.ROOT / "README.md").read_text().split("## Results", 1)[1]
         assert _first_table(readme) == _first_table(markdown)
