@@ -41,9 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seeds Python, NumPy, TensorFlow and the warps (default: %(default)s)")
     p.add_argument("--run-dir", help="where the run is written and resumed from "
                    "(default: runs/<preset>_<protocol>; a temporary one for --dry-run)")
-    p.add_argument("--mnist", metavar="PATH",
-                   help="MNIST as a Keras mnist.npz or a folder of the four IDX files, "
-                   "if it cannot be downloaded (see docs/protocols.md)")
+    cli.add_data_flags(p, precision=False)
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
     p.add_argument("--max-train-examples", type=int, metavar="N",
                    help="train on the first N training images only (quick runs)")
@@ -51,12 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="enable TensorFlow op determinism: same seed, identical metrics")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
                    help="'mirrored': tf.distribute.MirroredStrategy over all GPUs")
-    p.add_argument("--precision", default="auto",
-                   choices=list(PRECISIONS),
-                   help="classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where "
-                   "it is native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
-                   "mixed_float16 on GPUs of compute capability 7.x, else float32, and "
-                   "prints why. The transformer always runs in float32")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help=cli.PRECISION_HELP)
     p.add_argument("--xla", action="store_true",
                    help="compile the whole train step with XLA (the sampler always is); "
                    "slower on CPU, see docs/performance.md")
