@@ -44,9 +44,22 @@ class Alignment:
       weight: of the consistency and mean-angle terms in the training loss
         (0: off, the paper's method).
       degrees: ``g`` is a rotation drawn uniformly in ``+-degrees``.
+      terms: ``"both"``, or only ``"consistency"`` or ``"angle"`` (the
+        mean-angle pull) in the loss, for the ablation; the consistency gap
+        is measured (and logged) either way.
     """
     weight: float
     degrees: float = 45.0
+    terms: str = "both"
+
+    def penalty(self, gaps: tf.Tensor, angle: tf.Tensor, size, replicas) -> tf.Tensor:
+        """The weighted loss term of one replica: ``gaps [b]`` summed over ``size``, ``angle^2``."""
+        total = 0.0
+        if self.terms in ("both", "consistency"):
+            total += tf.reduce_sum(gaps) / size
+        if self.terms in ("both", "angle"):
+            total += tf.square(angle) / replicas
+        return self.weight * total
 
 
 def rotation_params(angles: tf.Tensor) -> tf.Tensor:

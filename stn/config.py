@@ -187,6 +187,9 @@ class Config:
         "image, and the mean rotation zero); 0 is off, the paper's method", metavar="W")
     alignment_degrees: float = _setting(
         45.0, "the alignment term's rotations are drawn uniformly in +-D degrees", metavar="D")
+    alignment_terms: str = _setting(
+        "both", "which parts of the alignment term are on (an ablation): the consistency "
+        "gap and the mean-angle pull, or one of them", choices=("both", "consistency", "angle"))
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -233,6 +236,7 @@ class Config:
         if not 0.0 < self.alignment_degrees <= 180.0:
             raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
                               f"{self.alignment_degrees}")
+        _check_choice("alignment_terms", self.alignment_terms, ("both", "consistency", "angle"))
         if self.alignment_weight and not self.model.transformer:
             raise ConfigError("alignment_weight", f"needs a model with a transformer; "
                               f"{self.model.preset!r} has none")

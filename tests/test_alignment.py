@@ -77,7 +77,8 @@ def _rotated_kind_params(kind: str, angles: np.ndarray) -> tf.Tensor:
     return tf.constant(turned.reshape(len(angles), -1), tf.float32)
 
 
-def _one_step(split, alignment):
+def _one_step(split, alignment, weights=None):
+    """The sums of one training step; with ``weights=[]``, the weights after it appended."""
     keras.utils.set_random_seed(0)
     model = build_model("st-cnn-affine", input_size=split.images.shape[1],
                         conv_filters=(4, 4), dense_units=8)
@@ -85,7 +86,10 @@ def _one_step(split, alignment):
     optimizer.build(model.trainable_variables)
     steps = training.Steps(model, optimizer, alignment=alignment, seed=0)
     images, labels = next(iter(stn_data.train_dataset(split, 8, seed=0, epoch=0)))
-    return [float(v) for v in steps.train(images, labels)]
+    sums = [float(v) for v in steps.train(images, labels)]
+    if weights is not None:
+        weights += [w.numpy() for w in model.trainable_variables]
+    return sums
 
 
 def test_training_never_reads_the_warps_shuffling_them_changes_nothing():
@@ -98,6 +102,25 @@ def test_training_never_reads_the_warps_shuffling_them_changes_nothing():
     first, second = _one_step(split, term), _one_step(shuffled, term)
     assert len(first) == 4 and first[3] > 0  # loss, correct, count, consistency gap
     assert first == second
+
+
+def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
+    gaps, angle = tf.constant([0.5, 1.5]), tf.constant(0.2)
+    penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(gaps, angle, 4.0, 1))
+                 for terms in ("both", "consistency", "angle")}
+    np.testing.assert_allclose([penalties["consistency"], penalties["angle"], penalties["both"]],
+                               [2.0 * 2.0 / 4.0, 2.0 * 0.04, 2.0 * (0.5 + 0.04)], rtol=1e-6)
+    # With the consistency off, the step still reports its gap (the monitor)
+    # but its update differs: the term is off, not its measurement.
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    after = {t: [] for t in ("both", "angle")}
+    sums = {t: _one_step(split, align.Alignment(1.0, terms=t), after[t]) for t in after}
+    assert sums["angle"] == sums["both"] and sums["both"][3] > 0
+    assert any(not np.allclose(a, b) for a, b in zip(after["both"], after["angle"]))
+    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="angle")
+    assert config.alignment_terms == "angle"
+    with pytest.raises(ValueError, match="alignment_terms"):
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="gauge")
 
 
 def test_the_alignment_term_needs_a_transformer_reading_the_images():
