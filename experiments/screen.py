@@ -4,6 +4,7 @@
     python -m experiments.screen recipe            # regularisation and step size on RTS
     python -m experiments.screen curriculum        # warps growing from none over K epochs
     python -m experiments.screen epochs            # the ST-CNN on RTS over twice the epochs
+    python -m experiments.screen upright-default   # the default run, made to straighten
     python -m experiments.screen recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
@@ -16,7 +17,10 @@ whose config is exactly the variant's). For each,
 ``results/screen_<study>.json`` records the validation error and the
 rotation-spread ratio of its transformer on the validation split
 (``stn.pose``). Test numbers are never looked at:
-these screens choose methods and recipes.
+these screens choose methods and recipes. A variant of ``DEFAULT_RUN``
+instead of a Table 1 row is the default run (``make train``: the ``seed``
+protocol, the ``default`` recipe; a ``preset`` field replaces its ``seed``
+model).
 """
 
 import argparse
@@ -29,6 +33,7 @@ from experiments import grid
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+DEFAULT_RUN = "default run"  # not a Table 1 row: make train's run (variant_config)
 # Where the recipe is screened over full runs: the two seeded cells, and R.
 SCREENED_CELLS = (("ST-CNN Aff", "RTS"), ("CNN", "RTS"), ("ST-CNN Aff", "R"))
 STUDIES = {
@@ -74,6 +79,15 @@ STUDIES = {
         *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "alignment_terms": t})
           for t in ("consistency", "angle")],
     ],
+    # The default run made to straighten (issue 26, item 5): the alignment
+    # term with the seed's Dense 20 localization net or the paper's conv one
+    # (preset seed-conv), and the conv net alone.
+    "upright-default": [
+        (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 1.0}),
+        (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
+        (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
+        (DEFAULT_RUN, "seed", {}),
+    ],
 }
 # The studies ran before the table1 recipe's peak rate went from 1e-3 to 3e-3
 # (chosen by the "recipe" study) and its epochs from 30 to 45 (chosen on whole
@@ -85,11 +99,17 @@ BASES = {"localization-lr": {"learning_rate": 1e-3, "epochs": 30},
 def variant_name(model: str, protocol: str, fields: dict) -> str:
     """``<cell run name>[_<field><value>...]``, e.g. ``st-cnn-affine_r_epochs10``."""
     changes = "".join(f"_{k}{v}" for k, v in sorted(fields.items()))
-    return grid.run_name(model, protocol) + changes
+    return ("default" if model == DEFAULT_RUN else grid.run_name(model, protocol)) + changes
 
 
 def variant_config(model: str, protocol: str, fields: dict, precision: str, base: dict):
     """The cell's Config with the study's ``base`` fields, then ``fields``, replaced."""
+    if model == DEFAULT_RUN:
+        from stn.config import make_config
+
+        fields = {**base, **fields}
+        return make_config(fields.pop("preset", "seed"), protocol, {"dtype": precision},
+                           recipe="default", seed=0, **fields)
     return grid.cell_config(model, protocol, 0, "table1", precision, **{**base, **fields})
 
 
@@ -101,7 +121,7 @@ def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_di
     from stn import runs
 
     own = runs_dir / variant_name(model, protocol, fields)
-    if (own / runs.METRICS).exists():
+    if (own / runs.METRICS).exists() or model == DEFAULT_RUN:
         return own
     config = variant_config(model, protocol, fields, precision, base)
     for grid_dir in sorted(Path("runs").glob("table1*")):

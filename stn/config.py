@@ -105,6 +105,10 @@ MODEL_PRESETS = {
     # The predecessor's transformer as it was (Glorot init, tanh on theta).
     "seed-original": ModelConfig(preset="seed-original", theta_init="glorot",
                                  theta_activation="tanh"),
+    # The `seed` classifier behind the paper's conv localization net, which
+    # can see a rotation that the seed's Dense 20 net cannot (issue 26,
+    # results/pose_bound_seed.json): a candidate for an upright default run.
+    "seed-conv": ModelConfig(preset="seed-conv", localization="conv"),
     # The `seed` classifier with no transformer: the baseline to beat.
     "cnn": ModelConfig(preset="cnn", transformer=False),
     # The paper's distorted-MNIST models (Table 1, appendix A.4): baselines...

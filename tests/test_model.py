@@ -45,6 +45,8 @@ FC_LOCALIZATION_28 = dense_params(28 * 28, 32) + 2 * dense_params(32, 32)
 @pytest.mark.parametrize("preset, size, params", [
     ("seed", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
     ("seed-original", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
+    # 40 -> pool 20 -> conv5 16 -> pool 8 -> conv5 4: the same 4 * 4 * 20 features as on 42.
+    ("seed-conv", 40, PAPER_LOCALIZATION + SEED_CLASSIFIER),
     ("paper", 42, PAPER_LOCALIZATION + PAPER_CLASSIFIER),
     ("cnn", 40, SEED_CLASSIFIER),
     ("paper-cnn", 42, PAPER_CLASSIFIER),
