@@ -21,6 +21,18 @@ def test_variant_names_say_what_changed(screen):
             == "st-cnn-affine_rts_epochs10_learning_rate0.003")
 
 
+def test_default_run_variants_are_make_trains_config_with_the_changes(screen):
+    from stn.config import make_config
+
+    default = screen.DEFAULT_RUN
+    assert screen.variant_config(default, "seed", {}, "float32", {}) == make_config()
+    assert screen.variant_name(default, "seed", {"preset": "seed-conv"}) == "default_presetseed-conv"
+    changed = screen.variant_config(default, "seed", {"preset": "seed-conv",
+                                                      "alignment_weight": 1.0}, "float32", {})
+    assert changed == make_config("seed-conv", alignment_weight=1.0)
+    assert (changed.model.localization, changed.model.classifier) == ("conv", "seed")
+
+
 def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen, monkeypatch,
                                                                capsys):
     monkeypatch.setitem(screen.STUDIES, "tiny", [
