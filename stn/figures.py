@@ -5,6 +5,10 @@ pyplot, no window, works with any backend); save it with ``fig.savefig``.
 Figures plot arrays computed elsewhere: warps come from :mod:`stn.warps`,
 metrics and pose statistics from :mod:`stn.evaluation`, transformer
 outputs from the model; nothing is re-implemented here.
+
+Two figures have a module of their own, re-exported here:
+:func:`stn.pose_figure.pose_figure` (pose alignment) and
+:func:`stn.architecture_figure.architecture_figure` (the block diagram).
 """
 
 import numpy as np
@@ -12,7 +16,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from stn import evaluation, kinds, pose as stn_pose, protocols, warps
+from stn import evaluation, kinds, protocols, warps
+from stn.architecture_figure import architecture_figure
+from stn.pose_figure import pose_figure
 from stn.tiles import first_of_each_class
 
 _CELL = 1.35  # inches per image panel
@@ -263,190 +269,6 @@ def history_figure(history: list[dict]) -> Figure:
     acc_ax.set_title("Accuracy" if final is None else
                      f"Accuracy: final validation accuracy {100 * final:.2f}%")
     fig.tight_layout()
-    return fig
-
-
-_POSE_PANELS = (("rotation", "rotation (°)"), ("scale", "scale (×)"), ("shear", "shear (°)"),
-                ("tx", "shift x (px)"), ("ty", "shift y (px, down)"))
-
-
-def _limits(raw: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
-    """One range for both axes: all raw values and the central 98% of residuals."""
-    lo = min(raw.min(), np.percentile(residual, 1))
-    hi = max(raw.max(), np.percentile(residual, 99))
-    margin = 0.08 * (hi - lo) or 0.05 * max(1.0, abs(hi))
-    return lo - margin, hi + margin
-
-
-def _pose_panel(ax, raw, residual, stats: dict, name: str, label: str) -> None:
-    """Residual against warp value for one parameter, both axes on one scale."""
-    lo, hi = _limits(raw, residual)
-    ax.scatter(raw, residual, s=2, alpha=0.35, linewidths=0, rasterized=True, color="C0")
-    ax.plot([lo, hi], [lo, hi], "--", color="0.5", lw=1, label="residual = warp (no transformer)")
-    ax.axhline(stats["residual"]["median"], color="C3", lw=1, label="median residual")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ratio = "n/a" if stats["ratio"] is None else f"{stats['ratio']:.3f}"
-    title = (f"{name}: std {stats['raw']['std']:#.3g} (warp) → "
-             f"{stats['residual']['std']:#.3g} (residual)\nratio {ratio}")
-    off = int(np.sum((residual < lo) | (residual > hi)))
-    if off:
-        title += f", {off} point{'s' * (off > 1)} off the scale"
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(f"warp {label}")
-    ax.set_ylabel(f"residual {label}")
-
-
-def _shift_panel(ax, raw: dict, residual: dict, translation: dict) -> None:
-    """Digit centre in the input (grey) and in the transformer's output (blue)."""
-    ax.scatter(raw["tx"], raw["ty"], s=2, alpha=0.25, linewidths=0, color="0.55",
-               rasterized=True, label="warp (the input)")
-    ax.scatter(residual["tx"], residual["ty"], s=2, alpha=0.35, linewidths=0, color="C0",
-               rasterized=True, label="residual (the transformer's output)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.invert_yaxis()  # y down, as on screen
-    ax.set_xlabel("shift x (px)")
-    ax.set_ylabel("shift y (px, down)")
-    ax.set_title(f"digit centre, 2-D: rms distance from the mean\n"
-                 f"{translation['raw_rms']:#.3g} px (warp) → "
-                 f"{translation['residual_rms']:#.3g} px (residual)", fontsize=10)
-    ax.legend(fontsize=8, markerscale=4, loc="lower right")
-
-
-def pose_figure(pose, max_points: int = 4000) -> Figure:
-    """Residual pose against the warp's, per parameter: flat means canonicalised.
-
-    Args:
-      pose: a :class:`stn.pose.PoseAlignment` (``raw``, ``residual``,
-        ``valid``, ``stats``).
-      max_points: plot the first this-many valid examples (statistics use all).
-
-    Returns:
-      The figure: rotation, scale, shear, shift x and y, and the 2-D shift.
-    """
-    fig = Figure(figsize=(13, 8.2))
-    axes = fig.subplots(2, 3).ravel()
-    stats, shown = pose.stats, np.flatnonzero(pose.valid)[:max_points]
-    raw = {k: pose.raw[k][shown] for k, _ in _POSE_PANELS}
-    residual = {k: pose.residual[k][shown] for k, _ in _POSE_PANELS}
-    if stats["parameters"] is None:
-        fig.suptitle("Pose alignment: no finite residual to show")
-        return fig
-    # Residual rotations made contiguous around their median (no jump at +-180).
-    centre = stats["parameters"]["rotation"]["residual"]["median"]
-    residual["rotation"] = centre + stn_pose.wrap_degrees(residual["rotation"] - centre)
-    for ax, (name, label) in zip(axes, _POSE_PANELS):
-        _pose_panel(ax, raw[name], residual[name], stats["parameters"][name], name, label)
-    axes[0].legend(fontsize=7, loc="lower right", markerscale=4)
-    _shift_panel(axes[5], raw, residual, stats["translation"])
-    fig.suptitle(f"Pose alignment on {stats['n_valid']:,} test digits ({len(shown):,} "
-                 f"plotted; {stats['n_excluded']} excluded as singular/non-finite): the pose "
-                 "left in the classifier's input (residual)\nagainst the warp's. A flat "
-                 "cloud means the transformer puts every digit in the same pose; the "
-                 "diagonal is no transformer.", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-_BOX_COLOURS = {"InputLayer": "#eeeeee", "SpatialTransformer": "#fde0b8",
-                "Conv2D": "#cfe2f3", "Dense": "#d9ead3", "MaxPooling2D": "#e6dcef"}
-
-
-def _shape_text(layer) -> str:
-    try:
-        shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError):  # a layer never called on a tensor
-        return "?"
-    return "[" + ", ".join("B" if d is None else str(d) for d in shape) + "]"
-
-
-def _layout(model) -> tuple[list, list, int | None]:
-    """``(main, branch, transformer_row)``: ``(row, layer)`` pairs of the two columns.
-
-    A layer with a ``localization`` sublayer (the SpatialTransformer) gets the
-    localization's layers in the right column, in rows just above it.
-    """
-    main, branch, transformer_row, row = [], [], None, 0
-    for layer in model.layers:
-        localization = getattr(layer, "localization", None)
-        if localization is not None:
-            for sub in getattr(localization, "layers", [localization]):
-                branch.append((row, sub))
-                row += 1
-            transformer_row = row
-        main.append((row, layer))
-        row += 1
-    return main, branch, transformer_row
-
-
-def _box(ax, x: float, row: int, layer, note: str = ""):
-    """The layer's box (a Text with a bbox) centred at ``(x, row)``."""
-    kind = type(layer).__name__
-    policy = getattr(getattr(layer, "dtype_policy", None), "name", "float32")
-    if policy != "float32":  # mixed precision: say which layers
-        note += f" · {policy}"
-    text = (f"{layer.name}  ({kind})\noutput {_shape_text(layer)} · "
-            f"{layer.count_params():,} params{note}")
-    return ax.text(x, row, text, ha="center", va="center", fontsize=8, family="monospace",
-                   bbox={"boxstyle": "round,pad=0.4",
-                         "facecolor": _BOX_COLOURS.get(kind, "white"), "edgecolor": "0.4"})
-
-
-def _arrow(ax, start, end, label: str = "") -> None:
-    """Arrow from box ``start`` to box ``end`` (Text artists), clipped at their frames."""
-    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                arrowprops={"arrowstyle": "-|>", "color": "0.3", "shrinkA": 1, "shrinkB": 1,
-                            "patchA": start.get_bbox_patch(), "patchB": end.get_bbox_patch()})
-    if label:
-        ax.text((x0 + x1) / 2 + 0.01, (y0 + y1) / 2, label, fontsize=7, color="0.3",
-                ha="left", va="top")
-
-
-def architecture_figure(model) -> Figure:
-    """Block diagram drawn from the model itself: one box per layer.
-
-    Each box shows the layer's name, type, output shape and parameter count,
-    read from ``model.layers`` (and the transformer's ``localization``
-    sublayers, drawn as a branch), so the figure cannot drift from the code.
-
-    Args:
-      model: a built Keras functional model (``stn.model.build_model``).
-
-    Returns:
-      The figure (one axes); the total parameter count in the title.
-    """
-    main, branch, transformer_row = _layout(model)
-    rows = len(main) + len(branch)
-    fig = Figure(figsize=(10, 0.62 * rows + 1.2))
-    ax = fig.subplots()
-    left, right = (0.3, 0.76) if branch else (0.5, None)
-    # Boxes first: an arrow is clipped at the frames of boxes drawn before it.
-    boxes = {row: _box(ax, left, row, layer, " incl. localization" if row == transformer_row
-                       else "") for row, layer in main}
-    side = {row: _box(ax, right, row, layer) for row, layer in branch}
-    rows_main = [row for row, _ in main]
-    for a, b in zip(rows_main, rows_main[1:]):
-        _arrow(ax, boxes[a], boxes[b], "image" if b == transformer_row else "")
-    if branch:
-        rows_side = [row for row, _ in branch]
-        ax.text(right, rows_side[0] - 0.65, "localization network (inside the transformer)",
-                ha="center", fontsize=8, style="italic")
-        for a, b in zip(rows_side, rows_side[1:]):
-            _arrow(ax, side[a], side[b])
-        input_row = max(r for r in rows_main if r < transformer_row)
-        _arrow(ax, boxes[input_row], side[rows_side[0]])
-        transformer = dict(main)[transformer_row]
-        size = kinds.get_kind(transformer.kind).size
-        _arrow(ax, side[rows_side[-1]], boxes[transformer_row],
-               f"theta [B, {size}] ({transformer.kind})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(rows - 0.4, -1.0)
-    ax.axis("off")
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    fig.suptitle(f"{model.name}: {model.count_params():,} parameters "
-                 f"({trainable:,} trainable), drawn from model.layers", fontsize=11)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=0.01)
     return fig
 
 

@@ -25,8 +25,9 @@ NumPy (float64) or ``keras.ops`` alike.
 
 **Adding a kind**: write its grid function (``params [B, P] -> [B, h, w, 2]``,
 in the convention of :mod:`stn.sampler`) in ``keras.ops`` and in TF, and its
-NumPy point map (``params [n, P], points [n, m, 2] -> [n, m, 2]``), then add
-one :class:`Kind` to :data:`KINDS`. The layer, the model presets, training,
+NumPy point map (``params [n, P], points [n, m, 2] -> [n, m, 2]``) in
+:mod:`stn.kind_maps` (with the matrix kinds' 3x3 matrices), then add one
+:class:`Kind` to :data:`KINDS`. The layer, the model presets, training,
 evaluation (pose alignment through :func:`affine_fit`), the figures and the
 benchmarks pick it up from there.
 
@@ -43,6 +44,10 @@ import numpy as np
 from keras import ops
 
 from stn import sampler as S
+from stn.kind_maps import (
+    _affine_from_matrix, _affine_matrix, _affine_points, _attention_from_matrix,
+    _attention_matrix, _attention_points, _projective_from_matrix, _projective_matrix,
+    _projective_points, _tps_points)
 
 
 def _tf(name: str) -> Callable:
@@ -87,76 +92,6 @@ class Kind:
     matrix: Callable | None = None
     from_matrix: Callable | None = None
     description: str = ""
-
-
-def _per_example(params, points, size: int):
-    """``params`` as float64 ``[n, size]`` and ``points`` broadcast to ``[n, m, 2]``."""
-    params = np.asarray(params, np.float64).reshape(-1, size)
-    points = np.asarray(points, np.float64)
-    if points.ndim == 2:
-        points = points[None]
-    return params, np.broadcast_to(points, (len(params), *points.shape[-2:]))
-
-
-def _affine_points(params, points) -> np.ndarray:
-    params, points = _per_example(params, points, 6)
-    matrices = params.reshape(-1, 2, 3)
-    return np.einsum("nmk,njk->nmj", points, matrices[:, :, :2]) + matrices[:, None, :, 2]
-
-
-def _projective_points(params, points) -> np.ndarray:
-    params, points = _per_example(params, points, 8)
-    matrices = np.concatenate([params, np.ones((len(params), 1))], axis=1).reshape(-1, 3, 3)
-    homogeneous = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1)
-    mapped = np.einsum("nmk,njk->nmj", homogeneous, matrices)  # (n, m, 3)
-    d = mapped[..., 2:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Undefined at the homography's horizon (the TF grid reads zeros there).
-        return np.where(np.abs(d) >= S.MIN_DENOMINATOR, mapped[..., :2] / d, np.nan)
-
-
-def _attention_points(params, points) -> np.ndarray:
-    params, points = _per_example(params, points, 3)
-    return _affine_points(S.attention_to_affine(params, np), points)
-
-
-def _tps_points(n: int) -> Callable:
-    """The NumPy map of the TPS through ``n x n`` control points."""
-    def points_(params, points) -> np.ndarray:
-        params, points = _per_example(params, points, 2 * n * n)
-        control = params.reshape(len(params), -1, 2)  # (n, k, 2)
-        basis = S.tps_matrix(points.reshape(-1, 2), n).reshape(*points.shape[:2], -1)  # (n, m, k)
-        return np.einsum("nmk,nkc->nmc", basis, control)
-    return points_
-
-
-# Homogeneous 3x3 matrices of the matrix kinds, in NumPy or keras.ops (``xp``).
-
-def _affine_matrix(params, xp):
-    rows = xp.reshape(params, (-1, 2, 3))
-    bottom = xp.concatenate([xp.zeros_like(rows[:, :1, :2]), xp.ones_like(rows[:, :1, :1])], axis=2)
-    return xp.concatenate([rows, bottom], axis=1)
-
-
-def _affine_from_matrix(matrix, xp):
-    return xp.reshape(matrix[:, :2, :], (-1, 6))
-
-
-def _projective_matrix(params, xp):
-    params = xp.reshape(params, (-1, 8))
-    return xp.reshape(xp.concatenate([params, xp.ones_like(params[:, :1])], axis=1), (-1, 3, 3))
-
-
-def _projective_from_matrix(matrix, xp):
-    return xp.reshape(matrix / matrix[:, 2:, 2:], (-1, 9))[:, :8]
-
-
-def _attention_matrix(params, xp):
-    return _affine_matrix(S.attention_to_affine(xp.reshape(params, (-1, 3)), xp), xp)
-
-
-def _attention_from_matrix(matrix, xp):
-    return xp.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], axis=1)
 
 
 def tps_kind(n: int, name: str | None = None) -> Kind:
