@@ -411,11 +411,18 @@ def test_severity_families_keep_their_ground_truth_in_the_splits(name):
 # --- apply --------------------------------------------------------------------------
 
 def assert_same_warp(actual, expected, kind):
-    """Bit-identical for affine warps; projective and TPS grids round with the batch shape."""
+    """Bit-identical for affine warps; projective and TPS grids round with the batch shape.
+
+    The TPS grid is a ``[h w, 16]`` matrix product whose float32 rounding
+    depends on the batch and on the kernel TensorFlow picks (which can vary
+    with what ran before in the process); with control points moved by 3-4
+    px (``e-s3``, ``e-s4``) one rounding of the grid moves a pixel's value by
+    up to about 1.2e-5, hence 5e-5 there.
+    """
     if kind == "affine":
         np.testing.assert_array_equal(actual, expected)
     else:
-        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=5e-5 if kind == "tps" else 1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)
