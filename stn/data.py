@@ -41,12 +41,12 @@ import numpy as np
 import tensorflow as tf
 
 from stn import protocols
+from stn.mnist import NUM_CLASSES  # noqa: F401  (re-exported: stn.data.NUM_CLASSES)
 
 MNIST_SIZE = 28
 """Side of an MNIST digit in pixels."""
 IMAGE_SIZE = 40
 """Side of the padded canvas of the default protocols (6 px a side)."""
-NUM_CLASSES = 10
 VALIDATION_SIZE = 5000
 """The first this-many training images are the validation split."""
 SPLITS = ("train", "validation", "test")

@@ -26,6 +26,7 @@ import zipfile
 
 import numpy as np
 
+NUM_CLASSES = 10  # the digits 0-9
 DATA_DIR_ENV = "STN_DATA_DIR"  # overrides the cache folder
 FALLBACK_CACHE_DIR = os.path.join("~", ".keras", "datasets")  # where Keras keeps MNIST
 CACHE_NAME = "mnist.npz"

@@ -17,7 +17,7 @@ import numpy as np
 
 from stn.backends import require_tensorflow
 from stn.config import ModelConfig, model_config
-from stn.data import NUM_CLASSES
+from stn.mnist import NUM_CLASSES
 from stn.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
                         fc_localization)
 

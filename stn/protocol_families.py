@@ -19,7 +19,7 @@ convention, the table of protocols and our readings of the paper's P and E.
   about the centre, its :data:`CORNERS` moved by Gaussian noise; the
   ground truth is the :func:`homography` through the 4 point pairs.
 * :class:`ElasticProtocol` (the paper's E): a thin-plate spline through the
-  control points of :func:`stn.transform.tps_targets` moved by Gaussian
+  control points of :func:`stn.sampler.tps_targets` moved by Gaussian
   noise, optionally after a scale.
 """
 
@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from stn import transform, warps
+from stn import sampler, warps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,14 +238,14 @@ class ElasticProtocol(Protocol):
     kind: ClassVar[str] = "tps"
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """float64 ``[n, 32]``: (the 4 x 4 grid :func:`stn.transform.tps_targets` + noise) / s.
+        """float64 ``[n, 32]``: (the 4 x 4 grid :func:`stn.sampler.tps_targets` + noise) / s.
 
         The output control point ``t_k`` reads the scaled digit at ``t_k +
         noise_k``, which shows the digit at ``(t_k + noise_k) / s``. Draws the
         ``[n, 16, 2]`` noise, then ``s`` (so ``e``'s warps, with ``s = 1``, are
         those of before ``scale`` existed).
         """
-        targets = transform.tps_targets()  # (16, 2)
+        targets = sampler.tps_targets()  # (16, 2)
         noise = rng.normal(0.0, self.control_std * self.px, size=(n, *targets.shape))
         s = rng.uniform(*self.scale, size=n)
         return ((targets + noise) / s[:, None, None]).reshape(n, -1)

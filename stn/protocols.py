@@ -113,7 +113,6 @@ up from there.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from stn import kinds
 from stn.protocol_families import (  # noqa: F401  (re-exported: the protocol classes)
@@ -247,6 +246,8 @@ def apply(protocol: "str | Protocol", canonical, params, chunk_size: int = 1024)
     if tuple(canonical.shape[1:3]) != (protocol.canvas, protocol.canvas):
         raise ValueError(f"images are {canonical.shape[1]}x{canonical.shape[2]} px but the "
                          f"{protocol.name!r} canvas is {protocol.canvas} px")
+    import tensorflow as tf  # here: the registry itself is NumPy (stn.config on any backend)
+
     if tf.is_tensor(canonical):
         params = tf.reshape(tf.cast(params, canonical.dtype), [-1, size])
         return kinds.warp_xla(canonical, params, protocol.kind)

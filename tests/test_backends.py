@@ -158,6 +158,7 @@ def worker(out: Path, tf_file: Path) -> None:
         forward[kind] = keras.ops.convert_to_numpy(result)
     np.savez(out / "forward.npz", **forward)
     import stn.layers  # noqa: F401
+    import stn.model  # noqa: F401  (the builders, and stn.config with the protocol registry)
     (out / "imports.json").write_text(json.dumps({"tensorflow": "tensorflow" in sys.modules}))
     errors = {kind: _gradient_errors(kind) for kind in KINDS}
     (out / "gradients.json").write_text(json.dumps(errors))
