@@ -68,10 +68,18 @@ RTS_TRANSFORMER_OUTPUT = 28
 
 def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",
                 precision: str = "float32", reading: str = "calibrated", **fields):
-    """The cell's Config: the model preset on the column's protocol, trained by ``recipe``."""
-    from stn.config import make_config, model_config
+    """The cell's Config: the model preset on the column's protocol, trained by ``recipe``.
 
-    overrides = {"dtype": precision}
+    ``fields`` are Config fields, or ModelConfig fields (``classifier_dropout``,
+    ...) that replace the preset's.
+    """
+    import dataclasses
+
+    from stn.config import ModelConfig, make_config, model_config
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    overrides = {"dtype": precision, **{k: v for k, v in fields.items() if k in model_fields}}
+    fields = {k: v for k, v in fields.items() if k not in model_fields}
     if protocol == "RTS" and model_config(MODELS[model]).transformer:
         overrides["transformer_output_size"] = RTS_TRANSFORMER_OUTPUT
     return make_config(MODELS[model], READINGS[reading][protocol], overrides, recipe=recipe,

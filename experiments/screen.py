@@ -79,6 +79,14 @@ STUDIES = {
         *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "alignment_terms": t})
           for t in ("consistency", "angle")],
     ],
+    # The classifier's regularization (issue 26: the paper's CNN overfits
+    # undistorted digits, floor 0.58%): dropout before the logits, with and
+    # without the alignment term, against the 15-epoch rows of "alignment".
+    "alignment-dropout": [
+        *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "classifier_dropout": r})
+          for r in (0.5, 0.3)],
+        ("ST-CNN Aff", "R", {"epochs": 15, "classifier_dropout": 0.5}),
+    ],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.

@@ -74,6 +74,9 @@ class ModelConfig:
     conv_filters: tuple[int, ...] = (16, 16)
     conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
     dense_units: int = 1024
+    # Dropout rate on the classifier's last hidden layer, before the logits
+    # (0: none, no layer; issue 26: the classifier overfits aligned digits).
+    classifier_dropout: float = 0.0
     # Keras dtype policy of the classifier ("float32", "mixed_bfloat16" or
     # "mixed_float16").
     # The transformer and the logits always run in float32.
@@ -89,6 +92,8 @@ class ModelConfig:
         _check_positive("input_size", self.input_size)
         _check_positive("conv_strides", self.conv_strides)
         _check_positive("dense_units", self.dense_units)
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
         if not 0.0 <= self.localization_dropout < 1.0:
             raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
         if len(self.conv_filters) != 2:

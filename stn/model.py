@@ -47,6 +47,8 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
         fast_input_gradient = config.transformer
     classifier = _CLASSIFIERS[config.classifier]
     x = classifier(x, config, keras.DTypePolicy(config.dtype), _first_conv(fast_input_gradient))
+    if config.classifier_dropout:
+        x = keras.layers.Dropout(config.classifier_dropout, name="classifier_dropout")(x)
     logits = keras.layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"stn_{config.preset}")
 

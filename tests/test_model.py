@@ -64,6 +64,18 @@ def test_table1_presets_per_kind(kind):
     _check_preset("paper-fcn", 28, FCN_28)
 
 
+def test_classifier_dropout_is_one_layer_before_the_logits_and_checked():
+    plain = build_model("st-cnn-affine", input_size=28)
+    dropped = build_model("st-cnn-affine", input_size=28, classifier_dropout=0.5)
+    assert dropped.count_params() == plain.count_params()
+    names = [layer.name for layer in dropped.layers]
+    assert names[-2:] == ["classifier_dropout", "logits"] and "classifier_dropout" not in [
+        layer.name for layer in plain.layers]
+    assert dropped.get_layer("classifier_dropout").rate == 0.5
+    with pytest.raises(ValueError, match="classifier_dropout"):
+        build_model("paper-cnn", classifier_dropout=1.0)
+
+
 def _check_preset(preset, size, params):
     model = build_model(preset, input_size=size)
     assert model.count_params() == params

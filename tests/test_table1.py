@@ -37,6 +37,12 @@ def test_the_grid_is_the_papers():
     assert grid.cell_config("FCN", "E", reading="literal").protocol == "e"
 
 
+def test_model_fields_of_a_cell_replace_the_presets():
+    config = grid.cell_config("ST-CNN Aff", "R", classifier_dropout=0.3, epochs=15)
+    assert (config.model.classifier_dropout, config.epochs) == (0.3, 15)
+    assert grid.cell_config("ST-CNN Aff", "R").model.classifier_dropout == 0.0
+
+
 def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas():
     st = grid.cell_config("ST-CNN Aff", "RTS").model
     assert (st.input_size, st.transformer_output_size) == (42, 28)
