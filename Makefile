@@ -24,8 +24,10 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) evaluate.py --run-dir $(RUN) --images images
 
+# Two worker processes (pytest-xdist): the suite's imports, tracing and subprocess
+# start-ups overlap on a 2-core machine; `pytest` alone runs it in one process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The benchmark's PyTorch peer (the `bench` extra), so its column is never
 # silently missing; installed once, again only when its pin changes.
