@@ -285,8 +285,9 @@ def main(argv=None) -> int:
             run_cell(m, p, s, config_of(m, p, s), runs_dir, results_dir / "table1",
                      args.mnist, reading=reading)
             write_table(records(), results_dir, reading)
-    write_table(records(), results_dir, reading)
-    print(markdown(records(), tuple(READINGS[reading])))
+    final = records()
+    write_table(final, results_dir, reading)
+    print(markdown(final, tuple(READINGS[reading])))
     if args.figures:
         write_figures(runs_dir, Path(args.figures), args.mnist, reading)
     return 0

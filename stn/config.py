@@ -38,6 +38,8 @@ DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 """Keras dtype policies of the classifier (``ModelConfig.dtype``)."""
 PRECISIONS = ("auto", *DTYPES)
 """``--precision`` choices: a policy, or "auto" (stn.precision.resolve_precision)."""
+ALIGNMENT_TERMS = ("both", "consistency", "angle")
+"""``--alignment-terms`` choices: both parts of stn.alignment's term, or one (the ablation)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +200,7 @@ class Config:
         45.0, "the alignment term's rotations are drawn uniformly in +-D degrees", metavar="D")
     alignment_terms: str = _setting(
         "both", "which parts of the alignment term are on (an ablation): the consistency "
-        "gap and the mean-angle pull, or one of them", choices=("both", "consistency", "angle"))
+        "gap and the mean-angle pull, or one of them", choices=ALIGNMENT_TERMS)
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -245,7 +247,7 @@ class Config:
         if not 0.0 < self.alignment_degrees <= 180.0:
             raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
                               f"{self.alignment_degrees}")
-        _check_choice("alignment_terms", self.alignment_terms, ("both", "consistency", "angle"))
+        _check_choice("alignment_terms", self.alignment_terms, ALIGNMENT_TERMS)
         if self.alignment_weight and not self.model.transformer:
             raise ConfigError("alignment_weight", f"needs a model with a transformer; "
                               f"{self.model.preset!r} has none")
