@@ -92,6 +92,7 @@ STUDIES = {
     # (preset seed-conv), and the conv net alone.
     "upright-default": [
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 1.0}),
+        (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 3.0}),
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
