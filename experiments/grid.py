@@ -73,13 +73,9 @@ def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1"
     ``fields`` are Config fields, or ModelConfig fields (``classifier_dropout``,
     ...) that replace the preset's.
     """
-    import dataclasses
+    from stn.config import make_config, model_config
 
-    from stn.config import ModelConfig, make_config, model_config
-
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    overrides = {"dtype": precision, **{k: v for k, v in fields.items() if k in model_fields}}
-    fields = {k: v for k, v in fields.items() if k not in model_fields}
+    overrides = {"dtype": precision}
     if protocol == "RTS" and model_config(MODELS[model]).transformer:
         overrides["transformer_output_size"] = RTS_TRANSFORMER_OUTPUT
     return make_config(MODELS[model], READINGS[reading][protocol], overrides, recipe=recipe,

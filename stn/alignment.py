@@ -23,6 +23,11 @@ rotation free (every map turned by the same angle still satisfies it);
 to zero, which on a rotation distribution symmetric about upright (R, RTS)
 puts the common pose upright. Neither term reads the warps the data were
 made with: training sees images and labels only.
+
+The gap is measured in the input's normalized units, so a transformer that
+zooms in (a smaller map) lowers it without aligning anything: with
+``scale_free`` the penalty divides each gap by the two maps' size relative
+to the identity's (:func:`relative_size`), which no zoom changes.
 """
 
 import dataclasses
@@ -34,6 +39,8 @@ from stn import kinds
 
 POINTS = 5
 """The maps are compared at a ``POINTS x POINTS`` grid of output pixel centres."""
+MIN_SIZE = 1e-2
+"""Floor of :func:`relative_size` in the scale-free penalty (a map shrunk to a point)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +54,29 @@ class Alignment:
       terms: ``"both"``, or only ``"consistency"`` or ``"angle"`` (the
         mean-angle pull) in the loss, for the ablation; the consistency gap
         is measured (and logged) either way.
+      scale_free: divide each gap by its maps' :func:`relative_size` (squared)
+        in the loss, so that zooming in does not lower it.
     """
     weight: float
     degrees: float = 45.0
     terms: str = "both"
+    scale_free: bool = False
 
-    def penalty(self, gaps: tf.Tensor, angle: tf.Tensor, size, replicas) -> tf.Tensor:
-        """The weighted loss term of one replica: ``gaps [b]`` summed over ``size``, ``angle^2``."""
+    def penalty(self, gaps: tf.Tensor, sizes: tf.Tensor, angle: tf.Tensor, size,
+                replicas) -> tf.Tensor:
+        """The weighted loss term of one replica.
+
+        Args:
+          gaps: ``[b]`` per-example consistency gaps (:func:`consistency`).
+          sizes: ``[b]`` the maps' :func:`relative_size`, used if ``scale_free``.
+          angle: the batch's mean angle (:func:`mean_angle`), radians.
+          size: the global batch size (the gaps' sum is divided by it).
+          replicas: replicas in sync (each adds its share of ``angle^2``).
+        """
         total = 0.0
         if self.terms in ("both", "consistency"):
+            if self.scale_free:
+                gaps = gaps / tf.maximum(sizes, MIN_SIZE)
             total += tf.reduce_sum(gaps) / size
         if self.terms in ("both", "angle"):
             total += tf.square(angle) / replicas
@@ -105,6 +126,27 @@ def _gap(points: tf.Tensor, rotated_points: tf.Tensor, angles: tf.Tensor) -> tf.
     return tf.reduce_mean(tf.reduce_sum(tf.square(rotated_points - want), -1), axis=-1)
 
 
+def relative_size(points: tf.Tensor, rotated_points: tf.Tensor, kind: str) -> tf.Tensor:
+    """``[B]``: the two maps' mean squared spread about their centroids, the identity's = 1.
+
+    Args:
+      points, rotated_points: ``[B, m, 2]``, the maps of ``x`` and ``x_g``
+        at the comparison grid (:func:`map_points`).
+      kind: the transformer kind (its identity sets the unit).
+
+    A map zoomed in by ``s`` (all its points ``s`` times closer together)
+    has size ``s^2``, as has its consistency gap: their ratio is scale-free.
+    """
+    ref = map_points(tf.constant(kinds.identity(kind, 1), points.dtype), kind)
+    return (_spread(points) + _spread(rotated_points)) / (2.0 * _spread(ref))
+
+
+def _spread(points: tf.Tensor) -> tf.Tensor:
+    """``[B]``: mean squared distance of ``points [B, m, 2]`` from their centroid."""
+    centred = points - tf.reduce_mean(points, axis=1, keepdims=True)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(centred), -1), axis=-1)
+
+
 def mean_angle(params: tf.Tensor, kind: str) -> tf.Tensor:
     """The batch's mean rotation (radians) of the maps ``params [B, P]`` (least squares)."""
     return _mean_angle(map_points(params, kind), kind)
@@ -127,7 +169,7 @@ def draw_angles(n, degrees: float, seed: tf.Tensor) -> tf.Tensor:
 
 
 def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
-    """The per-example consistency ``[B]`` and the batch's mean angle, for a transformer layer.
+    """The per-example consistency and size ``[B]``, and the batch's mean angle, for a layer.
 
     Args:
       layer: a :class:`stn.layers.SpatialTransformer` whose input is ``images``.
@@ -136,7 +178,7 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
       training: passed to the localization net (dropout).
 
     Returns:
-      ``(consistency [B], mean_angle [])``, float32.
+      ``(consistency [B], relative_size [B], mean_angle [])``, float32.
     """
     size = kinds.get_kind(layer.kind).size
     rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles)))
@@ -150,4 +192,5 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
     # The grid of x's map serves both terms: computed once per step.
     points = map_points(predict(images), layer.kind)
     rotated_points = map_points(predict(rotated), layer.kind)
-    return _gap(points, rotated_points, angles), _mean_angle(points, layer.kind)
+    return (_gap(points, rotated_points, angles), relative_size(points, rotated_points, layer.kind),
+            _mean_angle(points, layer.kind))

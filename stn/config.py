@@ -201,6 +201,9 @@ class Config:
     alignment_terms: str = _setting(
         "both", "which parts of the alignment term are on (an ablation): the consistency "
         "gap and the mean-angle pull, or one of them", choices=ALIGNMENT_TERMS)
+    alignment_scale_free: bool = _setting(
+        False, "divide the alignment term's consistency gap by the maps' size, so that a "
+        "transformer cannot lower it by zooming in")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -303,14 +306,19 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
       protocol: warp protocol name (stn.protocols.PROTOCOLS).
       model_overrides: ModelConfig fields to replace.
       recipe: training recipe name (RECIPES); ``fields`` override its values.
-      **fields: other Config fields (epochs, batch_size, ...).
+      **fields: other Config fields (epochs, batch_size, ...), or ModelConfig
+        fields (``classifier_dropout``, ...), which join ``model_overrides``.
     """
     _check_choice("recipe", recipe, tuple(RECIPES))
     settings = {name: getattr(RECIPES[recipe], name) for name in SETTINGS
                 if getattr(RECIPES[recipe], name) is not None}  # None: Config's default
-    fields = {**settings, **fields, "recipe": recipe}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_overrides = {**(model_overrides or {}),
+                       **{k: v for k, v in fields.items() if k in model_fields}}
+    fields = {**settings, **{k: v for k, v in fields.items() if k not in model_fields},
+              "recipe": recipe}
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
-    overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **(model_overrides or {})}
+    overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **model_overrides}
     return Config(model=model_config(preset, **overrides), protocol=protocol, **fields)
 
 

@@ -76,7 +76,8 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.monitor).
     watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
     alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
-                                 config.alignment_terms) if config.alignment_weight else None)
+                                 config.alignment_terms, config.alignment_scale_free)
+                 if config.alignment_weight else None)
     steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                   label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
     if verbose:
@@ -192,9 +193,9 @@ class Steps:
         seed = tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(self.optimizer.iterations, tf.int64)])
         angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
-        gaps, angle = align.terms(self.transformer, images, angles)
+        gaps, sizes, angle = align.terms(self.transformer, images, angles)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return gaps, self.alignment.penalty(gaps, angle, size, replicas)
+        return gaps, self.alignment.penalty(gaps, sizes, angle, size, replicas)
 
     def _train_step(self, images, labels):
         sums = self.strategy.run(self._replica_train, (images, labels))

@@ -104,9 +104,35 @@ def test_training_never_reads_the_warps_shuffling_them_changes_nothing():
     assert first == second
 
 
+def test_the_scale_free_gap_does_not_reward_zooming_in():
+    rng = np.random.default_rng(3)
+    params = _random_affine(8, rng)
+    angles = rng.uniform(-1.0, 1.0, 8).astype(np.float32)
+    other = _random_affine(8, rng)  # an inconsistent map of the rotated images
+    ident = align.map_points(tf.constant(kinds.identity("affine", 1)), "affine")
+    np.testing.assert_allclose(align.relative_size(ident, ident, "affine"), [1.0], rtol=1e-6)
+    term, plain = align.Alignment(1.0, scale_free=True), align.Alignment(1.0)
+    for zoom in (1.0, 0.5):  # both maps zoomed in about the centre by a factor 2
+        scaled = [p.reshape(-1, 2, 3) * [[zoom], [zoom]] for p in (params, other)]
+        points = [align.map_points(tf.constant(p.reshape(-1, 6), tf.float32), "affine")
+                  for p in scaled]
+        gaps = align._gap(*points, tf.constant(angles))
+        sizes = align.relative_size(*points, "affine")
+        penalty = float(term.penalty(gaps, sizes, tf.constant(0.0), 8.0, 1))
+        unnormalized = float(plain.penalty(gaps, sizes, tf.constant(0.0), 8.0, 1))
+        if zoom == 1.0:
+            reference, reference_plain = penalty, unnormalized
+    np.testing.assert_allclose(penalty, reference, rtol=1e-5)  # the same gap, scale-free
+    np.testing.assert_allclose(unnormalized, reference_plain / 4.0, rtol=1e-5)  # else / zoom^2
+    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_scale_free=True)
+    assert config.alignment_scale_free
+
+
 def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
     gaps, angle = tf.constant([0.5, 1.5]), tf.constant(0.2)
-    penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(gaps, angle, 4.0, 1))
+    sizes = tf.ones(2)
+    penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(gaps, sizes, angle,
+                                                                        4.0, 1))
                  for terms in ("both", "consistency", "angle")}
     np.testing.assert_allclose([penalties["consistency"], penalties["angle"], penalties["both"]],
                                [2.0 * 2.0 / 4.0, 2.0 * 0.04, 2.0 * (0.5 + 0.04)], rtol=1e-6)

@@ -74,6 +74,10 @@ def test_classifier_dropout_is_one_layer_before_the_logits_and_checked():
     assert dropped.get_layer("classifier_dropout").rate == 0.5
     with pytest.raises(ValueError, match="classifier_dropout"):
         build_model("paper-cnn", classifier_dropout=1.0)
+    # make_config routes a model field given with the training settings to the model.
+    config = C.make_config("seed-conv", "seed", classifier_dropout=0.3, alignment_weight=1.0)
+    assert (config.model.classifier_dropout, config.model.localization) == (0.3, "conv")
+    assert config.alignment_weight == 1.0 and config.recipe == "default"
 
 
 def _check_preset(preset, size, params):
