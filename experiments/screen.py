@@ -105,6 +105,7 @@ STUDIES = {
     "upright-default": [
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 3.0}),
+        (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0}),
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
