@@ -33,6 +33,11 @@ Two ways to order that sum (:func:`input_gradient`):
 - ``"toeplitz"``: one product of each row of ``g`` (``Q, f``) with a Toeplitz
   matrix of ``W`` finishes the columns at once, then the rows are added as
   above. More arithmetic (``W`` zeros included) in one well-shaped product.
+- ``"shift"``: the gemm's patches, then the overlap-add as ``K_h K_w``
+  shifted copies added up, the whole compiled as one XLA cluster, which
+  fuses the additions into a single pass over the patches (no 0/1
+  products, no transposes). Fastest in float32; XLA's CPU arithmetic in
+  bfloat16 is slow, so there the two above are used.
 
 The arithmetic is TensorFlow's sum in another order: equal to rounding
 (tests/test_conv.py).
@@ -41,7 +46,7 @@ The arithmetic is TensorFlow's sum in another order: equal to rounding
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("gemm", "toeplitz")
+METHODS = ("gemm", "toeplitz", "shift")
 """The two formulations of :func:`input_gradient` (see the module docstring)."""
 
 
@@ -113,18 +118,51 @@ def _toeplitz(g, kernel, size, pads):
     return tf.transpose(dx, [0, 3, 1, 2])
 
 
+def _shift(g, kernel, size, pads):
+    """The gemm's patches, then the overlap-add as shifted copies, in one XLA cluster."""
+    return _shift_xla(g, kernel, tuple(size), tuple(pads))
+
+
+def _shifted_overlap_add(g, kernel, size, pads):
+    k_h, k_w, channels, filters = kernel.shape
+    _, h_g, w_g, _ = g.shape
+    w2 = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [filters, -1])  # F, (u v c)
+    patches = tf.reshape(tf.matmul(tf.reshape(g, [-1, filters]), w2),
+                         [-1, h_g, w_g, k_h, k_w, channels])
+    rows = []
+    for u in range(k_h):  # patch (P, Q, u, v) lands on pixel (P + u, Q + v) of the full map
+        row = tf.add_n([tf.pad(patches[:, :, :, u, v, :], [[0, 0], [0, 0], [v, k_w - 1 - v],
+                                                            [0, 0]]) for v in range(k_w)])
+        rows.append(tf.pad(row, [[0, 0], [u, k_h - 1 - u], [0, 0], [0, 0]]))
+    full = tf.add_n(rows)  # B, Hg + K_h - 1, Wg + K_w - 1, C: pixel (i, j) at (i + p_t, j + p_l)
+    beyond = [max(p + n - m, 0) for p, n, m in zip(pads, size, full.shape[1:3])]
+    full = tf.pad(full, [[0, 0], [0, beyond[0]], [0, beyond[1]], [0, 0]])
+    return full[:, pads[0]:pads[0] + size[0], pads[1]:pads[1] + size[1], :]
+
+
+_shift_xla = tf.function(_shifted_overlap_add, jit_compile=True)
+
+
 def multiply_adds(method: str, dy_shape, kernel_shape, size, stride: int = 1) -> float:
     """Multiply-adds per image of one formulation (its matrix products)."""
     k_h, k_w, channels, filters = kernel_shape
     h_g, w_g = dy_shape[1] * stride, dy_shape[2] * stride
     rows = channels * size[1] * h_g * k_h * size[0]
+    if method == "shift":  # the patches; the overlap-add is additions only
+        return h_g * w_g * filters * k_h * k_w * channels
     if method == "gemm":
         return h_g * w_g * filters * k_h * k_w * channels + h_g * k_h * channels * w_g * k_w * size[1] + rows
     return h_g * w_g * filters * k_h * size[1] * channels + rows
 
 
 def choose_method(dy_shape, kernel_shape, size, stride: int = 1, dtype="float32") -> str:
-    """The faster formulation for this layer: ``"gemm"`` or ``"toeplitz"``.
+    """The faster formulation for this layer: ``"shift"``, ``"gemm"`` or ``"toeplitz"``.
+
+    In float32 (and float64) the shift form: measured against the gemm on
+    the paper's 9x9 layer and the seed model's 3x3 one (bench 7 in
+    results/bench.txt, first layer alone), it does the gemm's product and
+    then only additions, fused by XLA. In bfloat16, XLA's CPU arithmetic
+    is slow, and the choice is between the other two:
 
     The Toeplitz form does more arithmetic (the kernel's zeros included) in
     one well-shaped matrix product; the gemm form does the least but writes
@@ -137,7 +175,7 @@ def choose_method(dy_shape, kernel_shape, size, stride: int = 1, dtype="float32"
     3x3 layer, where the two are equal).
     """
     if str(getattr(dtype, "name", dtype)) in ("float32", "float64"):
-        return "gemm"
+        return "shift"
     ratio = (multiply_adds("toeplitz", dy_shape, kernel_shape, size, stride)
              / multiply_adds("gemm", dy_shape, kernel_shape, size, stride))
     return "toeplitz" if ratio <= 3.0 else "gemm"
@@ -165,7 +203,8 @@ def input_gradient(dy: tf.Tensor, kernel: tf.Tensor, input_size: tuple[int, int]
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS} or 'auto'")
     g = _dilate(dy, stride)
-    return (_gemm if method == "gemm" else _toeplitz)(g, kernel, tuple(input_size), pads)
+    formulation = {"gemm": _gemm, "toeplitz": _toeplitz, "shift": _shift}[method]
+    return formulation(g, kernel, tuple(input_size), pads)
 
 
 def conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1, padding: str = "VALID",
