@@ -92,14 +92,23 @@ def row(model: str, method: str, protocol: str, seed: int, kept: Path) -> dict:
     parameters = (results.get("pose") or {}).get("parameters") or {}
     rotation = (parameters.get("rotation") or {}).get("ratio")
     shifts = [parameters[k]["residual"]["std"] for k in ("tx", "ty") if k in parameters]
-    try:
-        run = str(kept.resolve().relative_to(ROOT))
-    except ValueError:
-        run = str(kept)
+    # Relative to the checkout, without resolving links: a frozen worktree
+    # whose results/ links to the main one still writes "results/...".
+    run = (kept.relative_to(ROOT) if kept.is_absolute() and kept.is_relative_to(ROOT)
+           else kept).as_posix()
     return {"model": model, "method": method, "protocol": protocol, "seed": seed,
             "error_percent": round(results["error_percent"], 2),
             "rotation_ratio": None if rotation is None else round(rotation, 3),
             "shift_std_px": round(max(shifts), 2) if shifts else None, "run": run}
+
+
+def default_row(kept: Path) -> dict:
+    """The row of a default run (``make train``; ``train.py --seed N``) from its record."""
+    from stn import runs
+
+    config = runs.read_config(kept)
+    method = METHOD_NAME if config.alignment_weight else "paper"
+    return row(f"{config.model.preset} (default run)", method, "seed", config.seed, kept)
 
 
 def collect(results_dir: Path, precision: str) -> list[dict]:
@@ -110,9 +119,10 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
             kept = ROOT / "results" / "table1" / grid.run_name("ST-CNN Aff", protocol, seed)
             if (kept / "results.json").exists():
                 rows.append(row("ST-CNN Aff", "paper", protocol, seed, kept))
-    default = ROOT / "results" / "seed_seed"
-    if (default / "results.json").exists():
-        rows.append(row("seed (default run)", "paper", "seed", 0, default))
+    for seed in SEEDS:  # make train's run: seed 0, then `train.py --seed 1` ...
+        default = ROOT / "results" / ("seed_seed" + (f"_s{seed}" if seed else ""))
+        if (default / "results.json").exists():
+            rows.append(default_row(default))
     for group, members in units().items():
         if group == "paper":  # retrained for the figures; Table 1's records are above
             continue
