@@ -24,12 +24,12 @@ OTHER_FLAGS = ("seed", "max_train_examples")
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a value Config refuses is an argparse error (exit 2) here."""
     from stn import cli
-    from stn.config import MODEL_PRESETS, PRECISIONS, RECIPES, SETTINGS
+    from stn.config import DEFAULT_PRESET, MODEL_PRESETS, PRECISIONS, RECIPES, SETTINGS
     from stn.protocols import PROTOCOLS
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="seed", choices=list(MODEL_PRESETS),
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(MODEL_PRESETS),
                    help="model preset (default: %(default)s)")
     p.add_argument("--protocol", default="seed", choices=list(PROTOCOLS),
                    help="warp protocol of the data (default: %(default)s)")

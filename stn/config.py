@@ -133,6 +133,10 @@ MODEL_PRESETS = {
 }
 
 
+DEFAULT_PRESET = "seed"
+"""The model of ``make train`` (``train.py`` with no ``--preset``)."""
+
+
 def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
     """The named preset with some fields replaced."""
     _check_choice("preset", preset, tuple(MODEL_PRESETS))

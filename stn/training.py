@@ -75,11 +75,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
     # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.monitor).
     watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
-    alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
-                                 config.alignment_terms, config.alignment_scale_free)
-                 if config.alignment_weight else None)
-    steps = Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
-                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
+    steps = make_steps(config, model, optimizer, strategy)
     if verbose:
         print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
               f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
@@ -87,7 +83,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
 
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        train = _train_epoch(steps, data.train, config, epoch, verbose)
+        train = train_epoch(steps, data.train, config, epoch, verbose)
         val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
         history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
@@ -125,6 +121,15 @@ def _strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
+    """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
+    alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
+                                 config.alignment_terms, config.alignment_scale_free)
+                 if config.alignment_weight else None)
+    return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
+                 label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
 
 
 class Steps:
@@ -253,7 +258,7 @@ def _sums(losses, logits, labels):
             tf.cast(tf.size(labels), tf.float32))
 
 
-def _train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
+def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """One epoch of training; returns its history fields (mean loss, accuracy, ...).
 
     With an alignment term, also ``train_consistency_px``: the RMS gap of
