@@ -12,7 +12,7 @@ from stn import config as C
 from stn import data as stn_data
 from stn import evaluation as E
 from stn import pose as P
-from stn import runs, warps
+from stn import kinds, protocols, runs, warps
 from stn.model import build_model
 
 CANVAS = helpers.CANVAS
@@ -104,6 +104,19 @@ def test_identity_theta_leaves_the_raw_warp():
     assert raw["std"] == pytest.approx(30 / np.sqrt(3), rel=0.05)
     assert raw["iqr"] == pytest.approx(30, rel=0.05)
     assert pose.stats["parameters"]["aspect"]["ratio"] is None  # raw aspect is constant
+
+
+def test_identity_theta_of_any_kind_leaves_the_raw_tps_warp():
+    # The E protocol's TPS warps, whose poses are affine fits; also a path of
+    # experiments/table1.py's E cells, too slow there (10,000 digits).
+    sampling = protocols.get_protocol("e").sample(300, np.random.default_rng(0))
+    for theta_kind in ("affine", "tps"):
+        pose = P.pose_alignment(sampling, kinds.identity(theta_kind, len(sampling)), 28,
+                                "tps", theta_kind)
+        for name in ("rotation", "scale", "shear", "tx", "ty"):
+            np.testing.assert_allclose(pose.residual[name], pose.raw[name], atol=1e-9)
+        assert pose.stats["n_excluded"] == 0
+        assert pose.stats["parameters"]["rotation"]["raw"]["std"] > 0.1
 
 
 def test_canonicaliser_with_a_constant_half_turn_has_no_spread():

@@ -170,6 +170,10 @@ def test_gradients_match_finite_differences(out_size):
     while not _off_kinks(theta, in_size, out_size):
         theta = random_theta(2, dtype=np.float64)
 
+    # Traced once (tf.function), not run op by op for each of the ~400
+    # evaluations: 3x faster. The eager gradients equal the traced ones
+    # (test_eager_function_xla_and_tf1_session_agree).
+    @tf.function
     def f(images, theta):
         return T.transform(images, theta, out_size)
 
@@ -178,6 +182,7 @@ def test_gradients_match_finite_differences(out_size):
         assert np.abs(a).max() > 0  # the check is not vacuous
         np.testing.assert_allclose(a, n, rtol=1e-5, atol=1e-6)
 
+    @tf.function
     def g(images, theta):
         return T.bilinear_sample(images, T.affine_grid(theta, *out_size))
 
@@ -189,11 +194,12 @@ def test_gradients_match_finite_differences(out_size):
 # --- execution modes ------------------------------------------------------
 
 def _value_and_grad(images, theta):
+    """The output and its loss's gradients in the images and in theta."""
     with tf.GradientTape() as tape:
-        tape.watch(theta)
+        tape.watch([images, theta])
         out = T.transform(images, theta, (13, 11))
         loss = tf.reduce_sum(out * out)
-    return out, tape.gradient(loss, theta)
+    return out, *tape.gradient(loss, [images, theta])
 
 
 @pytest.mark.parametrize("dtype, rtol", [(tf.float64, 1e-10), (tf.float32, 2e-4)])
