@@ -106,6 +106,9 @@ STUDIES = {
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 3.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0}),
+        # The term zooms in (median scale 2.0-2.5 above): its scale-free gap.
+        *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": w,
+                                 "alignment_scale_free": True}) for w in (2.0, 3.0)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
@@ -168,19 +171,22 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
     elif runs.read_config(run_dir) != config:
         raise runs.RunError(f"{run_dir} holds another config; remove it to rerun")
     history = runs.read_history(run_dir)
-    ratio = scale = None
+    ratio = scale = shift = None
     if config.model.transformer:
         validation = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
                                         max_train_examples=1).validation
         alignment = evaluation.split_pose(runs.load_model(run_dir), validation)
         ratio = round(alignment.stats["parameters"]["rotation"]["ratio"], 3)
-        scale = round(alignment.stats["parameters"]["scale"]["residual"]["median"], 3)
+        parameters = alignment.stats["parameters"]
+        scale = round(parameters["scale"]["residual"]["median"], 3)
+        shift = round(max(parameters[k]["residual"]["std"] for k in ("tx", "ty")), 2)
     return {"model": model, "protocol": protocol, "fields": fields, "run": str(run_dir),
             "val_error_percent": round(100 * (1 - history[-1]["val_accuracy"]), 2),
             "val_rotation_spread_ratio": ratio,
             # The median scale of what the classifier sees (stn.pose's residual
             # map): below 1, the transformer zooms in.
             "val_median_scale": scale,
+            "val_shift_std_px": shift,  # the larger of the two axes' (stn.pose)
             "train_seconds": round(sum(row["seconds"] for row in history), 1)}
 
 

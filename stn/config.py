@@ -319,11 +319,13 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_overrides = {**(model_overrides or {}),
                        **{k: v for k, v in fields.items() if k in model_fields}}
-    fields = {**settings, **{k: v for k, v in fields.items() if k not in model_fields},
-              "recipe": recipe}
+    given = {k: v for k, v in fields.items() if k not in model_fields}
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **model_overrides}
-    return Config(model=model_config(preset, **overrides), protocol=protocol, **fields)
+    model = model_config(preset, **overrides)
+    if not model.transformer and "alignment_weight" not in given:
+        settings.pop("alignment_weight", None)  # a recipe's alignment term needs a transformer
+    return Config(model=model, protocol=protocol, **{**settings, **given, "recipe": recipe})
 
 
 def config_to_dict(config: Config) -> dict:
