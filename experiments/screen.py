@@ -108,7 +108,7 @@ STUDIES = {
         (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0}),
         # The term zooms in (median scale 2.0-2.5 above): its scale-free gap.
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": w,
-                                 "alignment_scale_free": True}) for w in (2.0, 3.0)],
+                                 "alignment_scale_free": True}) for w in (2.0, 3.0, 10.0)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
