@@ -175,9 +175,9 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
     if config.model.transformer:
         validation = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
                                         max_train_examples=1).validation
-        alignment = evaluation.split_pose(runs.load_model(run_dir), validation)
-        ratio = round(alignment.stats["parameters"]["rotation"]["ratio"], 3)
-        parameters = alignment.stats["parameters"]
+        pose = evaluation.split_pose(runs.load_model(run_dir), validation)
+        parameters = pose.stats["parameters"]
+        ratio = round(parameters["rotation"]["ratio"], 3)
         scale = round(parameters["scale"]["residual"]["median"], 3)
         shift = round(max(parameters[k]["residual"]["std"] for k in ("tx", "ty")), 2)
     return {"model": model, "protocol": protocol, "fields": fields, "run": str(run_dir),

@@ -322,10 +322,8 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
     given = {k: v for k, v in fields.items() if k not in model_fields}
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **model_overrides}
-    model = model_config(preset, **overrides)
-    if not model.transformer and "alignment_weight" not in given:
-        settings.pop("alignment_weight", None)  # a recipe's alignment term needs a transformer
-    return Config(model=model, protocol=protocol, **{**settings, **given, "recipe": recipe})
+    return Config(model=model_config(preset, **overrides), protocol=protocol,
+                  **{**settings, **given, "recipe": recipe})
 
 
 def config_to_dict(config: Config) -> dict:

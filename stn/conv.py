@@ -88,14 +88,21 @@ def _add_rows(z: tf.Tensor, pad: int, height: int) -> tf.Tensor:
     return tf.reshape(tf.matmul(flat, rows), [-1, *shape[1:-2], height])
 
 
-def _gemm(g, kernel, size, pads):
-    """Patches ``g W^T`` (one matrix product over ``F``), then overlap-add columns, rows."""
+def _patches(g, kernel):
+    """``g W^T``, one matrix product over ``F``: ``[B, Hg, Wg, K_h, K_w, C]``, each upstream
+    pixel's patch of the input gradient."""
     k_h, k_w, channels, filters = kernel.shape
     _, h_g, w_g, _ = g.shape
     w2 = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [filters, -1])  # F, (u v c)
-    patches = tf.reshape(tf.matmul(tf.reshape(g, [-1, filters]), w2),
-                         [-1, h_g, w_g, k_h, k_w, channels])
-    patches = tf.transpose(patches, [0, 1, 3, 5, 2, 4])  # B, Hg, u, c, Wg, v
+    return tf.reshape(tf.matmul(tf.reshape(g, [-1, filters]), w2),
+                      [-1, h_g, w_g, k_h, k_w, channels])
+
+
+def _gemm(g, kernel, size, pads):
+    """Patches ``g W^T`` (one matrix product over ``F``), then overlap-add columns, rows."""
+    k_h, k_w, channels, _ = kernel.shape
+    _, h_g, w_g, _ = g.shape
+    patches = tf.transpose(_patches(g, kernel), [0, 1, 3, 5, 2, 4])  # B, Hg, u, c, Wg, v
     cols = tf.constant(overlap_matrix(w_g, k_w, pads[1], size[1]), g.dtype)
     z = tf.matmul(tf.reshape(patches, [-1, w_g * k_w]), cols)
     z = tf.transpose(tf.reshape(z, [-1, h_g, k_h, channels, size[1]]), [0, 3, 4, 1, 2])
@@ -124,11 +131,8 @@ def _shift(g, kernel, size, pads):
 
 
 def _shifted_overlap_add(g, kernel, size, pads):
-    k_h, k_w, channels, filters = kernel.shape
-    _, h_g, w_g, _ = g.shape
-    w2 = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [filters, -1])  # F, (u v c)
-    patches = tf.reshape(tf.matmul(tf.reshape(g, [-1, filters]), w2),
-                         [-1, h_g, w_g, k_h, k_w, channels])
+    k_h, k_w = kernel.shape[:2]
+    patches = _patches(g, kernel)
     rows = []
     for u in range(k_h):  # patch (P, Q, u, v) lands on pixel (P + u, Q + v) of the full map
         row = tf.add_n([tf.pad(patches[:, :, :, u, v, :], [[0, 0], [0, 0], [v, k_w - 1 - v],

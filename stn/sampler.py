@@ -161,11 +161,11 @@ def affine_grid(theta, height: int, width: int):
       ``[B, h, w, 2]`` of theta's dtype: the input ``(x, y)`` read by each
       output pixel centre.
     """
-    # Element-wise products, not one matrix product with the points: on JAX's
-    # CPU backend the product's gradient ([B * 2, h * w] x [h * w, 3]) took
-    # longer than the sampler's own (bench/backends.py: fwd+bwd 21 -> 9 ms).
-    # The pixel centres as a row and a column that broadcast, so that XLA
-    # fuses the grid into the sampler instead of writing it out.
+    # The pixel centres as a row and a column that broadcast (not a product
+    # with an [h, w, 3] array of points), so that XLA fuses the grid into the
+    # sampler instead of writing the grid and its gradient out: on JAX's CPU
+    # backend the forward+backward went from 2.31-2.40x TensorFlow's to
+    # 1.90-1.96x (python -m bench backends, docs/backends.md).
     t = ops.reshape(theta, (-1, 2, 3))[:, :, :, None, None]  # (B, 2, 3, 1, 1)
     x = _const(centres(width)[None, :], theta.dtype)  # (1, w)
     y = _const(centres(height)[:, None], theta.dtype)  # (h, 1)
