@@ -98,6 +98,10 @@ STUDIES = {
                                "alignment_scale_free": True}),
         ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0,
                              "alignment_scale_free": True}),
+        # The plain gap with a gauge on the batch's common scale
+        # (--alignment-scale-gauge), as the mean angle has one.
+        *[("ST-CNN Aff", protocol, {"epochs": 15, "alignment_weight": 1.0,
+                                    "alignment_scale_gauge": True}) for protocol in ("RTS", "R")],
     ],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
@@ -109,6 +113,10 @@ STUDIES = {
         # The term zooms in (median scale 2.0-2.5 above): its scale-free gap.
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": w,
                                  "alignment_scale_free": True}) for w in (2.0, 3.0, 10.0)],
+        # The scale-free gap does not straighten: the plain gap, whose
+        # common zoom a gauge now holds at the identity's.
+        *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": w,
+                                 "alignment_scale_gauge": True}) for w in (2.0, 3.0)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),

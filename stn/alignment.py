@@ -27,11 +27,16 @@ made with: training sees images and labels only.
 The gap is measured in the input's normalized units, so a transformer that
 zooms in (a smaller map) lowers it without aligning anything: with
 ``scale_free`` the penalty divides each gap by the two maps' size relative
-to the identity's (:func:`relative_size`), which no zoom changes.
+to the identity's (:func:`relative_size`), which no zoom changes. With
+``scale_gauge`` the batch's mean log size of ``T_x`` is pulled to the
+identity's, as the mean angle is pulled to zero: a gauge on the common
+scale, so that the batch cannot zoom in together, while each gap keeps its
+input units.
 """
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -56,31 +61,48 @@ class Alignment:
         is measured (and logged) either way.
       scale_free: divide each gap by its maps' :func:`relative_size` (squared)
         in the loss, so that zooming in does not lower it.
+      scale_gauge: add the square of the batch's mean log size of ``T_x``
+        (:func:`mean_log_size`): the common scale pulled to the identity's.
     """
     weight: float
     degrees: float = 45.0
     terms: str = "both"
     scale_free: bool = False
+    scale_gauge: bool = False
 
-    def penalty(self, gaps: tf.Tensor, sizes: tf.Tensor, angle: tf.Tensor, size,
-                replicas) -> tf.Tensor:
+    def penalty(self, t: "Terms", size, replicas) -> tf.Tensor:
         """The weighted loss term of one replica.
 
         Args:
-          gaps: ``[b]`` per-example consistency gaps (:func:`consistency`).
-          sizes: ``[b]`` the maps' :func:`relative_size`, used if ``scale_free``.
-          angle: the batch's mean angle (:func:`mean_angle`), radians.
+          t: this replica's :class:`Terms` (from :func:`terms`).
           size: the global batch size (the gaps' sum is divided by it).
-          replicas: replicas in sync (each adds its share of ``angle^2``).
+          replicas: replicas in sync (each adds its share of the squared
+            batch means, ``angle^2`` and ``log_size^2``).
         """
         total = 0.0
         if self.terms in ("both", "consistency"):
-            if self.scale_free:
-                gaps = gaps / tf.maximum(sizes, MIN_SIZE)
+            gaps = t.gaps / tf.maximum(t.sizes, MIN_SIZE) if self.scale_free else t.gaps
             total += tf.reduce_sum(gaps) / size
         if self.terms in ("both", "angle"):
-            total += tf.square(angle) / replicas
+            total += tf.square(t.angle) / replicas
+        if self.scale_gauge:
+            total += tf.square(t.log_size) / replicas
         return self.weight * total
+
+
+class Terms(NamedTuple):
+    """The alignment term's parts for one batch (:func:`terms`).
+
+    Attributes:
+      gaps: ``[B]`` per-example consistency gaps (:func:`consistency`).
+      sizes: ``[B]`` the two maps' :func:`relative_size`.
+      angle: ``[]`` the batch's mean angle of ``T_x`` (:func:`mean_angle`), radians.
+      log_size: ``[]`` the batch's mean log size of ``T_x`` (:func:`mean_log_size`).
+    """
+    gaps: tf.Tensor
+    sizes: tf.Tensor
+    angle: tf.Tensor
+    log_size: tf.Tensor
 
 
 def rotation_params(angles: tf.Tensor) -> tf.Tensor:
@@ -137,8 +159,23 @@ def relative_size(points: tf.Tensor, rotated_points: tf.Tensor, kind: str) -> tf
     A map zoomed in by ``s`` (all its points ``s`` times closer together)
     has size ``s^2``, as has its consistency gap: their ratio is scale-free.
     """
-    ref = map_points(tf.constant(kinds.identity(kind, 1), points.dtype), kind)
-    return (_spread(points) + _spread(rotated_points)) / (2.0 * _spread(ref))
+    return (_spread(points) + _spread(rotated_points)) / (2.0 * _identity_spread(kind, points.dtype))
+
+
+def _identity_spread(kind: str, dtype) -> tf.Tensor:
+    """``[1]``: :func:`_spread` of the kind's identity map (the unit of size)."""
+    return _spread(map_points(tf.constant(kinds.identity(kind, 1), dtype), kind))
+
+
+def mean_log_size(points: tf.Tensor, kind: str) -> tf.Tensor:
+    """``[]``: the batch's mean of ``log(size)`` of the maps at ``points [B, m, 2]``.
+
+    The size is the map's mean squared spread relative to the identity's (a
+    map zoomed in by ``s`` has ``log(s^2)``); 0 when the batch keeps, on
+    average, the identity's scale.
+    """
+    relative = _spread(points) / _identity_spread(kind, points.dtype)
+    return tf.reduce_mean(tf.math.log(tf.maximum(relative, MIN_SIZE)))
 
 
 def _spread(points: tf.Tensor) -> tf.Tensor:
@@ -168,8 +205,8 @@ def draw_angles(n, degrees: float, seed: tf.Tensor) -> tf.Tensor:
     return tf.random.stateless_uniform([n], seed, -limit, limit)
 
 
-def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
-    """The per-example consistency and size ``[B]``, and the batch's mean angle, for a layer.
+def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
+    """The alignment term's parts (:class:`Terms`) for a layer on a batch.
 
     Args:
       layer: a :class:`stn.layers.SpatialTransformer` whose input is ``images``.
@@ -178,7 +215,7 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
       training: passed to the localization net (dropout).
 
     Returns:
-      ``(consistency [B], relative_size [B], mean_angle [])``, float32.
+      :class:`Terms`, float32.
     """
     size = kinds.get_kind(layer.kind).size
     rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles)))
@@ -192,5 +229,6 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True):
     # The grid of x's map serves both terms: computed once per step.
     points = map_points(predict(images), layer.kind)
     rotated_points = map_points(predict(rotated), layer.kind)
-    return (_gap(points, rotated_points, angles), relative_size(points, rotated_points, layer.kind),
-            _mean_angle(points, layer.kind))
+    return Terms(_gap(points, rotated_points, angles),
+                 relative_size(points, rotated_points, layer.kind),
+                 _mean_angle(points, layer.kind), mean_log_size(points, layer.kind))

@@ -208,6 +208,9 @@ class Config:
     alignment_scale_free: bool = _setting(
         False, "divide the alignment term's consistency gap by the maps' size, so that a "
         "transformer cannot lower it by zooming in")
+    alignment_scale_gauge: bool = _setting(
+        False, "add to the alignment term a pull of the batch's mean log scale of the "
+        "transformer's maps to the identity's, so that the batch cannot zoom in together")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8

@@ -126,7 +126,8 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
     alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
-                                 config.alignment_terms, config.alignment_scale_free)
+                                 config.alignment_terms, config.alignment_scale_free,
+                                 config.alignment_scale_gauge)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
@@ -198,9 +199,9 @@ class Steps:
         seed = tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(self.optimizer.iterations, tf.int64)])
         angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
-        gaps, sizes, angle = align.terms(self.transformer, images, angles)
+        t = align.terms(self.transformer, images, angles)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return gaps, self.alignment.penalty(gaps, sizes, angle, size, replicas)
+        return t.gaps, self.alignment.penalty(t, size, replicas)
 
     def _train_step(self, images, labels):
         sums = self.strategy.run(self._replica_train, (images, labels))

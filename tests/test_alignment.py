@@ -77,16 +77,18 @@ def _rotated_kind_params(kind: str, angles: np.ndarray) -> tf.Tensor:
     return tf.constant(turned.reshape(len(angles), -1), tf.float32)
 
 
-def _one_step(split, alignment, weights=None):
-    """The sums of one training step; with ``weights=[]``, the weights after it appended."""
+def _one_step(split, alignment, weights=None, steps=1):
+    """The sums of a training step (the last of ``steps`` on one batch); with
+    ``weights=[]``, the weights after it appended."""
     keras.utils.set_random_seed(0)
     model = build_model("st-cnn-affine", input_size=split.images.shape[1],
                         conv_filters=(4, 4), dense_units=8)
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    steps = training.Steps(model, optimizer, alignment=alignment, seed=0)
+    train = training.Steps(model, optimizer, alignment=alignment, seed=0)
     images, labels = next(iter(stn_data.train_dataset(split, 8, seed=0, epoch=0)))
-    sums = [float(v) for v in steps.train(images, labels)]
+    for _ in range(steps):
+        sums = [float(v) for v in train.train(images, labels)]
     if weights is not None:
         weights += [w.numpy() for w in model.trainable_variables]
     return sums
@@ -116,10 +118,11 @@ def test_the_scale_free_gap_does_not_reward_zooming_in():
         scaled = [p.reshape(-1, 2, 3) * [[zoom], [zoom]] for p in (params, other)]
         points = [align.map_points(tf.constant(p.reshape(-1, 6), tf.float32), "affine")
                   for p in scaled]
-        gaps = align._gap(*points, tf.constant(angles))
-        sizes = align.relative_size(*points, "affine")
-        penalty = float(term.penalty(gaps, sizes, tf.constant(0.0), 8.0, 1))
-        unnormalized = float(plain.penalty(gaps, sizes, tf.constant(0.0), 8.0, 1))
+        t = align.Terms(align._gap(*points, tf.constant(angles)),
+                        align.relative_size(*points, "affine"), tf.constant(0.0),
+                        tf.constant(0.0))
+        penalty = float(term.penalty(t, 8.0, 1))
+        unnormalized = float(plain.penalty(t, 8.0, 1))
         if zoom == 1.0:
             reference, reference_plain = penalty, unnormalized
     np.testing.assert_allclose(penalty, reference, rtol=1e-5)  # the same gap, scale-free
@@ -128,11 +131,37 @@ def test_the_scale_free_gap_does_not_reward_zooming_in():
     assert config.alignment_scale_free
 
 
+def test_the_scale_gauge_pulls_the_batchs_common_zoom_to_the_identity():
+    rng = np.random.default_rng(4)
+    params = _random_affine(8, rng)
+    angles = tf.constant(rng.uniform(-1.0, 1.0, 8).astype(np.float32))
+    ident = align.map_points(tf.constant(kinds.identity("affine", 8)), "affine")
+    np.testing.assert_allclose(align.mean_log_size(ident, "affine"), 0.0, atol=1e-6)
+    logs = []
+    for zoom in (1.0, 0.5):  # the maps zoomed in about their centres by a factor 2
+        zoomed = params.reshape(-1, 2, 3) * [[zoom, zoom, 1.0]]
+        points = align.map_points(tf.constant(zoomed.reshape(-1, 6), tf.float32), "affine")
+        logs.append(float(align.mean_log_size(points, "affine")))
+    np.testing.assert_allclose(logs[1] - logs[0], math.log(0.25), rtol=1e-5)  # log(zoom^2)
+    # In the penalty: the gauge adds W * log_size^2, shared among the replicas.
+    t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.0), tf.constant(-0.6))
+    on, off = (float(align.Alignment(2.0, scale_gauge=g).penalty(t, 4.0, 2)) for g in (True, False))
+    np.testing.assert_allclose(on - off, 2.0 * 0.36 / 2, rtol=1e-6)
+    # In training: the gauge changes the update, not the logged gap. (Its
+    # gradient is zero at the identity, where every run starts: two steps.)
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    after = {g: [] for g in (False, True)}
+    sums = {g: _one_step(split, align.Alignment(1.0, scale_gauge=g), after[g], steps=2)
+            for g in after}
+    assert sums[False] == sums[True]
+    assert any(not np.allclose(a, b) for a, b in zip(after[False], after[True]))
+    assert C.make_config("st-cnn-affine", "r", alignment_weight=1.0,
+                         alignment_scale_gauge=True).alignment_scale_gauge
+
+
 def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
-    gaps, angle = tf.constant([0.5, 1.5]), tf.constant(0.2)
-    sizes = tf.ones(2)
-    penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(gaps, sizes, angle,
-                                                                        4.0, 1))
+    t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.2), tf.constant(0.0))
+    penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(t, 4.0, 1))
                  for terms in ("both", "consistency", "angle")}
     np.testing.assert_allclose([penalties["consistency"], penalties["angle"], penalties["both"]],
                                [2.0 * 2.0 / 4.0, 2.0 * 0.04, 2.0 * (0.5 + 0.04)], rtol=1e-6)
