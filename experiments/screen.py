@@ -103,6 +103,17 @@ STUDIES = {
         *[("ST-CNN Aff", protocol, {"epochs": 15, "alignment_weight": 1.0,
                                     "alignment_scale_gauge": True}) for protocol in ("RTS", "R")],
     ],
+    # The aligned classifier memorizes its digits (training accuracy 0.999,
+    # like the floor's 1.0): the transformer's output drawn through a mild
+    # random affine (output_jitter, stn.layers), with and without the term,
+    # against the 15-epoch rows of "alignment" and "alignment-scale".
+    "alignment-jitter": [
+        *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": j})
+          for j in (0.05, 0.1)],
+        ("ST-CNN Aff", "R", {"epochs": 15, "output_jitter": 0.05}),
+        *[("ST-CNN Aff", "RTS", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": j})
+          for j in (0.05, 0.1)],
+    ],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.

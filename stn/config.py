@@ -79,6 +79,10 @@ class ModelConfig:
     # Dropout rate on the classifier's last hidden layer, before the logits
     # (0: none, no layer; issue 26: the classifier overfits aligned digits).
     classifier_dropout: float = 0.0
+    # Training only: the transformer's output drawn through a random affine
+    # near the identity (stn.layers.SpatialTransformer's output_jitter):
+    # augmentation of the aligned digits the classifier would memorize.
+    output_jitter: float = 0.0
     # Keras dtype policy of the classifier ("float32", "mixed_bfloat16" or
     # "mixed_float16").
     # The transformer and the logits always run in float32.
@@ -96,6 +100,12 @@ class ModelConfig:
         _check_positive("dense_units", self.dense_units)
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if not 0.0 <= self.output_jitter < 1.0:
+            raise ValueError(f"output_jitter must be in [0, 1), got {self.output_jitter}")
+        if self.output_jitter and not self.transformer:
+            raise ValueError("output_jitter needs a model with a transformer")
+        if self.output_jitter and self.kind not in ("affine", "projective"):
+            raise ValueError(f"output_jitter needs the affine or projective kind, got {self.kind!r}")
         if not 0.0 <= self.localization_dropout < 1.0:
             raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
         if len(self.conv_filters) != 2:

@@ -84,6 +84,32 @@ def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity
     ], name=name)
 
 
+JITTER_KINDS = ("affine", "projective")
+"""The kinds whose maps :func:`compose_affine` composes with (``output_jitter``)."""
+
+
+def compose_affine(theta, affine, kind: str):
+    """The map ``p -> T(A p)``: ``theta [B, P]`` of ``kind`` after ``affine [B, 2, 3]``.
+
+    Both go from output to input coordinates (stn.sampler's convention), so
+    the composed map reads, at output point ``p``, what ``theta`` reads at
+    ``A p``. For the affine kind ``[M | t] [A | a] = [M A | M a + t]``; for
+    the projective one the 3 x 3 product, divided by its last entry.
+    Returns ``[B, P]``, ``theta``'s dtype.
+    """
+    ops = keras.ops
+    bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 1.0]], theta.dtype),
+                              (ops.shape(affine)[0], 1, 3))
+    square = ops.concatenate([affine, bottom], axis=1)  # (B, 3, 3)
+    if kind == "affine":
+        return ops.reshape(ops.matmul(ops.reshape(theta, (-1, 2, 3)), square), (-1, 6))
+    if kind == "projective":
+        full = ops.concatenate([theta, ops.ones_like(theta[:, :1])], axis=1)
+        product = ops.reshape(ops.matmul(ops.reshape(full, (-1, 3, 3)), square), (-1, 9))
+        return product[:, :8] / product[:, 8:]
+    raise ValueError(f"compose_affine: kind must be one of {JITTER_KINDS}, got {kind!r}")
+
+
 @keras.saving.register_keras_serializable(package="stn")
 class SpatialTransformer(keras.layers.Layer):
     """Localization net -> parameters -> grid generator -> bilinear sampler (Sec. 3).
@@ -107,6 +133,14 @@ class SpatialTransformer(keras.layers.Layer):
         (default). ``False`` for a transformer on the raw model input, which
         needs none: the backward pass then skips that gradient. Gradients
         through the localization net are unaffected.
+      output_jitter: training only, affine and projective kinds: each
+        output pixel ``p`` is read at the predicted map of ``J p``, where
+        ``J`` is a random affine map whose six entries are the identity's
+        plus ``N(0, output_jitter^2)`` (normalized units: 0.05 is about
+        +-3 deg, 5% scale and 0.7 px of shift on 28 px), drawn per image.
+        Augmentation of what the classifier sees, composed into the
+        parameters, so it costs no extra sampling; 0 (default) is off.
+      seed: of the jitter's draws (a :class:`keras.random.SeedGenerator`).
 
     Call: ``images [B, H, W, C] -> [B, h, w, C]`` in the layer's compute
     dtype. Under a mixed-precision policy (``mixed_float16``,
@@ -117,16 +151,26 @@ class SpatialTransformer(keras.layers.Layer):
 
     def __init__(self, localization: keras.layers.Layer, kind: str = "affine",
                  output_size=None, theta_activation: str | None = None,
-                 jit_compile: bool = True, image_gradient: bool = True, **kwargs):
+                 jit_compile: bool = True, image_gradient: bool = True,
+                 output_jitter: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if theta_activation not in (None, "tanh"):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
+        if not 0.0 <= output_jitter < 1.0:  # also refuses NaN
+            raise ValueError(f"output_jitter must be in [0, 1), got {output_jitter}")
+        if output_jitter and kinds.get_kind(kind).name not in JITTER_KINDS:
+            raise ValueError(f"output_jitter needs one of the kinds {JITTER_KINDS} (a matrix "
+                             f"it composes with), got {kind!r}; set it to 0")
         self.kind = kinds.get_kind(kind).name
         self.localization = localization
         self.output_size = tuple(output_size) if output_size is not None else None
         self.theta_activation = theta_activation
         self.jit_compile = jit_compile
         self.image_gradient = image_gradient
+        self.output_jitter = float(output_jitter)
+        self.seed = seed
+        # Only with the jitter on: a model without it keeps its variables.
+        self.seed_generator = keras.random.SeedGenerator(seed) if output_jitter else None
 
     def build(self, input_shape):
         self.localization.build(input_shape)
@@ -144,6 +188,8 @@ class SpatialTransformer(keras.layers.Layer):
             theta = keras.ops.tanh(theta)
         dtype = self._sampler_dtype()
         theta = keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, size))
+        if training and self.output_jitter:
+            theta = self._jittered(theta)
         inputs = keras.ops.cast(inputs, dtype)
         # On TensorFlow, XLA for the sampler even inside a step that is not
         # compiled: the convolutions and matmuls around it are faster in
@@ -156,6 +202,15 @@ class SpatialTransformer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.transform_and_theta(inputs, training)[0]
+
+    def _jittered(self, theta):
+        """``theta [B, P]`` composed with a random affine ``J`` near the identity (see Args)."""
+        batch = keras.ops.shape(theta)[0]
+        noise = keras.random.normal((batch, 6), stddev=self.output_jitter,
+                                    dtype=theta.dtype, seed=self.seed_generator)
+        jitter = keras.ops.reshape(noise + keras.ops.convert_to_tensor(
+            kinds.identity("affine", 1), theta.dtype), (-1, 2, 3))
+        return compose_affine(theta, jitter, self.kind)
 
     def compute_output_shape(self, input_shape):
         height, width = self.output_size or input_shape[1:3]
@@ -170,6 +225,8 @@ class SpatialTransformer(keras.layers.Layer):
             "theta_activation": self.theta_activation,
             "jit_compile": self.jit_compile,
             "image_gradient": self.image_gradient,
+            "output_jitter": self.output_jitter,
+            "seed": self.seed,
         }
 
     @classmethod

@@ -69,6 +69,7 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
                               output_size=(size, size) if size else None,
                               theta_activation=config.theta_activation,
                               image_gradient=False,  # its input is the raw images
+                              output_jitter=config.output_jitter,
                               dtype="float32", name="transformer")
 
 

@@ -80,6 +80,51 @@ def test_classifier_dropout_is_one_layer_before_the_logits_and_checked():
     assert config.alignment_weight == 1.0 and config.recipe == "default"
 
 
+@pytest.mark.parametrize("kind", ["affine", "projective"])
+def test_compose_affine_reads_the_map_at_the_affine_image_of_each_point(kind):
+    from stn.layers import compose_affine
+
+    rng = np.random.default_rng(5)
+    theta = kinds.identity(kind, 4) + 0.1 * rng.standard_normal((4, kinds.KINDS[kind].size))
+    affine = (kinds.identity("affine", 4) + 0.2 * rng.standard_normal((4, 6))).reshape(4, 2, 3)
+    got = kinds.KINDS[kind].tf_grid(compose_affine(tf.constant(theta), tf.constant(affine), kind),
+                                     5, 7).numpy()
+    # By hand: the output pixel centres p, then A p, then the kind's map.
+    xs, ys = (np.arange(7) + 0.5) / 7 * 2 - 1, (np.arange(5) + 0.5) / 5 * 2 - 1
+    p = np.stack([*np.meshgrid(xs, ys), np.ones((5, 7))], -1)  # (5, 7, 3)
+    q = np.einsum("bij,hwj->bhwi", affine, p)  # (4, 5, 7, 2)
+    h = np.concatenate([theta, np.ones((4, 1))], 1) if kind == "projective" else np.concatenate(
+        [theta, np.tile([[0.0, 0.0, 1.0]], (4, 1))], 1)
+    r = np.einsum("bij,bhwj->bhwi", h.reshape(4, 3, 3), np.concatenate([q, np.ones((4, 5, 7, 1))], -1))
+    np.testing.assert_allclose(got, r[..., :2] / r[..., 2:], atol=1e-10)
+
+
+def test_output_jitter_draws_only_in_training_and_is_checked():
+    centre = np.random.default_rng(6).uniform(10, 18, (8, 1, 1, 2))
+    grid = np.stack(np.meshgrid(np.arange(28), np.arange(28)), -1)  # smooth blobs
+    images = np.exp(-np.sum((grid - centre) ** 2, -1, keepdims=True) / 50).astype(np.float32)
+    plain = build_model("st-cnn-affine", input_size=28)
+    jittered = build_model("st-cnn-affine", input_size=28, output_jitter=0.05)
+    jittered.set_weights(plain.get_weights())  # the same weights: the seed state is extra
+    layer = find_transformer(jittered)
+    assert len(jittered.variables) == len(plain.variables) + 1 and layer.output_jitter == 0.05
+    np.testing.assert_array_equal(jittered(images, training=False), plain(images, training=False))
+    first, second = (layer(images, training=True).numpy() for _ in range(2))
+    identity = find_transformer(plain)(images, training=True).numpy()  # the identity map
+    gap = np.abs(first - identity).mean()
+    assert 0.003 < gap < 0.05 and not np.allclose(first, second)  # mild, and a new draw each call
+    config = SpatialTransformer.from_config(layer.get_config())
+    assert (config.output_jitter, config.kind) == (0.05, "affine")
+    for bad, match in ((dict(output_jitter=-0.1), "output_jitter"),
+                       (dict(output_jitter=0.1, kind="tps"), "output_jitter needs")):
+        with pytest.raises(ValueError, match=match):
+            kind = bad.get("kind", "affine")
+            SpatialTransformer(conv_localization(kind=kind), **bad)
+    with pytest.raises(ValueError, match="output_jitter"):
+        build_model("paper-cnn", output_jitter=0.05)
+    assert C.make_config("st-cnn-affine", "r", output_jitter=0.05).model.output_jitter == 0.05
+
+
 def _check_preset(preset, size, params):
     model = build_model(preset, input_size=size)
     assert model.count_params() == params
