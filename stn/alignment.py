@@ -217,14 +217,10 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
     Returns:
       :class:`Terms`, float32.
     """
-    size = kinds.get_kind(layer.kind).size
     rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles)))
 
-    def predict(x):
-        params = tf.cast(layer.localization(x, training=training), tf.float32)
-        if layer.theta_activation == "tanh":
-            params = tf.tanh(params)
-        return tf.reshape(params, [-1, size])
+    def predict(x):  # the layer's map, without its training-only output jitter
+        return tf.cast(layer.params(x, training=training), tf.float32)
 
     # The grid of x's map serves both terms: computed once per step.
     points = map_points(predict(images), layer.kind)

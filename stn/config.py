@@ -83,6 +83,10 @@ class ModelConfig:
     # near the identity (stn.layers.SpatialTransformer's output_jitter):
     # augmentation of the aligned digits the classifier would memorize.
     output_jitter: float = 0.0
+    # The transformer refined k - 1 times by its own localization net, each
+    # prediction composed after the map so far (stn.layers.SpatialTransformer's
+    # iterations; inverse compositional STN, Lin and Lucey 2017); 1: the paper's.
+    transformer_iterations: int = 1
     # Keras dtype policy of the classifier ("float32", "mixed_bfloat16" or
     # "mixed_float16").
     # The transformer and the logits always run in float32.
@@ -106,6 +110,11 @@ class ModelConfig:
             raise ValueError("output_jitter needs a model with a transformer")
         if self.output_jitter and self.kind not in ("affine", "projective"):
             raise ValueError(f"output_jitter needs the affine or projective kind, got {self.kind!r}")
+        _check_positive("transformer_iterations", self.transformer_iterations)
+        if self.transformer_iterations > 1 and not (
+                self.transformer and self.kind in ("affine", "projective")):
+            raise ValueError("transformer_iterations > 1 needs a transformer of the affine or "
+                             f"projective kind, got kind {self.kind!r}")
         if not 0.0 <= self.localization_dropout < 1.0:
             raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
         if len(self.conv_filters) != 2:

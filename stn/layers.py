@@ -84,30 +84,37 @@ def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity
     ], name=name)
 
 
-JITTER_KINDS = ("affine", "projective")
-"""The kinds whose maps :func:`compose_affine` composes with (``output_jitter``)."""
+COMPOSABLE_KINDS = ("affine", "projective")
+"""The kinds whose maps :func:`compose` composes (``output_jitter``, ``iterations``)."""
 
 
-def compose_affine(theta, affine, kind: str):
-    """The map ``p -> T(A p)``: ``theta [B, P]`` of ``kind`` after ``affine [B, 2, 3]``.
+def _square(params, kind: str):
+    """``[B, 3, 3]``: the matrix of ``params [B, P]`` of an affine or projective kind."""
+    ops = keras.ops
+    if kind == "affine":
+        bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 1.0]], params.dtype),
+                                  (ops.shape(params)[0], 1, 3))
+        return ops.concatenate([ops.reshape(params, (-1, 2, 3)), bottom], axis=1)
+    return ops.reshape(ops.concatenate([params, ops.ones_like(params[:, :1])], axis=1),
+                       (-1, 3, 3))
+
+
+def compose(theta, other, kind: str):
+    """The map ``p -> T(S p)``: ``theta [B, P]`` after ``other [B, P]``, both of ``kind``.
 
     Both go from output to input coordinates (stn.sampler's convention), so
     the composed map reads, at output point ``p``, what ``theta`` reads at
-    ``A p``. For the affine kind ``[M | t] [A | a] = [M A | M a + t]``; for
-    the projective one the 3 x 3 product, divided by its last entry.
+    ``S p``: ``[M | t] [A | a] = [M A | M a + t]`` for the affine kind, the
+    3 x 3 product divided by its last entry for the projective one.
     Returns ``[B, P]``, ``theta``'s dtype.
     """
-    ops = keras.ops
-    bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 1.0]], theta.dtype),
-                              (ops.shape(affine)[0], 1, 3))
-    square = ops.concatenate([affine, bottom], axis=1)  # (B, 3, 3)
+    if kind not in COMPOSABLE_KINDS:
+        raise ValueError(f"compose: kind must be one of {COMPOSABLE_KINDS}, got {kind!r}")
+    product = keras.ops.matmul(_square(theta, kind), _square(other, kind))
     if kind == "affine":
-        return ops.reshape(ops.matmul(ops.reshape(theta, (-1, 2, 3)), square), (-1, 6))
-    if kind == "projective":
-        full = ops.concatenate([theta, ops.ones_like(theta[:, :1])], axis=1)
-        product = ops.reshape(ops.matmul(ops.reshape(full, (-1, 3, 3)), square), (-1, 9))
-        return product[:, :8] / product[:, 8:]
-    raise ValueError(f"compose_affine: kind must be one of {JITTER_KINDS}, got {kind!r}")
+        return keras.ops.reshape(product[:, :2], (-1, 6))
+    product = keras.ops.reshape(product, (-1, 9))
+    return product[:, :8] / product[:, 8:]
 
 
 @keras.saving.register_keras_serializable(package="stn")
@@ -141,6 +148,13 @@ class SpatialTransformer(keras.layers.Layer):
         Augmentation of what the classifier sees, composed into the
         parameters, so it costs no extra sampling; 0 (default) is off.
       seed: of the jitter's draws (a :class:`keras.random.SeedGenerator`).
+      iterations: affine and projective kinds: 1 (default) is the paper's
+        transformer; ``k > 1`` refines it ``k - 1`` times, each time the
+        localization net reading the input warped by the map so far (at
+        the input's size) and its prediction composed after that map
+        (:func:`compose`; the inverse compositional STN of Lin and Lucey,
+        CVPR 2017, with one shared net). The input is sampled only by the
+        final map, never twice.
 
     Call: ``images [B, H, W, C] -> [B, h, w, C]`` in the layer's compute
     dtype. Under a mixed-precision policy (``mixed_float16``,
@@ -152,15 +166,20 @@ class SpatialTransformer(keras.layers.Layer):
     def __init__(self, localization: keras.layers.Layer, kind: str = "affine",
                  output_size=None, theta_activation: str | None = None,
                  jit_compile: bool = True, image_gradient: bool = True,
-                 output_jitter: float = 0.0, seed: int | None = None, **kwargs):
+                 output_jitter: float = 0.0, seed: int | None = None, iterations: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         if theta_activation not in (None, "tanh"):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
         if not 0.0 <= output_jitter < 1.0:  # also refuses NaN
             raise ValueError(f"output_jitter must be in [0, 1), got {output_jitter}")
-        if output_jitter and kinds.get_kind(kind).name not in JITTER_KINDS:
-            raise ValueError(f"output_jitter needs one of the kinds {JITTER_KINDS} (a matrix "
-                             f"it composes with), got {kind!r}; set it to 0")
+        for name, value, off in (("output_jitter", output_jitter, 0.0),
+                                 ("iterations", iterations, 1)):
+            if value != off and kinds.get_kind(kind).name not in COMPOSABLE_KINDS:
+                raise ValueError(f"{name} needs one of the kinds {COMPOSABLE_KINDS} (maps it "
+                                 f"composes), got {kind!r}; set it to {off}")
+        if not (isinstance(iterations, int) and iterations >= 1):
+            raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         self.kind = kinds.get_kind(kind).name
         self.localization = localization
         self.output_size = tuple(output_size) if output_size is not None else None
@@ -169,6 +188,7 @@ class SpatialTransformer(keras.layers.Layer):
         self.image_gradient = image_gradient
         self.output_jitter = float(output_jitter)
         self.seed = seed
+        self.iterations = iterations
         # Only with the jitter on: a model without it keeps its variables.
         self.seed_generator = keras.random.SeedGenerator(seed) if output_jitter else None
 
@@ -180,23 +200,40 @@ class SpatialTransformer(keras.layers.Layer):
         # has no float16 kernel: sample in float32 (float64 stays float64).
         return "float64" if self.compute_dtype == "float64" else "float32"
 
-    def transform_and_theta(self, inputs, training=None):
-        """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``."""
-        size = kinds.get_kind(self.kind).size
-        theta = self.localization(inputs, training=training)  # (B, P)
+    def params(self, inputs, training=None):
+        """``[B, P]`` in the sampler's dtype: the map the layer applies to ``inputs``.
+
+        The localization net's prediction, composed over the ``iterations``;
+        without the training-only jitter.
+        """
+        dtype = self._sampler_dtype()
+        theta = self._predict(inputs, training, dtype)
+        for _ in range(self.iterations - 1):
+            warped = kinds.keras_warp(keras.ops.cast(inputs, dtype), theta, self.kind, None,
+                                      image_gradient=self.image_gradient,
+                                      jit_compile=self.jit_compile)
+            step = self._predict(keras.ops.cast(warped, inputs.dtype), training, dtype)
+            theta = compose(theta, step, self.kind)
+        return theta
+
+    def _predict(self, inputs, training, dtype):
+        """``[B, P]``: the localization net's output for ``inputs``, in ``dtype``."""
+        theta = self.localization(inputs, training=training)
         if self.theta_activation == "tanh":
             theta = keras.ops.tanh(theta)
-        dtype = self._sampler_dtype()
-        theta = keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, size))
+        return keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, kinds.get_kind(self.kind).size))
+
+    def transform_and_theta(self, inputs, training=None):
+        """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``."""
+        theta = self.params(inputs, training)
         if training and self.output_jitter:
             theta = self._jittered(theta)
-        inputs = keras.ops.cast(inputs, dtype)
         # On TensorFlow, XLA for the sampler even inside a step that is not
         # compiled: the convolutions and matmuls around it are faster in
         # TensorFlow's own oneDNN kernels than in XLA's on CPU (make bench).
         # On JAX and PyTorch, the keras.ops sampler (stn.sampler).
-        outputs = kinds.keras_warp(inputs, theta, self.kind, self.output_size,
-                                   image_gradient=self.image_gradient,
+        outputs = kinds.keras_warp(keras.ops.cast(inputs, theta.dtype), theta, self.kind,
+                                   self.output_size, image_gradient=self.image_gradient,
                                    jit_compile=self.jit_compile)
         return keras.ops.cast(outputs, self.compute_dtype), theta
 
@@ -208,9 +245,10 @@ class SpatialTransformer(keras.layers.Layer):
         batch = keras.ops.shape(theta)[0]
         noise = keras.random.normal((batch, 6), stddev=self.output_jitter,
                                     dtype=theta.dtype, seed=self.seed_generator)
-        jitter = keras.ops.reshape(noise + keras.ops.convert_to_tensor(
-            kinds.identity("affine", 1), theta.dtype), (-1, 2, 3))
-        return compose_affine(theta, jitter, self.kind)
+        jitter = noise + keras.ops.convert_to_tensor(kinds.identity("affine", 1), theta.dtype)
+        if self.kind == "projective":  # the affine as a homography
+            jitter = keras.ops.concatenate([jitter, keras.ops.zeros_like(jitter[:, :2])], axis=1)
+        return compose(theta, jitter, self.kind)
 
     def compute_output_shape(self, input_shape):
         height, width = self.output_size or input_shape[1:3]
@@ -227,6 +265,7 @@ class SpatialTransformer(keras.layers.Layer):
             "image_gradient": self.image_gradient,
             "output_jitter": self.output_jitter,
             "seed": self.seed,
+            "iterations": self.iterations,
         }
 
     @classmethod

@@ -70,6 +70,7 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
                               theta_activation=config.theta_activation,
                               image_gradient=False,  # its input is the raw images
                               output_jitter=config.output_jitter,
+                              iterations=config.transformer_iterations,
                               dtype="float32", name="transformer")
 
 

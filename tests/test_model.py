@@ -80,23 +80,63 @@ def test_classifier_dropout_is_one_layer_before_the_logits_and_checked():
     assert config.alignment_weight == 1.0 and config.recipe == "default"
 
 
+def _homogeneous(params: np.ndarray, kind: str) -> np.ndarray:
+    """``[B, 3, 3]``: the matrix of affine or projective ``params [B, P]``."""
+    n = len(params)
+    bottom = np.ones((n, 1)) if kind == "projective" else np.tile([[0.0, 0.0, 1.0]], (n, 1))
+    return np.concatenate([params, bottom], 1).reshape(n, 3, 3)
+
+
 @pytest.mark.parametrize("kind", ["affine", "projective"])
-def test_compose_affine_reads_the_map_at_the_affine_image_of_each_point(kind):
-    from stn.layers import compose_affine
+def test_compose_reads_the_first_map_at_the_second_maps_image_of_each_point(kind):
+    from stn.layers import compose
 
     rng = np.random.default_rng(5)
-    theta = kinds.identity(kind, 4) + 0.1 * rng.standard_normal((4, kinds.KINDS[kind].size))
-    affine = (kinds.identity("affine", 4) + 0.2 * rng.standard_normal((4, 6))).reshape(4, 2, 3)
-    got = kinds.KINDS[kind].tf_grid(compose_affine(tf.constant(theta), tf.constant(affine), kind),
+    size = kinds.KINDS[kind].size
+    theta, other = (kinds.identity(kind, 4) + scale * rng.standard_normal((4, size))
+                    for scale in (0.1, 0.2))
+    got = kinds.KINDS[kind].tf_grid(compose(tf.constant(theta), tf.constant(other), kind),
                                      5, 7).numpy()
-    # By hand: the output pixel centres p, then A p, then the kind's map.
+    # By hand: the output pixel centres p, then q = S p, then T q.
     xs, ys = (np.arange(7) + 0.5) / 7 * 2 - 1, (np.arange(5) + 0.5) / 5 * 2 - 1
     p = np.stack([*np.meshgrid(xs, ys), np.ones((5, 7))], -1)  # (5, 7, 3)
-    q = np.einsum("bij,hwj->bhwi", affine, p)  # (4, 5, 7, 2)
-    h = np.concatenate([theta, np.ones((4, 1))], 1) if kind == "projective" else np.concatenate(
-        [theta, np.tile([[0.0, 0.0, 1.0]], (4, 1))], 1)
-    r = np.einsum("bij,bhwj->bhwi", h.reshape(4, 3, 3), np.concatenate([q, np.ones((4, 5, 7, 1))], -1))
+    q = np.einsum("bij,hwj->bhwi", _homogeneous(other, kind), p)
+    r = np.einsum("bij,bhwj->bhwi", _homogeneous(theta, kind), q / q[..., 2:])
     np.testing.assert_allclose(got, r[..., :2] / r[..., 2:], atol=1e-10)
+
+
+def test_iterations_compose_the_nets_predictions_and_start_at_the_identity():
+    from stn.layers import compose
+
+    rng = np.random.default_rng(7)
+    images = rng.random((4, 20, 20, 1)).astype(np.float32)
+    shift = np.array([[0.9, 0.1, 0.2, -0.1, 1.1, -0.1]])  # a constant prediction A
+
+    def constant_net():  # predicts A whatever it reads
+        return keras.layers.Dense(6, kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(shift[0]))
+
+    flat = keras.Sequential([keras.layers.Flatten(), constant_net()])
+    twice = SpatialTransformer(flat, iterations=2, output_size=(12, 12))
+    square = compose(tf.constant(shift, tf.float32), tf.constant(shift, tf.float32), "affine")
+    np.testing.assert_allclose(twice.params(images), np.tile(square, (4, 1)), atol=1e-6)
+    want = T.bilinear_sample(images, kinds.KINDS["affine"].tf_grid(np.tile(square, (4, 1)), 12, 12))
+    np.testing.assert_allclose(twice(images), want, atol=1e-5)
+    # A model starts at the identity, refined or not, and trains end to end.
+    model = build_model("st-cnn-affine", input_size=28, transformer_iterations=2)
+    layer = find_transformer(model)
+    digits = rng.random((4, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(layer.params(digits), kinds.identity("affine", 4), atol=1e-6)
+    assert SpatialTransformer.from_config(layer.get_config()).iterations == 2
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(digits, training=True) ** 2)
+    grads = tape.gradient(loss, layer.localization.trainable_variables)
+    assert all(g is not None for g in grads) and any(np.any(g.numpy() != 0) for g in grads)
+    for bad in (dict(iterations=0), dict(iterations=2, kind="tps")):
+        with pytest.raises(ValueError, match="iterations"):
+            SpatialTransformer(conv_localization(kind=bad.get("kind", "affine")), **bad)
+    with pytest.raises(ValueError, match="transformer_iterations"):
+        build_model("st-cnn-tps", input_size=28, transformer_iterations=2)
 
 
 def test_output_jitter_draws_only_in_training_and_is_checked():
