@@ -11,7 +11,11 @@ batch of the recipe, random data), timed in alternation:
   backward convolution (``tf``) or by stn.conv's matrix products
   (``stn.conv``);
 - ``ST-CNN affine, <path>``: the ST model's step with its classifier's first
-  layer on that path.
+  layer on that path;
+- ``its localization net alone`` and ``its sampler alone``: the ST model's
+  two transformer parts, each forward and backward on its own (the net to
+  its weights, the sampler to the parameters), to show where the ST step's
+  time beyond ``CNN + input gradient`` goes.
 
 Then the first layer alone (its input gradient by each formulation) and the
 default model's transformer overhead.
@@ -27,7 +31,8 @@ from bench.timing import measure_interleaved, to_numpy
 from stn import config as C
 from stn import conv
 from stn import data as stn_data
-from stn.model import build_model
+from stn import kinds
+from stn.model import build_model, find_transformer
 from stn.precision import auto_precision
 from stn.training import Steps, _losses, _sums
 
@@ -66,6 +71,35 @@ def _step(model_config: C.ModelConfig, fast: bool, input_gradient: bool, batch: 
     return lambda: steps.train(images, labels)
 
 
+def _transformer_parts(model_config: C.ModelConfig, batch: int) -> dict:
+    """The ST model's localization net and sampler, each forward + backward alone."""
+    keras.utils.set_random_seed(0)
+    layer = find_transformer(build_model(model_config))
+    net, size = layer.localization, model_config.input_size
+    images = tf.random.stateless_uniform((batch, size, size, 1), (0, 3))
+    theta = tf.constant(kinds.identity(layer.kind, batch) + 0.05 * np.random.default_rng(0)
+                        .standard_normal((batch, 6)), tf.float32)
+    out = (model_config.transformer_output_size,) * 2 if model_config.transformer_output_size \
+        else None
+
+    @tf.function
+    def net_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(net(images, training=True)))
+        return tape.gradient(loss, net.trainable_variables)
+
+    @tf.function
+    def sampler_step():
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            warped = kinds.warp_xla_params_grad(images, theta, layer.kind, out)
+            loss = tf.reduce_sum(tf.square(warped))
+        return tape.gradient(loss, theta)
+
+    return {"its localization net alone, fwd+bwd": net_step,
+            "its sampler alone, fwd+bwd (theta)": sampler_step}
+
+
 def table1_rows(precision: str, size: int, repeats: int) -> dict:
     """The paper's CNN and ST-CNN (affine) at ``size``: steps by path, side by side."""
     batch = C.RECIPES["table1"].batch_size
@@ -76,6 +110,7 @@ def table1_rows(precision: str, size: int, repeats: int) -> dict:
         fns[f"CNN + input gradient, {path}"] = _step(cnn, fast, True, batch)
     for path, fast in PATHS.items():
         fns[f"ST-CNN affine, {path}"] = _step(st, fast, False, batch)
+    fns.update(_transformer_parts(st, batch))
     return _report(f"Table 1 models, {size}x{size}, batch {batch}, {precision}",
                    measure_interleaved(fns, repeats, sync=to_numpy), "CNN, weights only")
 
