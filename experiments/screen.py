@@ -144,6 +144,9 @@ STUDIES = {
         # common zoom a gauge now holds at the identity's.
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": w,
                                  "alignment_scale_gauge": True}) for w in (2.0, 3.0)],
+        # Equivariance leaves each digit's angle free: a class-congealing
+        # term pulls each output toward its class's mean output instead.
+        *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "congeal_weight": w}) for w in (1.0, 5.0)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),

@@ -228,3 +228,24 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
     return Terms(_gap(points, rotated_points, angles),
                  relative_size(points, rotated_points, layer.kind),
                  _mean_angle(points, layer.kind), mean_log_size(points, layer.kind))
+
+
+def congealing(outputs: tf.Tensor, labels: tf.Tensor, classes: int = 10) -> tf.Tensor:
+    """``[B]``: each output's mean squared distance to its class's mean output in the batch.
+
+    A congealing term (Learned-Miller, PAMI 2006, per class): pulled down,
+    it brings the digits of one class to one pose, which the batch's
+    rotation-consistency term leaves free. It reads the class labels the
+    classification loss reads, never the warps. The class means are
+    constants (no gradient): each output moves toward its class's template.
+
+    Args:
+      outputs: ``[B, h, w, C]``, the transformer's outputs (cast to float32).
+      labels: ``[B]`` int class labels.
+      classes: the number of classes.
+    """
+    flat = tf.reshape(tf.cast(outputs, tf.float32), [tf.shape(outputs)[0], -1])  # (B, p)
+    onehot = tf.one_hot(labels, classes, dtype=tf.float32)  # (B, k)
+    counts = tf.maximum(tf.reduce_sum(onehot, axis=0), 1.0)  # (k,)
+    means = tf.matmul(onehot, tf.matmul(onehot, flat, transpose_a=True) / counts[:, None])
+    return tf.reduce_mean(tf.square(flat - tf.stop_gradient(means)), axis=-1)

@@ -227,6 +227,10 @@ class Config:
     alignment_scale_free: bool = _setting(
         False, "divide the alignment term's consistency gap by the maps' size, so that a "
         "transformer cannot lower it by zooming in")
+    congeal_weight: float = _setting(
+        0.0, "weight of a class-congealing term: each transformer output pulled toward its "
+        "class's mean output in the batch (stn.alignment.congealing; reads the class labels, "
+        "never the warps); 0 is off", metavar="W")
     alignment_scale_gauge: bool = _setting(
         False, "add to the alignment term a pull of the batch's mean log scale of the "
         "transformer's maps to the identity's, so that the batch cannot zoom in together")
@@ -277,6 +281,12 @@ class Config:
             raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
                               f"{self.alignment_degrees}")
         _check_choice("alignment_terms", self.alignment_terms, ALIGNMENT_TERMS)
+        if not 0.0 <= self.congeal_weight < math.inf:
+            raise ConfigError("congeal_weight", f"must be finite and >= 0, got "
+                              f"{self.congeal_weight}")
+        if self.congeal_weight and not self.model.transformer:
+            raise ConfigError("congeal_weight", f"needs a model with a transformer; "
+                              f"{self.model.preset!r} has none")
         if self.alignment_weight and not self.model.transformer:
             raise ConfigError("alignment_weight", f"needs a model with a transformer; "
                               f"{self.model.preset!r} has none")

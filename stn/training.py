@@ -130,7 +130,8 @@ def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
                                  config.alignment_scale_gauge)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
-                 label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed)
+                 label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
+                 congeal_weight=config.congeal_weight)
 
 
 class Steps:
@@ -149,16 +150,19 @@ class Steps:
         Needs a model whose first layer is its SpatialTransformer.
       seed: of the alignment's rotations, drawn per step from
         ``(seed, optimizer.iterations)`` so a resumed run draws the same.
+      congeal_weight: of the class-congealing term (stn.alignment.congealing);
+        0: off. Needs the same transformer as ``alignment``.
     """
 
     def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False,
                  label_smoothing: float = 0.0, xla_update: bool = True,
-                 alignment: align.Alignment | None = None, seed: int = 0):
+                 alignment: align.Alignment | None = None, seed: int = 0,
+                 congeal_weight: float = 0.0):
         strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self.label_smoothing = label_smoothing
-        self.alignment, self.seed = alignment, seed
-        self.transformer = _input_transformer(model) if alignment else None
+        self.alignment, self.seed, self.congeal_weight = alignment, seed, congeal_weight
+        self.transformer = _input_transformer(model) if alignment or congeal_weight else None
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
         # The optimizer's update as one XLA cluster: Adam's dozen element-wise
@@ -189,6 +193,10 @@ class Steps:
                 gaps, penalty = self._alignment_terms(images, size)
                 loss += penalty
                 extra = (tf.reduce_sum(gaps),)
+            if self.congeal_weight:
+                outputs = self.transformer(images, training=True)
+                loss += self.congeal_weight * tf.reduce_sum(
+                    align.congealing(outputs, labels)) / size
             # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape.gradient(scaled, self.model.trainable_variables))

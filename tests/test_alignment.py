@@ -159,6 +159,39 @@ def test_the_scale_gauge_pulls_the_batchs_common_zoom_to_the_identity():
                          alignment_scale_gauge=True).alignment_scale_gauge
 
 
+def test_congealing_is_the_distance_to_the_class_mean_in_numpy():
+    rng = np.random.default_rng(8)
+    outputs = rng.random((12, 5, 5, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, 12)
+    got = align.congealing(tf.constant(outputs), tf.constant(labels), classes=10).numpy()
+    flat = outputs.reshape(12, -1)
+    want = [np.mean((flat[i] - flat[labels == labels[i]].mean(0)) ** 2) for i in range(12)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    same = np.repeat(outputs[:3], 4, axis=0)  # every class's outputs equal: zero
+    zero = align.congealing(tf.constant(same), tf.constant(np.repeat([0, 1, 2], 4)))
+    np.testing.assert_allclose(zero, 0.0, atol=1e-12)
+    # In a step: it changes the update; the config checks it.
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    after = {}
+    for w in (0.0, 5.0):
+        keras.utils.set_random_seed(0)
+        model = build_model("st-cnn-affine", input_size=split.images.shape[1],
+                            conv_filters=(4, 4), dense_units=8)
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(model.trainable_variables)
+        steps = training.Steps(model, optimizer, congeal_weight=w)
+        images, labels = next(iter(stn_data.train_dataset(split, 8, seed=0, epoch=0)))
+        steps.train(images, labels)
+        after[w] = [v.numpy() for v in model.trainable_variables]
+    assert any(not np.allclose(a, b) for a, b in zip(after[0.0], after[5.0]))
+    assert C.make_config("st-cnn-affine", "r", congeal_weight=1.0).congeal_weight == 1.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(C.ConfigError, match="congeal_weight"):
+            C.make_config("st-cnn-affine", "r", congeal_weight=bad)
+    with pytest.raises(C.ConfigError, match="needs a model with a transformer"):
+        C.make_config("paper-cnn", "r", congeal_weight=1.0)
+
+
 def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
     t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.2), tf.constant(0.0))
     penalties = {terms: float(align.Alignment(2.0, terms=terms).penalty(t, 4.0, 1))
