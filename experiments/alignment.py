@@ -19,6 +19,8 @@ whose record holds exactly its config is not retrained):
   the R, P, E and RTS cells) and on the 40 x 40 one (``none``);
 - ``<variant>-<protocol>``: a variant of the method (:data:`VARIANTS`), on
   the protocols where it passed its screen's rule, seeds 0-2;
+- ``floor-jitter``: the floor of the jittered variant's classifier: the
+  ST-CNN Aff with its output jitter on undistorted 28 x 28 digits;
 - ``paper``: the Table 1 cells of the ST-CNN Aff on R and RTS (seed 0)
   trained again, for their models: the figures draw the paper's method
   beside this one (``runs/`` is not committed; ``results/table1/`` keeps
@@ -64,14 +66,19 @@ def units() -> dict[str, list[tuple[str, str, str, int, dict]]]:
                                  + (f"_seed{s}" if s else ""), "ST-CNN Aff", p.upper(), s, fields)
                                 for s in SEEDS]
                 for name, (protocols, fields) in VARIANTS.items() for p in protocols}
+    # The floor of the jittered classifier: its model on undistorted digits.
+    floor_jitter = [("st-cnn-affine_none-28_jitter", "st-cnn-affine", "none-28", 0,
+                     {"output_jitter": VARIANTS["consistency+jitter"][1]["output_jitter"]})]
     return {"method-r": method["r"], "method-rts": method["rts"], "floor": floor,
-            "paper": paper, **variants}
+            "paper": paper, **variants, "floor-jitter": floor_jitter}
 
 
 def method_name(group: str) -> str:
     """The ``method`` of a group's rows in results/alignment.json."""
     if group == "floor":
         return "none (floor)"
+    if group == "floor-jitter":
+        return f"output jitter {VARIANTS['consistency+jitter'][1]['output_jitter']} (floor)"
     return group.rsplit("-", 1)[0] if group.rsplit("-", 1)[0] in VARIANTS else METHOD_NAME
 
 
