@@ -163,9 +163,10 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
 
 
 def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None) -> list:
-    """``images/alignment_<protocol>.png``: test digits, the paper's ST-CNN Aff, the aligned one.
+    """``images/alignment_<protocol>.png``: test digits, the paper's ST-CNN Aff, the aligned ones.
 
-    Reads the models of the ``paper`` units and of the method's seed-0 runs.
+    Reads the models of the ``paper`` units, of the method's seed-0 runs and
+    of its variants' on their protocols.
     """
     from stn import evaluation, runs
     from stn.figures import transformers_figure
@@ -175,6 +176,10 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
     for protocol in ("r", "rts"):
         models = {"paper": runs_dir / f"st-cnn-affine_{protocol}_paper",
                   "aligned": runs_dir / f"st-cnn-affine_{protocol}_{METHOD_NAME}"}
+        for name, (protocols, _) in VARIANTS.items():  # seed 0 of each variant run here
+            if protocol in protocols:
+                models[name.replace(METHOD_NAME, "aligned")] = \
+                    runs_dir / f"st-cnn-affine_{protocol}_{name.replace('+', '_')}"
         missing = [str(d) for d in models.values() if not (d / runs.MODEL).exists()]
         if missing:
             print(f"alignment: no figure for {protocol.upper()}: not trained yet: "
