@@ -77,8 +77,9 @@ def _transformer_parts(model_config: C.ModelConfig, batch: int) -> dict:
     layer = find_transformer(build_model(model_config))
     net, size = layer.localization, model_config.input_size
     images = tf.random.stateless_uniform((batch, size, size, 1), (0, 3))
-    theta = tf.constant(kinds.identity(layer.kind, batch) + 0.05 * np.random.default_rng(0)
-                        .standard_normal((batch, 6)), tf.float32)
+    theta = kinds.identity(layer.kind, batch)
+    theta = tf.constant(theta + 0.05 * np.random.default_rng(0).standard_normal(theta.shape),
+                        tf.float32)
     out = (model_config.transformer_output_size,) * 2 if model_config.transformer_output_size \
         else None
 

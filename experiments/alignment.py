@@ -56,23 +56,29 @@ VARIANTS = {
     # the classifier's floor was what jitter moves. Reported, not chosen.
     "consistency+jitter0.05": (("r",), {**METHOD, "output_jitter": 0.05}),
 }
+# The jitter of the variant whose classifier's floor is measured (floor-jitter).
+FLOOR_JITTER = VARIANTS["consistency+jitter"][1]["output_jitter"]
 SEEDS = (0, 1, 2)
 KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 
 
+def run_name(method: str, protocol: str, seed: int = 0) -> str:
+    """The run directory's name of an ST-CNN Aff unit: ``st-cnn-affine_<protocol>_<method>``."""
+    return f"st-cnn-affine_{protocol}_{method.replace('+', '_')}" + (f"_seed{seed}" if seed else "")
+
+
 def units() -> dict[str, list[tuple[str, str, str, int, dict]]]:
     """``group -> [(name, model preset, protocol, seed, Config fields)]``."""
-    method = {p: [(f"st-cnn-affine_{p}_{METHOD_NAME}" + (f"_seed{s}" if s else ""),
-                   "ST-CNN Aff", p.upper(), s, METHOD) for s in SEEDS] for p in ("r", "rts")}
+    method = {p: [(run_name(METHOD_NAME, p, s), "ST-CNN Aff", p.upper(), s, METHOD)
+                  for s in SEEDS] for p in ("r", "rts")}
     floor = [(f"paper-cnn_{p}", "paper-cnn", p, 0, {}) for p in ("none-28", "none")]
-    paper = [(f"st-cnn-affine_{p}_paper", "ST-CNN Aff", p.upper(), 0, {}) for p in ("r", "rts")]
-    variants = {f"{name}-{p}": [(f"st-cnn-affine_{p}_{name.replace('+', '_')}"
-                                 + (f"_seed{s}" if s else ""), "ST-CNN Aff", p.upper(), s, fields)
+    paper = [(run_name("paper", p), "ST-CNN Aff", p.upper(), 0, {}) for p in ("r", "rts")]
+    variants = {f"{name}-{p}": [(run_name(name, p, s), "ST-CNN Aff", p.upper(), s, fields)
                                 for s in SEEDS]
                 for name, (protocols, fields) in VARIANTS.items() for p in protocols}
     # The floor of the jittered classifier: its model on undistorted digits.
-    floor_jitter = [("st-cnn-affine_none-28_jitter", "st-cnn-affine", "none-28", 0,
-                     {"output_jitter": VARIANTS["consistency+jitter"][1]["output_jitter"]})]
+    floor_jitter = [(run_name("jitter", "none-28"), "st-cnn-affine", "none-28", 0,
+                     {"output_jitter": FLOOR_JITTER})]
     return {"method-r": method["r"], "method-rts": method["rts"], "floor": floor,
             "paper": paper, **variants, "floor-jitter": floor_jitter}
 
@@ -82,8 +88,9 @@ def method_name(group: str) -> str:
     if group == "floor":
         return "none (floor)"
     if group == "floor-jitter":
-        return f"output jitter {VARIANTS['consistency+jitter'][1]['output_jitter']} (floor)"
-    return group.rsplit("-", 1)[0] if group.rsplit("-", 1)[0] in VARIANTS else METHOD_NAME
+        return f"output jitter {FLOOR_JITTER} (floor)"
+    variant = group.rsplit("-", 1)[0]
+    return variant if variant in VARIANTS else METHOD_NAME
 
 
 def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: str):
@@ -178,12 +185,11 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
 
     written = []
     for protocol in ("r", "rts"):
-        models = {"paper": runs_dir / f"st-cnn-affine_{protocol}_paper",
-                  "aligned": runs_dir / f"st-cnn-affine_{protocol}_{METHOD_NAME}"}
+        models = {"paper": runs_dir / run_name("paper", protocol),
+                  "aligned": runs_dir / run_name(METHOD_NAME, protocol)}
         for name, (protocols, _) in VARIANTS.items():  # seed 0 of each variant run here
             if protocol in protocols:
-                models[name.replace(METHOD_NAME, "aligned")] = \
-                    runs_dir / f"st-cnn-affine_{protocol}_{name.replace('+', '_')}"
+                models[name.replace(METHOD_NAME, "aligned")] = runs_dir / run_name(name, protocol)
         missing = [str(d) for d in models.values() if not (d / runs.MODEL).exists()]
         if missing:
             print(f"alignment: no figure for {protocol.upper()}: not trained yet: "

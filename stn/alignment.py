@@ -159,12 +159,13 @@ def relative_size(points: tf.Tensor, rotated_points: tf.Tensor, kind: str) -> tf
     A map zoomed in by ``s`` (all its points ``s`` times closer together)
     has size ``s^2``, as has its consistency gap: their ratio is scale-free.
     """
-    return (_spread(points) + _spread(rotated_points)) / (2.0 * _identity_spread(kind, points.dtype))
+    unit = _spread(_identity_points(kind, points.dtype))
+    return (_spread(points) + _spread(rotated_points)) / (2.0 * unit)
 
 
-def _identity_spread(kind: str, dtype) -> tf.Tensor:
-    """``[1]``: :func:`_spread` of the kind's identity map (the unit of size)."""
-    return _spread(map_points(tf.constant(kinds.identity(kind, 1), dtype), kind))
+def _identity_points(kind: str, dtype) -> tf.Tensor:
+    """``[1, POINTS^2, 2]``: the kind's identity map at the comparison grid."""
+    return map_points(tf.constant(kinds.identity(kind, 1), dtype), kind)
 
 
 def mean_log_size(points: tf.Tensor, kind: str) -> tf.Tensor:
@@ -174,7 +175,7 @@ def mean_log_size(points: tf.Tensor, kind: str) -> tf.Tensor:
     map zoomed in by ``s`` has ``log(s^2)``); 0 when the batch keeps, on
     average, the identity's scale.
     """
-    relative = _spread(points) / _identity_spread(kind, points.dtype)
+    relative = _spread(points) / _spread(_identity_points(kind, points.dtype))
     return tf.reduce_mean(tf.math.log(tf.maximum(relative, MIN_SIZE)))
 
 
@@ -191,7 +192,7 @@ def mean_angle(params: tf.Tensor, kind: str) -> tf.Tensor:
 
 def _mean_angle(points: tf.Tensor, kind: str) -> tf.Tensor:
     """:func:`mean_angle` from the maps' points ``[B, m, 2]``."""
-    ref = map_points(tf.constant(kinds.identity(kind, 1), points.dtype), kind)  # (1, m, 2)
+    ref = _identity_points(kind, points.dtype)  # (1, m, 2)
     ref = ref - tf.reduce_mean(ref, axis=1, keepdims=True)
     got = points - tf.reduce_mean(points, axis=1, keepdims=True)
     cross = tf.reduce_sum(ref[..., 0] * got[..., 1] - ref[..., 1] * got[..., 0], axis=-1)

@@ -108,13 +108,14 @@ class ModelConfig:
             raise ValueError(f"output_jitter must be in [0, 1), got {self.output_jitter}")
         if self.output_jitter and not self.transformer:
             raise ValueError("output_jitter needs a model with a transformer")
-        if self.output_jitter and self.kind not in ("affine", "projective"):
-            raise ValueError(f"output_jitter needs the affine or projective kind, got {self.kind!r}")
+        if self.output_jitter and self.kind not in kinds.COMPOSABLE_KINDS:
+            raise ValueError(f"output_jitter needs one of the kinds {kinds.COMPOSABLE_KINDS}, "
+                             f"got {self.kind!r}")
         _check_positive("transformer_iterations", self.transformer_iterations)
         if self.transformer_iterations > 1 and not (
-                self.transformer and self.kind in ("affine", "projective")):
-            raise ValueError("transformer_iterations > 1 needs a transformer of the affine or "
-                             f"projective kind, got kind {self.kind!r}")
+                self.transformer and self.kind in kinds.COMPOSABLE_KINDS):
+            raise ValueError("transformer_iterations > 1 needs a transformer of one of the kinds "
+                             f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
         if not 0.0 <= self.localization_dropout < 1.0:
             raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
         if len(self.conv_filters) != 2:

@@ -127,6 +127,11 @@ KINDS = {
 }
 
 
+COMPOSABLE_KINDS = ("affine", "projective")
+"""The kinds whose maps compose as 3 x 3 matrices (:func:`stn.layers.compose`): the
+ones the layer's ``output_jitter`` and ``iterations`` take."""
+
+
 def get_kind(kind: "str | Kind") -> Kind:
     """Looks up a kind by name (a :class:`Kind` passes through).
 

@@ -84,10 +84,6 @@ def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity
     ], name=name)
 
 
-COMPOSABLE_KINDS = ("affine", "projective")
-"""The kinds whose maps :func:`compose` composes (``output_jitter``, ``iterations``)."""
-
-
 def _square(params, kind: str):
     """``[B, 3, 3]``: the matrix of ``params [B, P]`` of an affine or projective kind."""
     ops = keras.ops
@@ -108,8 +104,9 @@ def compose(theta, other, kind: str):
     3 x 3 product divided by its last entry for the projective one.
     Returns ``[B, P]``, ``theta``'s dtype.
     """
-    if kind not in COMPOSABLE_KINDS:
-        raise ValueError(f"compose: kind must be one of {COMPOSABLE_KINDS}, got {kind!r}")
+    if kind not in kinds.COMPOSABLE_KINDS:
+        raise ValueError(f"compose: kind must be one of {kinds.COMPOSABLE_KINDS}, "
+                         f"got {kind!r}")
     product = keras.ops.matmul(_square(theta, kind), _square(other, kind))
     if kind == "affine":
         return keras.ops.reshape(product[:, :2], (-1, 6))
@@ -175,9 +172,9 @@ class SpatialTransformer(keras.layers.Layer):
             raise ValueError(f"output_jitter must be in [0, 1), got {output_jitter}")
         for name, value, off in (("output_jitter", output_jitter, 0.0),
                                  ("iterations", iterations, 1)):
-            if value != off and kinds.get_kind(kind).name not in COMPOSABLE_KINDS:
-                raise ValueError(f"{name} needs one of the kinds {COMPOSABLE_KINDS} (maps it "
-                                 f"composes), got {kind!r}; set it to {off}")
+            if value != off and kinds.get_kind(kind).name not in kinds.COMPOSABLE_KINDS:
+                raise ValueError(f"{name} needs one of the kinds {kinds.COMPOSABLE_KINDS} "
+                                 f"(maps it composes), got {kind!r}; set it to {off}")
         if not (isinstance(iterations, int) and iterations >= 1):
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         self.kind = kinds.get_kind(kind).name
