@@ -5,6 +5,7 @@
     python -m experiments.screen curriculum        # warps growing from none over K epochs
     python -m experiments.screen epochs            # the ST-CNN on RTS over twice the epochs
     python -m experiments.screen upright-default   # the default run, made to straighten
+    python -m experiments.screen image-pull        # each digit's own angle pulled upright
     python -m experiments.screen recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
@@ -130,6 +131,16 @@ STUDIES = {
         ("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.05,
                              "transformer_iterations": 2}),
     ],
+    # The mean-angle pull fixes only the batch's common rotation; each image's
+    # own angle pulled to zero (--alignment-image-pull R) picks every digit's
+    # pose, upright. On the best setting so far of each protocol (the term
+    # with output jitter), against its row of "alignment-jitter".
+    "image-pull": [
+        *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.05,
+                               "alignment_image_pull": r}) for r in (0.003, 0.01, 0.03)],
+        *[("ST-CNN Aff", "RTS", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.1,
+                                 "alignment_image_pull": r}) for r in (0.01, 0.03)],
+    ],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.
@@ -147,6 +158,11 @@ STUDIES = {
         # Equivariance leaves each digit's angle free: a class-congealing
         # term pulls each output toward its class's mean output instead.
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "congeal_weight": w}) for w in (1.0, 5.0)],
+        # The gauged term turned nothing back (its mean-angle pull leaves each
+        # digit's own angle free): each image's angle pulled to zero too.
+        *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0,
+                                 "alignment_scale_gauge": True, "alignment_image_pull": r})
+          for r in (0.03, 0.1)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),

@@ -235,6 +235,10 @@ class Config:
     alignment_scale_gauge: bool = _setting(
         False, "add to the alignment term a pull of the batch's mean log scale of the "
         "transformer's maps to the identity's, so that the batch cannot zoom in together")
+    alignment_image_pull: float = _setting(
+        0.0, "add to the alignment term a pull of each image's own rotation of the "
+        "transformer's map to zero, weighted R times the term's (the mean-angle pull fixes "
+        "only the batch's mean): each digit's pose upright; 0 is off", metavar="R")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -282,6 +286,12 @@ class Config:
             raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
                               f"{self.alignment_degrees}")
         _check_choice("alignment_terms", self.alignment_terms, ALIGNMENT_TERMS)
+        if not 0.0 <= self.alignment_image_pull < math.inf:
+            raise ConfigError("alignment_image_pull", f"must be finite and >= 0, got "
+                              f"{self.alignment_image_pull}")
+        if self.alignment_image_pull and not self.alignment_weight:
+            raise ConfigError("alignment_image_pull", "is a part of the alignment term: "
+                              "set alignment_weight > 0 too")
         if not 0.0 <= self.congeal_weight < math.inf:
             raise ConfigError("congeal_weight", f"must be finite and >= 0, got "
                               f"{self.congeal_weight}")

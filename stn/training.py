@@ -127,7 +127,8 @@ def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
     alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
                                  config.alignment_terms, config.alignment_scale_free,
-                                 config.alignment_scale_gauge)
+                                 config.alignment_scale_gauge,
+                                 config.alignment_image_pull)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,

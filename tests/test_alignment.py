@@ -77,6 +77,38 @@ def _rotated_kind_params(kind: str, angles: np.ndarray) -> tf.Tensor:
     return tf.constant(turned.reshape(len(angles), -1), tf.float32)
 
 
+def test_image_angles_read_each_maps_own_rotation_and_the_pull_sums_their_squares():
+    angles = np.array([0.3, -0.1, 0.2, -0.5], np.float32)
+    zoomed = align.rotation_params(tf.constant(angles)).numpy().reshape(-1, 2, 3)
+    zoomed *= [[0.6], [0.6]]  # each map zoomed and shifted: its angle is unchanged
+    zoomed[..., 2] += 0.2
+    got = align.image_angles(tf.constant(zoomed.reshape(-1, 6)), "affine")
+    np.testing.assert_allclose(got, angles, atol=1e-5)
+    np.testing.assert_allclose(align.mean_angle(tf.constant(zoomed.reshape(-1, 6)), "affine"),
+                               angles.mean(), atol=1e-5)
+    # In the penalty: W * (... + R * sum(angle_i^2) / global batch size).
+    t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.1), tf.constant(0.0),
+                    tf.constant([0.3, -0.4]))
+    on, off = (float(align.Alignment(2.0, image_pull=r).penalty(t, 4.0, 2)) for r in (0.5, 0.0))
+    np.testing.assert_allclose(on - off, 2.0 * 0.5 * (0.09 + 0.16) / 4.0, rtol=1e-6)
+
+
+def test_the_image_pull_changes_the_update_not_the_logged_gap():
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    after = {r: [] for r in (0.0, 1.0)}
+    sums = {r: _one_step(split, align.Alignment(1.0, image_pull=r), after[r], steps=2)
+            for r in after}
+    assert sums[0.0] == sums[1.0]
+    assert any(not np.allclose(a, b) for a, b in zip(after[0.0], after[1.0]))
+    assert C.make_config("st-cnn-affine", "r", alignment_weight=1.0,
+                         alignment_image_pull=0.01).alignment_image_pull == 0.01
+    for bad in (-0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="alignment_image_pull"):
+            C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=bad)
+    with pytest.raises(ValueError, match="alignment_weight > 0"):
+        C.make_config("st-cnn-affine", "r", alignment_image_pull=0.01)
+
+
 def _one_step(split, alignment, weights=None, steps=1):
     """The sums of a training step (the last of ``steps`` on one batch); with
     ``weights=[]``, the weights after it appended."""
