@@ -19,6 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 # Config fields that have a flag of their name besides the training settings.
 OTHER_FLAGS = ("seed", "max_train_examples")
+# ModelConfig fields that have a flag, each replacing the preset's value:
+# the parts of the alignment methods that live in the model (docs/alignment.md).
+MODEL_FLAGS = {
+    "output_jitter": (float, "S", "training only: the transformer's output read through a "
+                      "random affine near the identity, its entries N(0, S^2) (0: off)"),
+    "transformer_iterations": (int, "K", "the transformer refined K - 1 times by its own "
+                               "localization net (1: the paper's single pass)"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="with --dry-run and no --run-dir: keep the temporary run dir")
     cli.add_settings(p)
+    group = p.add_argument_group("model changes", "each flag given replaces the preset's value")
+    for name, (kind, metavar, text) in MODEL_FLAGS.items():
+        group.add_argument(cli.flag(name), type=kind, metavar=metavar,
+                           help=f"{text} (default: the preset's)")
     args = p.parse_args(argv)
     if args.keep and not (args.dry_run and not args.run_dir):
         p.error("argument --keep: only applies to --dry-run without --run-dir "
@@ -80,8 +92,9 @@ def make_run_config(args: argparse.Namespace, precision: str):
         given = args.max_train_examples
         fields.update(epochs=1, max_train_examples=1000 if given is None else min(given, 1000),
                       max_steps_per_epoch=2)
-    return make_config(args.preset, args.protocol, {"dtype": precision}, recipe=args.recipe,
-                       **fields)
+    model = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    return make_config(args.preset, args.protocol, {"dtype": precision, **model},
+                       recipe=args.recipe, **fields)
 
 
 def remove_dry_run(run_dir: str, keep: bool) -> None:

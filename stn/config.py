@@ -112,8 +112,9 @@ class ModelConfig:
             raise ValueError(f"output_jitter needs one of the kinds {kinds.COMPOSABLE_KINDS}, "
                              f"got {self.kind!r}")
         _check_positive("transformer_iterations", self.transformer_iterations)
-        if self.transformer_iterations > 1 and not (
-                self.transformer and self.kind in kinds.COMPOSABLE_KINDS):
+        if self.transformer_iterations > 1 and not self.transformer:
+            raise ValueError("transformer_iterations > 1 needs a model with a transformer")
+        if self.transformer_iterations > 1 and self.kind not in kinds.COMPOSABLE_KINDS:
             raise ValueError("transformer_iterations > 1 needs a transformer of one of the kinds "
                              f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
         if not 0.0 <= self.localization_dropout < 1.0:

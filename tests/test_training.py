@@ -120,6 +120,10 @@ def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, arg
     assert not run_dir.exists()
 
 
+# Settings that only act with another one: the flags given with them.
+NEEDS = {"alignment_image_pull": ["--alignment-weight", "1"]}
+
+
 def test_every_training_setting_is_a_flag_that_reaches_the_config():
     # One source: a Config field made by _setting is a Recipe field (None:
     # Config's default) and a train.py flag of its name, checked by Config.
@@ -142,8 +146,18 @@ def test_every_training_setting_is_a_flag_that_reaches_the_config():
         else:
             new = old + 1 if field.type is int else 0.5
             argv = [flag, str(new)]
+        argv += NEEDS.get(field.name, [])
         config = train.make_run_config(train.parse_args(argv), "float32")
         assert getattr(config, field.name) == new != old, field.name
+
+
+def test_model_flags_replace_the_presets_fields():
+    train = helpers.script("train.py")
+    argv = ["--preset", "st-cnn-affine", "--protocol", "r"]
+    base = train.make_run_config(train.parse_args(argv), "float32").model
+    config = train.make_run_config(train.parse_args(
+        [*argv, "--output-jitter", "0.05", "--transformer-iterations", "2"]), "float32")
+    assert config.model == dataclasses.replace(base, output_jitter=0.05, transformer_iterations=2)
 
 
 def test_run_dir_with_another_config_is_refused(tmp_path, capsys, train_main):
