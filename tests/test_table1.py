@@ -162,6 +162,36 @@ def test_rotation_diagnosis_tells_a_partial_turn_from_class_poses():
     assert own["mean"] == pytest.approx(30.0)
 
 
+def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
+    import tensorflow as tf
+
+    from experiments import rotation
+    from stn import alignment, kinds
+    from stn import pose as stn_pose
+
+    bar = np.zeros((1, 28, 28), np.float32)  # its top leaning left: x grows with the row
+    for t in np.linspace(-9, 9, 400):
+        bar[0, int(round(14 + t)), int(round(14 + 0.3 * t))] = 1.0
+    tilt, eccentricity = rotation.principal_tilt(bar)
+    assert tilt[0] == pytest.approx(np.degrees(np.arctan(0.3)), abs=1.0)
+    assert eccentricity[0] > 0.95
+    assert rotation.principal_tilt(np.ones((1, 28, 28)))[1][0] == pytest.approx(0.0, abs=1e-12)
+    # The map that stands the bar up has a residual rotation of +tilt in stn.pose.
+    theta = alignment.rotation_params(tf.constant([-np.radians(tilt[0])], tf.float32))
+    upright = kinds.warp(tf.constant(bar[..., None]), theta).numpy()[..., 0]
+    assert abs(rotation.principal_tilt(upright)[0][0]) < 1.0
+    pose = stn_pose.pose_alignment(kinds.identity("affine", 1), theta.numpy(), 28)
+    assert pose.residual["rotation"][0] == pytest.approx(tilt[0], abs=1e-3)
+    # A residual that follows the tilt by a known share, whatever the raw turn.
+    rng = np.random.default_rng(1)
+    raw, own = rng.uniform(-90, 90, 3000), rng.normal(0, 20, 3000)
+    stats = rotation.tilt_stats(raw, 0.1 * raw + 0.4 * own, own)
+    # (the sample's tilt is not quite uncorrelated with its raw turns)
+    assert stats["coefficient"] == pytest.approx(0.4, abs=0.005)
+    assert stats["left_std_after"] < 0.5 < 7.0 < stats["left_std"]
+    assert stats["correlation"] > 0.999
+
+
 def test_protocol_severity_reached_pixels_of_known_warps():
     from experiments import protocol_severity as severity
     from stn import kinds
