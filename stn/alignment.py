@@ -40,6 +40,11 @@ if the maps are equivariant, a digit seen at rotations ``r`` (symmetric about
 upright) costs ``E (a - r)^2 = a^2 + var(r)`` for its representative ``a``,
 least at ``a = 0``, upright, for every digit. The pull also shrinks the turn
 (each map would rather not rotate), against the consistency gap: a weak pull.
+
+With ``zoom > 1``, ``g`` also scales: ``G = s R`` with ``s`` drawn
+log-uniformly in ``[1/zoom, zoom]``, and the same argument gives
+``T_{x_g}(p) = G^-1 T_x(p)``: the transformer must then bring a digit drawn
+larger or smaller to the same output, as RTS's scales ask (0.7-1.2).
 """
 
 import dataclasses
@@ -73,6 +78,8 @@ class Alignment:
         (:func:`mean_log_size`): the common scale pulled to the identity's.
       image_pull: add this times the mean of each image's squared angle of
         ``T_x`` (:func:`image_angles`): every digit's own pose pulled upright.
+      zoom: ``g`` also scales by a factor log-uniform in ``[1/zoom, zoom]``
+        (:func:`draw_zooms`); 1: rotations only.
     """
     weight: float
     degrees: float = 45.0
@@ -80,6 +87,7 @@ class Alignment:
     scale_free: bool = False
     scale_gauge: bool = False
     image_pull: float = 0.0
+    zoom: float = 1.0
 
     def penalty(self, t: "Terms", size, replicas) -> tf.Tensor:
         """The weighted loss term of one replica.
@@ -120,9 +128,12 @@ class Terms(NamedTuple):
     angles: tf.Tensor | None = None
 
 
-def rotation_params(angles: tf.Tensor) -> tf.Tensor:
-    """Affine parameters ``[B, 6]`` of rotations by ``angles [B]`` (radians) about the centre."""
+def rotation_params(angles: tf.Tensor, zooms: tf.Tensor | None = None) -> tf.Tensor:
+    """Affine parameters ``[B, 6]`` of ``G = s R``: rotations by ``angles [B]`` (radians)
+    about the centre, times ``zooms [B]`` (None: 1); output ``p`` reads the input at ``G p``."""
     c, s = tf.cos(angles), tf.sin(angles)
+    if zooms is not None:
+        c, s = c * zooms, s * zooms
     zero = tf.zeros_like(angles)
     return tf.stack([c, -s, zero, s, c, zero], axis=-1)
 
@@ -141,25 +152,29 @@ def map_points(params: tf.Tensor, kind: str) -> tf.Tensor:
 
 
 def consistency(params: tf.Tensor, rotated_params: tf.Tensor, angles: tf.Tensor,
-                kind: str) -> tf.Tensor:
-    """Per-example mean squared gap ``|T_{x_g}(p) - R^-1 T_x(p)|^2`` (normalized units).
+                kind: str, zooms: tf.Tensor | None = None) -> tf.Tensor:
+    """Per-example mean squared gap ``|T_{x_g}(p) - G^-1 T_x(p)|^2`` (normalized units).
 
     Args:
       params: ``[B, P]``, the maps predicted for the images ``x``.
       rotated_params: ``[B, P]``, the maps predicted for ``x_g``, the images
-        sampled with :func:`rotation_params` ``(angles)``.
-      angles: ``[B]`` radians, the rotations ``g``.
+        sampled with :func:`rotation_params` ``(angles, zooms)``.
+      angles: ``[B]`` radians, the rotations of ``g``.
       kind: the transformer kind of both.
+      zooms: ``[B]`` the scales of ``g`` (None: 1, rotations only).
 
     Returns:
       ``[B]``: zero where the transformer's outputs on ``x`` and ``x_g`` agree.
     """
-    return _gap(map_points(params, kind), map_points(rotated_params, kind), angles)
+    return _gap(map_points(params, kind), map_points(rotated_params, kind), angles, zooms)
 
 
-def _gap(points: tf.Tensor, rotated_points: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+def _gap(points: tf.Tensor, rotated_points: tf.Tensor, angles: tf.Tensor,
+         zooms: tf.Tensor | None = None) -> tf.Tensor:
     """:func:`consistency` from the maps' points ``[B, m, 2]``."""
     want = _rotate_points(points, -angles)
+    if zooms is not None:
+        want = want / zooms[:, None, None]
     return tf.reduce_mean(tf.reduce_sum(tf.square(rotated_points - want), -1), axis=-1)
 
 
@@ -226,7 +241,16 @@ def draw_angles(n, degrees: float, seed: tf.Tensor) -> tf.Tensor:
     return tf.random.stateless_uniform([n], seed, -limit, limit)
 
 
-def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
+def draw_zooms(n, zoom: float, seed: tf.Tensor) -> tf.Tensor:
+    """``[n]`` scales log-uniform in ``[1/zoom, zoom]``, a pure function of ``seed`` (int ``[2]``),
+    independent of :func:`draw_angles`' draw from the same seed."""
+    limit = math.log(zoom)
+    seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    return tf.exp(tf.random.stateless_uniform([n], seed, -limit, limit))
+
+
+def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True,
+          zooms: tf.Tensor | None = None) -> Terms:
     """The alignment term's parts (:class:`Terms`) for a layer on a batch.
 
     Args:
@@ -234,11 +258,12 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
       images: ``[B, H, W, C]`` float32, the layer's input.
       angles: ``[B]`` radians.
       training: passed to the localization net (dropout).
+      zooms: ``[B]`` the scales of ``g`` (None: rotations only).
 
     Returns:
       :class:`Terms`, float32.
     """
-    rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles)))
+    rotated = tf.stop_gradient(kinds.warp_xla(images, rotation_params(angles, zooms)))
 
     def predict(x):  # the layer's map, without its training-only output jitter
         return tf.cast(layer.params(x, training=training), tf.float32)
@@ -247,7 +272,7 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True) -> Terms:
     points = map_points(predict(images), layer.kind)
     rotated_points = map_points(predict(rotated), layer.kind)
     own = _angles(points, layer.kind)
-    return Terms(_gap(points, rotated_points, angles),
+    return Terms(_gap(points, rotated_points, angles, zooms),
                  relative_size(points, rotated_points, layer.kind),
                  tf.reduce_mean(own), mean_log_size(points, layer.kind), own)
 

@@ -240,6 +240,10 @@ class Config:
         0.0, "add to the alignment term a pull of each image's own rotation of the "
         "transformer's map to zero, weighted R times the term's (the mean-angle pull fixes "
         "only the batch's mean): each digit's pose upright; 0 is off", metavar="R")
+    alignment_zoom: float = _setting(
+        1.0, "the alignment term's transforms g also scale, by a factor drawn log-uniformly "
+        "in [1/Z, Z], so that a digit drawn larger or smaller must reach the same output; "
+        "1 is off (rotations only)", metavar="Z")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -290,6 +294,11 @@ class Config:
         if not 0.0 <= self.alignment_image_pull < math.inf:
             raise ConfigError("alignment_image_pull", f"must be finite and >= 0, got "
                               f"{self.alignment_image_pull}")
+        if not 1.0 <= self.alignment_zoom <= 4.0:
+            raise ConfigError("alignment_zoom", f"must be in [1, 4], got {self.alignment_zoom}")
+        if self.alignment_zoom > 1.0 and not self.alignment_weight:
+            raise ConfigError("alignment_zoom", "is a part of the alignment term: "
+                              "set alignment_weight > 0 too")
         if self.alignment_image_pull and not self.alignment_weight:
             raise ConfigError("alignment_image_pull", "is a part of the alignment term: "
                               "set alignment_weight > 0 too")

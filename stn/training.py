@@ -128,7 +128,7 @@ def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
                                  config.alignment_terms, config.alignment_scale_free,
                                  config.alignment_scale_gauge,
-                                 config.alignment_image_pull)
+                                 config.alignment_image_pull, config.alignment_zoom)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
@@ -208,7 +208,9 @@ class Steps:
         seed = tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(self.optimizer.iterations, tf.int64)])
         angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
-        t = align.terms(self.transformer, images, angles)
+        zooms = (align.draw_zooms(tf.shape(images)[0], self.alignment.zoom, seed)
+                 if self.alignment.zoom > 1.0 else None)
+        t = align.terms(self.transformer, images, angles, zooms=zooms)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return t.gaps, self.alignment.penalty(t, size, replicas)
 

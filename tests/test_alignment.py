@@ -40,6 +40,44 @@ def test_consistency_is_zero_for_the_inverse_rotation_composed_by_hand():
     assert np.all(wrong.numpy()[np.abs(angles) > 0.1] > 1e-3)
 
 
+def test_with_zooms_the_gap_is_zero_for_the_inverse_similarity_composed_by_hand():
+    rng = np.random.default_rng(5)
+    params = _random_affine(16, rng)
+    angles = rng.uniform(-1.0, 1.0, 16).astype(np.float32)
+    zooms = np.exp(rng.uniform(-0.3, 0.3, 16)).astype(np.float32)
+    g = align.rotation_params(tf.constant(angles), tf.constant(zooms)).numpy().reshape(-1, 2, 3)
+    np.testing.assert_allclose(g[:, :, :2], zooms[:, None, None] * np.stack(
+        [[np.cos(angles), -np.sin(angles)], [np.sin(angles), np.cos(angles)]]).transpose(2, 0, 1),
+        atol=1e-6)
+    exact = _compose_inverse_rotation(params, angles) / zooms[:, None]  # G^-1 A = R^-1 A / s
+    args = [tf.constant(a, tf.float32) for a in (params, exact, angles)]
+    np.testing.assert_allclose(align.consistency(*args, "affine", tf.constant(zooms)), 0.0,
+                               atol=1e-11)
+    rotation_only = align.consistency(*args, "affine")  # the zoom is not ignored
+    assert np.all(rotation_only.numpy()[np.abs(np.log(zooms)) > 0.05] > 1e-4)
+    seed = tf.constant([0, 7], tf.int64)
+    drawn = align.draw_zooms(1000, 1.3, seed).numpy()
+    assert drawn.min() >= 1 / 1.3 - 1e-6 and drawn.max() <= 1.3 + 1e-6
+    assert abs(np.mean(np.log(drawn))) < 0.02  # log-uniform about 1
+    assert not np.allclose(np.log(drawn) / np.log(1.3),
+                           align.draw_angles(1000, 1.0, seed).numpy() / np.radians(1.0))
+
+
+def test_zooms_change_the_update_and_need_the_term():
+    split = helpers.synthetic_split(16, np.random.default_rng(2))
+    after = {z: [] for z in (1.0, 1.5)}
+    sums = {z: _one_step(split, align.Alignment(1.0, zoom=z), after[z]) for z in after}
+    assert sums[1.0][3] != sums[1.5][3]  # the gap of the zoomed g is another number
+    assert any(not np.allclose(a, b) for a, b in zip(after[1.0], after[1.5]))
+    assert C.make_config("st-cnn-affine", "rts", alignment_weight=1.0,
+                         alignment_zoom=1.3).alignment_zoom == 1.3
+    for bad, message in ((0.8, "must be in"), (math.nan, "must be in")):
+        with pytest.raises(ValueError, match=message):
+            C.make_config("st-cnn-affine", "rts", alignment_weight=1.0, alignment_zoom=bad)
+    with pytest.raises(ValueError, match="alignment_weight > 0"):
+        C.make_config("st-cnn-affine", "rts", alignment_zoom=1.3)
+
+
 def test_that_zero_means_equal_outputs_in_our_samplers_convention():
     # A quarter turn maps pixel centres onto pixel centres, so the sampler
     # rotates exactly: then the transformer's output on the rotated image

@@ -53,10 +53,11 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     for row in rows:
         assert set(row) == {"model", "protocol", "fields", "run", "val_error_percent",
                             "val_rotation_spread_ratio", "val_median_scale", "val_shift_std_px",
-                            "train_seconds"}
+                            "val_scale_spread_ratio", "train_seconds"}
         assert 0.0 <= row["val_error_percent"] <= 100.0
     assert rows[0]["val_rotation_spread_ratio"] > 0.0  # a transformer: its ratio
     assert 0.2 < rows[0]["val_median_scale"] < 5.0  # and the scale of what it shows
+    assert rows[0]["val_scale_spread_ratio"] is None  # R draws no scales: no ratio
     assert rows[1]["val_rotation_spread_ratio"] is None  # no transformer
     assert rows[1]["val_median_scale"] is None and rows[1]["val_shift_std_px"] is None
     assert rows[0]["val_shift_std_px"] >= 0.0  # R has no shifts: about 0 after one step

@@ -121,7 +121,10 @@ def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, arg
 
 
 # Settings that only act with another one: the flags given with them.
-NEEDS = {"alignment_image_pull": ["--alignment-weight", "1"]}
+NEEDS = {"alignment_image_pull": ["--alignment-weight", "1"],
+         "alignment_zoom": ["--alignment-weight", "1"]}
+# Settings whose valid values exclude the test's 0.5.
+VALUES = {"alignment_zoom": 1.5}
 
 
 def test_every_training_setting_is_a_flag_that_reaches_the_config():
@@ -144,7 +147,7 @@ def test_every_training_setting_is_a_flag_that_reaches_the_config():
             new = next(c for c in field.metadata["choices"] if c != old)
             argv = [flag, new]
         else:
-            new = old + 1 if field.type is int else 0.5
+            new = VALUES.get(field.name, old + 1 if field.type is int else 0.5)
             argv = [flag, str(new)]
         argv += NEEDS.get(field.name, [])
         config = train.make_run_config(train.parse_args(argv), "float32")
