@@ -179,7 +179,7 @@ STUDIES = {
         # digit's own angle free): each image's angle pulled to zero too.
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0,
                                  "alignment_scale_gauge": True, "alignment_image_pull": r})
-          for r in (0.03, 0.1)],
+          for r in (0.03, 0.1, 0.3, 1.0)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
