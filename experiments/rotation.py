@@ -15,7 +15,8 @@ squares coefficient of the residual's deviations (after the slope) on the
 tilt is 0 for a transformer blind to the digit's own slant and 1 for one that
 stands every digit on its principal axis: the residual the pose metric counts
 (it measures against MNIST's own orientation, slant included) though the
-digit looks straighter.
+digit looks straighter. And the error rate in three equal groups of the
+raw turn's size: what the turns left cost the classifier.
 
     python -m experiments.rotation                    # the Table 1 ST cells on R
     python -m experiments.rotation runs/table1/st-cnn-affine_r --json out.json
@@ -106,6 +107,25 @@ def tilt_stats(raw, residual, tilt) -> dict:
             "left_std_after": float(np.std(left - coefficient * own))}
 
 
+def errors_by_turn(raw, wrong, bins: int = 3) -> dict:
+    """The error rate in each of ``bins`` equal-count groups of the raw turn's size.
+
+    Args:
+      raw: float ``[n]``, the warps' rotations (degrees).
+      wrong: bool ``[n]``, misclassified examples.
+
+    Returns:
+      ``{"edges": [bins + 1] degrees of |raw|, "error_percent": [bins]}``.
+    """
+    import numpy as np
+
+    size = np.abs(raw)
+    edges = np.quantile(size, np.linspace(0.0, 1.0, bins + 1))
+    group = np.clip(np.searchsorted(edges, size, side="right") - 1, 0, bins - 1)
+    return {"edges": [float(e) for e in edges],
+            "error_percent": [float(100 * np.mean(wrong[group == g])) for g in range(bins)]}
+
+
 def diagnose(run_dir: Path, mnist_path=None, split: str = "test") -> dict:
     """Rotation statistics of one run's transformer on a split, overall and per class."""
     import numpy as np
@@ -119,7 +139,9 @@ def diagnose(run_dir: Path, mnist_path=None, split: str = "test") -> dict:
     else:
         test = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
                                   max_train_examples=1).validation
-    alignment = evaluation.split_pose(runs.load_model(run_dir), test)
+    model = runs.load_model(run_dir)
+    alignment = evaluation.split_pose(model, test)
+    wrong = evaluation.predict(model, test.images).argmax(-1) != np.asarray(test.labels)
     raw = alignment.raw["rotation"][alignment.valid]
     residual = alignment.residual["rotation"][alignment.valid]
     labels = np.asarray(test.labels)[alignment.valid]
@@ -130,6 +152,7 @@ def diagnose(run_dir: Path, mnist_path=None, split: str = "test") -> dict:
             "raw_std": alignment.stats["parameters"]["rotation"]["raw"]["std"],
             "all": rotation_stats(raw, residual),
             "tilt": tilt_stats(raw[long], residual[long], tilt[long]),
+            "errors_by_turn": errors_by_turn(alignment.raw["rotation"], wrong),
             "classes": {int(c): rotation_stats(raw[labels == c], residual[labels == c])
                         for c in range(10)}}
 
@@ -144,6 +167,11 @@ def report_lines(report: dict) -> list[str]:
              "  mean:   " + " ".join(f"{s['mean']:+6.1f}" for s in report["classes"].values()),
              "  std:    " + " ".join(f"{s['std']:6.1f}" for s in report["classes"].values()),
              "  slope:  " + " ".join(f"{s['slope']:6.2f}" for s in report["classes"].values())]
+    if "errors_by_turn" in report:
+        turn = report["errors_by_turn"]
+        lines.append("  error by the raw turn's size: " + ", ".join(
+            f"{lo:.0f}-{hi:.0f} deg {e:.2f}%" for lo, hi, e in
+            zip(turn["edges"], turn["edges"][1:], turn["error_percent"])))
     if "tilt" in report:
         t = report["tilt"]
         lines.append(f"  own tilt ({t['n']} elongated digits, std {t['tilt_std']:.1f} deg): "

@@ -192,6 +192,35 @@ def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
     assert stats["correlation"] > 0.999
 
 
+def test_errors_by_turn_groups_by_the_turns_size():
+    from experiments import rotation
+
+    raw = np.array([-80.0, 5.0, -10.0, 40.0, 60.0, -2.0])
+    wrong = np.array([True, False, False, False, True, True])
+    got = rotation.errors_by_turn(raw, wrong)  # |raw|: 2, 5 | 10, 40 | 60, 80
+    assert got["edges"][0] == 2.0 and got["edges"][-1] == 80.0
+    assert got["error_percent"] == [50.0, 0.0, 100.0]
+
+
+def test_perfect_params_read_a_warped_digit_back_onto_its_own_canvas():
+    import tensorflow as tf
+
+    from experiments import perfect_transformer as perfect
+    from stn import data as stn_data
+    from stn import kinds
+
+    y, x = np.mgrid[:28, :28]
+    blob = np.exp(-((x - 13.5) ** 2 + (y - 12.0) ** 2) / 20.0).astype(np.float32)  # a smooth digit
+    for canvas in (28, 42):
+        c, s = np.cos(0.5), np.sin(0.5)  # a turn, a zoom and a shift, as R and RTS draw
+        warp = np.array([[0.9 * c, -0.9 * s, 0.1, 0.9 * s, 0.9 * c, -0.05]], np.float32)
+        warped = kinds.warp(stn_data.pad(255.0 * blob[None], canvas), warp)  # as the splits are
+        back = kinds.warp(warped, perfect.perfect_params(warp, canvas), out_size=(28, 28))
+        np.testing.assert_allclose(back.numpy()[0, :, :, 0], blob, atol=0.05)  # resampled twice
+        forward_only = kinds.warp(warped, warp, out_size=(28, 28)).numpy()[0, :, :, 0]
+        assert np.abs(forward_only - blob).max() > 0.3  # the check is not blind
+
+
 def test_protocol_severity_reached_pixels_of_known_warps():
     from experiments import protocol_severity as severity
     from stn import kinds
