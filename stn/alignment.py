@@ -80,6 +80,9 @@ class Alignment:
         ``T_x`` (:func:`image_angles`): every digit's own pose pulled upright.
       zoom: ``g`` also scales by a factor log-uniform in ``[1/zoom, zoom]``
         (:func:`draw_zooms`); 1: rotations only.
+      pull_decay: the image pull falls linearly from ``image_pull`` at the
+        first epoch to 0 at the last (:func:`pull_scale`): it picks each
+        digit's pose early, and the gap alone restores the full turn late.
     """
     weight: float
     degrees: float = 45.0
@@ -88,8 +91,15 @@ class Alignment:
     scale_gauge: bool = False
     image_pull: float = 0.0
     zoom: float = 1.0
+    pull_decay: bool = False
 
-    def penalty(self, t: "Terms", size, replicas) -> tf.Tensor:
+    def pull_scale(self, epoch: int, epochs: int) -> float:
+        """The image pull's factor in an epoch (0-based) of ``epochs``: 1, or decaying to 0."""
+        if not self.pull_decay or epochs < 2:
+            return 1.0
+        return 1.0 - epoch / (epochs - 1)
+
+    def penalty(self, t: "Terms", size, replicas, pull_scale=1.0) -> tf.Tensor:
         """The weighted loss term of one replica.
 
         Args:
@@ -97,6 +107,7 @@ class Alignment:
           size: the global batch size (the gaps' sum is divided by it).
           replicas: replicas in sync (each adds its share of the squared
             batch means, ``angle^2`` and ``log_size^2``).
+          pull_scale: multiplies ``image_pull`` (:func:`pull_scale`).
         """
         total = 0.0
         if self.terms in ("both", "consistency"):
@@ -107,7 +118,8 @@ class Alignment:
         if self.scale_gauge:
             total += tf.square(t.log_size) / replicas
         if self.image_pull:
-            total += self.image_pull * tf.reduce_sum(tf.square(t.angles)) / size
+            total += (self.image_pull * pull_scale
+                      * tf.reduce_sum(tf.square(t.angles)) / size)
         return self.weight * total
 
 

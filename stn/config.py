@@ -244,6 +244,9 @@ class Config:
         1.0, "the alignment term's transforms g also scale, by a factor drawn log-uniformly "
         "in [1/Z, Z], so that a digit drawn larger or smaller must reach the same output; "
         "1 is off (rotations only)", metavar="Z")
+    alignment_pull_decay: bool = _setting(
+        False, "decay the image pull linearly to 0 over the epochs: it picks each digit's "
+        "pose early, the consistency gap alone restores the full turn late")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -299,6 +302,9 @@ class Config:
         if self.alignment_zoom > 1.0 and not self.alignment_weight:
             raise ConfigError("alignment_zoom", "is a part of the alignment term: "
                               "set alignment_weight > 0 too")
+        if self.alignment_pull_decay and not self.alignment_image_pull:
+            raise ConfigError("alignment_pull_decay", "decays the image pull: set "
+                              "alignment_image_pull > 0 too")
         if self.alignment_image_pull and not self.alignment_weight:
             raise ConfigError("alignment_image_pull", "is a part of the alignment term: "
                               "set alignment_weight > 0 too")

@@ -128,7 +128,8 @@ def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
                                  config.alignment_terms, config.alignment_scale_free,
                                  config.alignment_scale_gauge,
-                                 config.alignment_image_pull, config.alignment_zoom)
+                                 config.alignment_image_pull, config.alignment_zoom,
+                                 config.alignment_pull_decay)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
@@ -164,6 +165,8 @@ class Steps:
         self.label_smoothing = label_smoothing
         self.alignment, self.seed, self.congeal_weight = alignment, seed, congeal_weight
         self.transformer = _input_transformer(model) if alignment or congeal_weight else None
+        # The image pull's factor this epoch (Alignment.pull_scale), set by train_epoch.
+        self.pull_scale = tf.Variable(1.0, trainable=False, name="pull_scale")
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
         # The optimizer's update as one XLA cluster: Adam's dozen element-wise
@@ -212,7 +215,7 @@ class Steps:
                  if self.alignment.zoom > 1.0 else None)
         t = align.terms(self.transformer, images, angles, zooms=zooms)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return t.gaps, self.alignment.penalty(t, size, replicas)
+        return t.gaps, self.alignment.penalty(t, size, replicas, self.pull_scale)
 
     def _train_step(self, images, labels):
         sums = self.strategy.run(self._replica_train, (images, labels))
@@ -283,6 +286,8 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
                                      resample=config.resample_warps, protocol=protocol)
     n_steps = steps_per_epoch(config, len(split))
     dataset = dataset.take(n_steps)
+    if steps.alignment:
+        steps.pull_scale.assign(steps.alignment.pull_scale(epoch, config.epochs))
     # A live bar on a terminal; one line per epoch in a log file.
     bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
                               unit_name="step",

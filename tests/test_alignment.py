@@ -15,6 +15,8 @@ from stn import data as stn_data
 from stn import kinds, runs, training
 from stn.model import build_model
 
+_MAKE_STEPS = training.make_steps
+
 
 def _random_affine(n: int, rng) -> np.ndarray:
     return (np.array([1, 0, 0, 0, 1, 0]) + 0.3 * rng.standard_normal((n, 6))).astype(np.float32)
@@ -129,6 +131,23 @@ def test_image_angles_read_each_maps_own_rotation_and_the_pull_sums_their_square
                     tf.constant([0.3, -0.4]))
     on, off = (float(align.Alignment(2.0, image_pull=r).penalty(t, 4.0, 2)) for r in (0.5, 0.0))
     np.testing.assert_allclose(on - off, 2.0 * 0.5 * (0.09 + 0.16) / 4.0, rtol=1e-6)
+
+
+def test_the_decayed_pull_falls_linearly_to_zero_over_the_epochs():
+    decayed = align.Alignment(1.0, image_pull=0.5, pull_decay=True)
+    assert [decayed.pull_scale(e, 5) for e in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert align.Alignment(1.0, image_pull=0.5).pull_scale(4, 5) == 1.0  # no decay: constant
+    t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.1), tf.constant(0.0),
+                    tf.constant([0.3, -0.4]))
+    full, half = (float(decayed.penalty(t, 4.0, 1, scale)) for scale in (1.0, 0.5))
+    none = float(align.Alignment(1.0).penalty(t, 4.0, 1))
+    np.testing.assert_allclose(half - none, (full - none) / 2, rtol=1e-6)
+    # In training: the factor is set each epoch, so a resumed run gets the same.
+    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
+                           alignment_pull_decay=True, epochs=3)
+    assert config.alignment_pull_decay
+    with pytest.raises(ValueError, match="alignment_image_pull > 0"):
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_pull_decay=True)
 
 
 def test_the_image_pull_changes_the_update_not_the_logged_gap():
@@ -292,11 +311,17 @@ def test_the_alignment_term_needs_a_transformer_reading_the_images():
 
 
 @pytest.mark.slow
-def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path):
+def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path, monkeypatch):
+    # Every part of the term on: the image pull decayed over the epochs, zooms.
     config = C.make_config("st-cnn-affine", "r", {"conv_filters": (4, 4), "dense_units": 16},
                            recipe="table1", epochs=2, batch_size=64, max_train_examples=256,
-                           alignment_weight=1.0)
+                           alignment_weight=1.0, alignment_image_pull=0.1,
+                           alignment_pull_decay=True, alignment_zoom=1.3)
+    made = []
+    monkeypatch.setattr(training, "make_steps",
+                        lambda *a, **k: made.append(_MAKE_STEPS(*a, **k)) or made[-1])
     training.train_and_evaluate(config, tmp_path / "run", verbose=0)
+    assert float(made[0].pull_scale.numpy()) == 0.0  # the last epoch's: decayed to 0
     history = runs.read_history(tmp_path / "run")
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(np.isfinite(row["train_consistency_px"]) and row["train_consistency_px"] > 0
