@@ -83,6 +83,8 @@ class Alignment:
       pull_decay: the image pull falls linearly from ``image_pull`` at the
         first epoch to 0 at the last (:func:`pull_scale`): it picks each
         digit's pose early, and the gap alone restores the full turn late.
+      pull_epochs: with ``pull_decay``, the epoch at which the pull reaches 0
+        and stays (0: the last).
     """
     weight: float
     degrees: float = 45.0
@@ -92,12 +94,14 @@ class Alignment:
     image_pull: float = 0.0
     zoom: float = 1.0
     pull_decay: bool = False
+    pull_epochs: float = 0.0
 
     def pull_scale(self, epoch: int, epochs: int) -> float:
         """The image pull's factor in an epoch (0-based) of ``epochs``: 1, or decaying to 0."""
-        if not self.pull_decay or epochs < 2:
+        end = self.pull_epochs or epochs - 1
+        if not self.pull_decay or end <= 0:
             return 1.0
-        return 1.0 - epoch / (epochs - 1)
+        return max(0.0, 1.0 - epoch / end)
 
     def penalty(self, t: "Terms", size, replicas, pull_scale=1.0) -> tf.Tensor:
         """The weighted loss term of one replica.

@@ -247,6 +247,9 @@ class Config:
     alignment_pull_decay: bool = _setting(
         False, "decay the image pull linearly to 0 over the epochs: it picks each digit's "
         "pose early, the consistency gap alone restores the full turn late")
+    alignment_pull_epochs: float = _setting(
+        0.0, "with --alignment-pull-decay, the epoch at which the pull reaches 0 (0: the "
+        "last)", metavar="K")
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -287,30 +290,25 @@ class Config:
             if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
                 raise ConfigError(name, f"must be finite, got {getattr(self, name)}")
             _check_positive(name, getattr(self, name))
-        if not 0.0 <= self.alignment_weight < math.inf:  # also rejects NaN
-            raise ConfigError("alignment_weight", f"must be finite and >= 0, got "
-                              f"{self.alignment_weight}")
         if not 0.0 < self.alignment_degrees <= 180.0:
             raise ConfigError("alignment_degrees", f"must be in (0, 180], got "
                               f"{self.alignment_degrees}")
         _check_choice("alignment_terms", self.alignment_terms, ALIGNMENT_TERMS)
-        if not 0.0 <= self.alignment_image_pull < math.inf:
-            raise ConfigError("alignment_image_pull", f"must be finite and >= 0, got "
-                              f"{self.alignment_image_pull}")
-        if not 1.0 <= self.alignment_zoom <= 4.0:
-            raise ConfigError("alignment_zoom", f"must be in [1, 4], got {self.alignment_zoom}")
-        if self.alignment_zoom > 1.0 and not self.alignment_weight:
-            raise ConfigError("alignment_zoom", "is a part of the alignment term: "
-                              "set alignment_weight > 0 too")
-        if self.alignment_pull_decay and not self.alignment_image_pull:
-            raise ConfigError("alignment_pull_decay", "decays the image pull: set "
-                              "alignment_image_pull > 0 too")
-        if self.alignment_image_pull and not self.alignment_weight:
-            raise ConfigError("alignment_image_pull", "is a part of the alignment term: "
-                              "set alignment_weight > 0 too")
-        if not 0.0 <= self.congeal_weight < math.inf:
-            raise ConfigError("congeal_weight", f"must be finite and >= 0, got "
-                              f"{self.congeal_weight}")
+        for name, low, high in (("alignment_weight", 0.0, math.inf), ("congeal_weight", 0.0,
+                                math.inf), ("alignment_image_pull", 0.0, math.inf),
+                                ("alignment_zoom", 1.0, 4.0),
+                                ("alignment_pull_epochs", 0.0, self.epochs)):
+            value = getattr(self, name)
+            if not (low <= value <= high and math.isfinite(value)):  # also rejects NaN
+                raise ConfigError(name, f"must be finite and in [{low}, {high}], got {value}")
+        # A part of the alignment term set while the part it acts on is off.
+        for name, on, needs in (
+                ("alignment_image_pull", self.alignment_image_pull, "alignment_weight"),
+                ("alignment_zoom", self.alignment_zoom > 1.0, "alignment_weight"),
+                ("alignment_pull_decay", self.alignment_pull_decay, "alignment_image_pull"),
+                ("alignment_pull_epochs", self.alignment_pull_epochs, "alignment_pull_decay")):
+            if on and not getattr(self, needs):
+                raise ConfigError(name, f"acts on {needs}: set {needs} too")
         if self.congeal_weight and not self.model.transformer:
             raise ConfigError("congeal_weight", f"needs a model with a transformer; "
                               f"{self.model.preset!r} has none")

@@ -129,7 +129,7 @@ def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
                                  config.alignment_terms, config.alignment_scale_free,
                                  config.alignment_scale_gauge,
                                  config.alignment_image_pull, config.alignment_zoom,
-                                 config.alignment_pull_decay)
+                                 config.alignment_pull_decay, config.alignment_pull_epochs)
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,

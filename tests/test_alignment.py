@@ -73,10 +73,10 @@ def test_zooms_change_the_update_and_need_the_term():
     assert any(not np.allclose(a, b) for a, b in zip(after[1.0], after[1.5]))
     assert C.make_config("st-cnn-affine", "rts", alignment_weight=1.0,
                          alignment_zoom=1.3).alignment_zoom == 1.3
-    for bad, message in ((0.8, "must be in"), (math.nan, "must be in")):
+    for bad, message in ((0.8, "must be finite and in"), (math.nan, "must be finite and in")):
         with pytest.raises(ValueError, match=message):
             C.make_config("st-cnn-affine", "rts", alignment_weight=1.0, alignment_zoom=bad)
-    with pytest.raises(ValueError, match="alignment_weight > 0"):
+    with pytest.raises(ValueError, match="acts on alignment_weight"):
         C.make_config("st-cnn-affine", "rts", alignment_zoom=1.3)
 
 
@@ -137,6 +137,8 @@ def test_the_decayed_pull_falls_linearly_to_zero_over_the_epochs():
     decayed = align.Alignment(1.0, image_pull=0.5, pull_decay=True)
     assert [decayed.pull_scale(e, 5) for e in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert align.Alignment(1.0, image_pull=0.5).pull_scale(4, 5) == 1.0  # no decay: constant
+    early = align.Alignment(1.0, image_pull=0.5, pull_decay=True, pull_epochs=2)
+    assert [early.pull_scale(e, 5) for e in range(5)] == [1.0, 0.5, 0.0, 0.0, 0.0]
     t = align.Terms(tf.constant([0.5, 1.5]), tf.ones(2), tf.constant(0.1), tf.constant(0.0),
                     tf.constant([0.3, -0.4]))
     full, half = (float(decayed.penalty(t, 4.0, 1, scale)) for scale in (1.0, 0.5))
@@ -146,8 +148,15 @@ def test_the_decayed_pull_falls_linearly_to_zero_over_the_epochs():
     config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
                            alignment_pull_decay=True, epochs=3)
     assert config.alignment_pull_decay
-    with pytest.raises(ValueError, match="alignment_image_pull > 0"):
+    with pytest.raises(ValueError, match="acts on alignment_image_pull"):
         C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_pull_decay=True)
+    for bad, message in ((4.0, "must be finite and in"), (math.nan, "must be finite and in")):
+        with pytest.raises(ValueError, match=message):
+            C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
+                          alignment_pull_decay=True, alignment_pull_epochs=bad, epochs=3)
+    with pytest.raises(ValueError, match="acts on alignment_pull_decay"):
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
+                      alignment_pull_epochs=2.0)
 
 
 def test_the_image_pull_changes_the_update_not_the_logged_gap():
@@ -162,7 +171,7 @@ def test_the_image_pull_changes_the_update_not_the_logged_gap():
     for bad in (-0.1, math.inf, math.nan):
         with pytest.raises(ValueError, match="alignment_image_pull"):
             C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=bad)
-    with pytest.raises(ValueError, match="alignment_weight > 0"):
+    with pytest.raises(ValueError, match="acts on alignment_weight"):
         C.make_config("st-cnn-affine", "r", alignment_image_pull=0.01)
 
 

@@ -123,7 +123,9 @@ def test_impossible_flags_fail_before_any_work(tmp_path, capsys, train_main, arg
 # Settings that only act with another one: the flags given with them.
 NEEDS = {"alignment_image_pull": ["--alignment-weight", "1"],
          "alignment_zoom": ["--alignment-weight", "1"],
-         "alignment_pull_decay": ["--alignment-weight", "1", "--alignment-image-pull", "0.1"]}
+         "alignment_pull_decay": ["--alignment-weight", "1", "--alignment-image-pull", "0.1"],
+         "alignment_pull_epochs": ["--alignment-weight", "1", "--alignment-image-pull", "0.1",
+                                   "--alignment-pull-decay"]}
 # Settings whose valid values exclude the test's 0.5.
 VALUES = {"alignment_zoom": 1.5}
 
