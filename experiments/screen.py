@@ -202,7 +202,7 @@ STUDIES = {
         # (0.869): with the pull, which turned the gauged term (0.995 -> 0.844).
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0,
                                  "alignment_scale_free": True, "alignment_image_pull": r})
-          for r in (0.1, 0.3)],
+          for r in (0.1, 0.3, 0.6)],
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
