@@ -203,6 +203,9 @@ STUDIES = {
         *[(DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 2.0,
                                  "alignment_scale_free": True, "alignment_image_pull": r})
           for r in (0.1, 0.3, 0.6)],
+        # The pull's choice of pose grows with W * R, its shrinking with R alone.
+        (DEFAULT_RUN, "seed", {"preset": "seed-conv", "alignment_weight": 3.0,
+                               "alignment_scale_free": True, "alignment_image_pull": 0.3}),
         (DEFAULT_RUN, "seed", {"alignment_weight": 1.0}),
         (DEFAULT_RUN, "seed", {"preset": "seed-conv"}),
         (DEFAULT_RUN, "seed", {}),
