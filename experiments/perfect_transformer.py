@@ -60,12 +60,13 @@ def undo(split, size: int = SIZE, chunk: int = 1000):
                    out_size=(size, size)).numpy() for i in range(0, len(split), chunk)])
 
 
-def measure(floor_run: Path, protocol: str, split_name: str, mnist_path=None) -> dict:
-    """The floor classifier's error on one protocol's digits, undone and undistorted."""
+def measure(model, protocol: str, split_name: str, mnist_path=None) -> dict:
+    """The floor classifier's (``model``) error on one protocol's digits, undone and
+    undistorted."""
     import numpy as np
 
     from stn import data as stn_data
-    from stn import evaluation, protocols, runs
+    from stn import evaluation, protocols
 
     if protocols.PROTOCOLS[protocol].kind != "affine":
         raise ValueError(f"protocol {protocol!r} is not affine: its warps have no exact inverse "
@@ -75,7 +76,6 @@ def measure(floor_run: Path, protocol: str, split_name: str, mnist_path=None) ->
     else:
         split = stn_data.load_data(protocol, 0, mnist_path=mnist_path,
                                    max_train_examples=1).validation
-    model = runs.load_model(floor_run)
     clean = np.asarray(split.canonical, np.float32)[..., None] / 255.0
 
     def error(images):
@@ -101,8 +101,9 @@ def main(argv=None) -> int:
 
     rows = []
     try:
+        model = runs.load_model(Path(args.floor_run))
         for protocol in args.protocols:
-            rows.append(measure(Path(args.floor_run), protocol, args.split, args.mnist))
+            rows.append(measure(model, protocol, args.split, args.mnist))
             print(rows[-1], flush=True)
     except (runs.RunError, ValueError, KeyError) as e:
         print(f"perfect_transformer.py: error: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ point (even by ``kill -9``) and restarted with the same command ends with
 the same history as an uninterrupted run.
 """
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -125,11 +126,9 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
-    alignment = (align.Alignment(config.alignment_weight, config.alignment_degrees,
-                                 config.alignment_terms, config.alignment_scale_free,
-                                 config.alignment_scale_gauge,
-                                 config.alignment_image_pull, config.alignment_zoom,
-                                 config.alignment_pull_decay, config.alignment_pull_epochs)
+    # Each field of the term is the Config setting alignment_<field>.
+    alignment = (align.Alignment(**{f.name: getattr(config, f"alignment_{f.name}")
+                                    for f in dataclasses.fields(align.Alignment)})
                  if config.alignment_weight else None)
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
