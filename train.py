@@ -32,7 +32,8 @@ MODEL_FLAGS = {
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a value Config refuses is an argparse error (exit 2) here."""
     from stn import cli
-    from stn.config import DEFAULT_PRESET, MODEL_PRESETS, PRECISIONS, RECIPES, SETTINGS
+    from stn.config import DEFAULT_PRESET, DEFAULT_RECIPE, MODEL_PRESETS, PRECISIONS, RECIPES
+    from stn.config import SETTINGS
     from stn.protocols import PROTOCOLS
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -41,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model preset (default: %(default)s)")
     p.add_argument("--protocol", default="seed", choices=list(PROTOCOLS),
                    help="warp protocol of the data (default: %(default)s)")
-    p.add_argument("--recipe", default="default", choices=list(RECIPES),
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
                    help="training recipe: a named bundle of the training settings, each of "
                    "which a flag overrides (default: %(default)s). "
                    + "; ".join(f"{name}: {r.description}" for name, r in RECIPES.items()))

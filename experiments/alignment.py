@@ -28,7 +28,8 @@ whose record holds exactly its config is not retrained):
 
 ``results/alignment.json`` holds one row per run in the issue's shape,
 these runs beside the paper-method rows of Table 1 (``results/table1/``)
-and the default run (``results/seed_seed/``).
+and the default run (``results/seed_seed/``; before the ``upright`` recipe,
+``results/seed_seed_default/``, recipe ``default``).
 """
 
 import argparse
@@ -144,7 +145,7 @@ def default_row(kept: Path) -> dict:
     from stn import runs
 
     config = runs.read_config(kept)
-    method = METHOD_NAME if config.alignment_weight else "paper"
+    method = config.recipe if config.alignment_weight else "paper"  # "upright": make train's
     return row(f"{config.model.preset} (default run)", method, "seed", config.seed, kept)
 
 
@@ -156,10 +157,11 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
             kept = ROOT / "results" / "table1" / grid.run_name("ST-CNN Aff", protocol, seed)
             if (kept / "results.json").exists():
                 rows.append(row("ST-CNN Aff", "paper", protocol, seed, kept))
-    for seed in SEEDS:  # make train's run: seed 0, then `train.py --seed 1` ...
-        default = ROOT / "results" / ("seed_seed" + (f"_s{seed}" if seed else ""))
-        if (default / "results.json").exists():
-            rows.append(default_row(default))
+    for record in ("seed_seed_default", "seed_seed"):  # make train's run before and now
+        for seed in SEEDS:  # seed 0, then `train.py --seed 1` ...
+            default = ROOT / "results" / (record + (f"_s{seed}" if seed else ""))
+            if (default / "results.json").exists():
+                rows.append(default_row(default))
     for group, members in units().items():
         if group == "paper":  # retrained for the figures; Table 1's records are above
             continue

@@ -6,6 +6,7 @@ directory as ``config.json`` and read back with :func:`config_from_dict`.
 """
 
 import dataclasses
+import math
 from typing import Any
 
 from stn import kinds, protocols
@@ -102,23 +103,17 @@ class ModelConfig:
         _check_positive("input_size", self.input_size)
         _check_positive("conv_strides", self.conv_strides)
         _check_positive("dense_units", self.dense_units)
-        if not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
-        if not 0.0 <= self.output_jitter < 1.0:
-            raise ValueError(f"output_jitter must be in [0, 1), got {self.output_jitter}")
-        if self.output_jitter and not self.transformer:
-            raise ValueError("output_jitter needs a model with a transformer")
-        if self.output_jitter and self.kind not in kinds.COMPOSABLE_KINDS:
-            raise ValueError(f"output_jitter needs one of the kinds {kinds.COMPOSABLE_KINDS}, "
-                             f"got {self.kind!r}")
+        for name in ("classifier_dropout", "output_jitter", "localization_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         _check_positive("transformer_iterations", self.transformer_iterations)
-        if self.transformer_iterations > 1 and not self.transformer:
-            raise ValueError("transformer_iterations > 1 needs a model with a transformer")
-        if self.transformer_iterations > 1 and self.kind not in kinds.COMPOSABLE_KINDS:
-            raise ValueError("transformer_iterations > 1 needs a transformer of one of the kinds "
-                             f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
-        if not 0.0 <= self.localization_dropout < 1.0:
-            raise ValueError(f"localization_dropout must be in [0, 1), got {self.localization_dropout}")
+        for name, on in (("output_jitter", self.output_jitter),
+                         ("transformer_iterations > 1", self.transformer_iterations > 1)):
+            if on and not self.transformer:
+                raise ValueError(f"{name} needs a model with a transformer")
+            if on and self.kind not in kinds.COMPOSABLE_KINDS:
+                raise ValueError(f"{name} needs a transformer of one of the kinds "
+                                 f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
         if len(self.conv_filters) != 2:
             raise ValueError(f"conv_filters needs two entries, got {self.conv_filters}")
 
@@ -154,8 +149,8 @@ MODEL_PRESETS = {
 }
 
 
-DEFAULT_PRESET = "seed"
-"""The model of ``make train`` (``train.py`` with no ``--preset``)."""
+DEFAULT_PRESET, DEFAULT_RECIPE = "seed-conv", "upright"
+"""``make train``'s model and recipe (train.py's; ``seed``, ``default`` until 2026-12-06)."""
 
 
 def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
@@ -284,8 +279,6 @@ class Config:
         for name in ("weight_decay", "label_smoothing", "beta_1", "beta_2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
-        import math
-
         for name in ("learning_rate", "epsilon", "localization_lr_scale"):
             if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
                 raise ConfigError(name, f"must be finite, got {getattr(self, name)}")
@@ -330,24 +323,28 @@ Recipe = dataclasses.make_dataclass(
         for f in dataclasses.fields(Config) if f.name in SETTINGS],
     frozen=True)
 Recipe.__module__ = __name__  # for pickle and repr (make_dataclass's module= is 3.12+)
-Recipe.__doc__ = """A named training recipe: what ``--recipe`` selects (see :data:`RECIPES`).
+Recipe.__doc__ = """A named training recipe, what ``--recipe`` selects (:data:`RECIPES`):
 
-    ``description``, then one field per training setting (:data:`SETTINGS`,
-    made from :class:`Config`'s fields): a value, or None for Config's
-    default. A flag given on the command line overrides the recipe's value;
-    the resolved values are what ``config.json`` records.
+    ``description``, then a value (or None: Config's default) for each training
+    setting (:data:`SETTINGS`). A flag overrides it; ``config.json`` records the result.
     """
 
+_DEFAULT_TRAINING = dict(batch_size=250, learning_rate=1e-3, schedule="cosine",
+                         warmup_epochs=1.0, resample_warps=True)
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
     # (docs/recipes.md). Config's defaults.
     "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
                           "image, batch 500, 20 epochs"),
-    # `make train`: chosen on the validation split (docs/recipes.md, "How the default
-    # recipe was chosen").
-    "default": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh warps "
-                      "every epoch, batch 250, 20 epochs", batch_size=250, learning_rate=1e-3,
-                      schedule="cosine", warmup_epochs=1.0, resample_warps=True),
+    # `make train` until 2026-12-06 (preset `seed`), chosen on validation (docs/recipes.md).
+    "default": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh "
+                      "warps every epoch, batch 250, 20 epochs", **_DEFAULT_TRAINING),
+    # `make train`: the term and the localization net's rate chosen on validation by
+    # `python -m experiments.screen upright-default` (docs/alignment.md).
+    "upright": Recipe("`default`, with the alignment term (weight 2, scale-free, image "
+                      "pull 0.3) and the localization net at 3x the rate",
+                      **_DEFAULT_TRAINING, alignment_weight=2.0, alignment_scale_free=True,
+                      alignment_image_pull=0.3, localization_lr_scale=3.0),
     # The paper's Table 1 grid (experiments/table1.py), the same for all cells;
     # the peak rate and the epochs chosen on validation (experiments/screen.py
     # recipe, then experiments/compare_grids.py on whole grids).
@@ -366,7 +363,9 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
       preset: model preset name (MODEL_PRESETS).
       protocol: warp protocol name (stn.protocols.PROTOCOLS).
       model_overrides: ModelConfig fields to replace.
-      recipe: training recipe name (RECIPES); ``fields`` override its values.
+      recipe: training recipe name (RECIPES); ``fields`` override its values. The
+        recipe's alignment term is left out when ``alignment_weight`` is 0 or the
+        model has no transformer (then its localization rate too).
       **fields: other Config fields (epochs, batch_size, ...), or ModelConfig
         fields (``classifier_dropout``, ...), which join ``model_overrides``.
     """
@@ -379,8 +378,12 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
     given = {k: v for k, v in fields.items() if k not in model_fields}
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **model_overrides}
-    return Config(model=model_config(preset, **overrides), protocol=protocol,
-                  **{**settings, **given, "recipe": recipe})
+    model = model_config(preset, **overrides)
+    term_on = model.transformer and {**settings, **given}.get("alignment_weight")
+    settings = {k: v for k, v in settings.items()  # a recipe's parts of what is off: dropped
+                if not (k.startswith("alignment_") and not term_on
+                        or k == "localization_lr_scale" and not model.transformer)}
+    return Config(model=model, protocol=protocol, **{**settings, **given, "recipe": recipe})
 
 
 def config_to_dict(config: Config) -> dict:

@@ -319,6 +319,27 @@ def test_the_alignment_term_needs_a_transformer_reading_the_images():
         C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_degrees=0.0)
 
 
+def test_the_upright_recipe_is_the_default_run_and_drops_its_term_where_it_is_off():
+    # make train: the seed classifier behind the conv localization net, with the
+    # term chosen by the upright-default screen (its row is this config).
+    config = C.make_config(C.DEFAULT_PRESET, recipe=C.DEFAULT_RECIPE)
+    chosen = C.make_config("seed-conv", alignment_weight=2.0, alignment_scale_free=True,
+                           alignment_image_pull=0.3, localization_lr_scale=3.0)
+    assert config == dataclasses.replace(chosen, recipe="upright")
+    # A model without a transformer, or the term turned off by a flag, takes
+    # the recipe's training without the term's parts (no error for settings the
+    # user never gave); the localization rate goes only with the transformer.
+    plain = C.make_config("cnn", recipe="upright")
+    assert plain == dataclasses.replace(C.make_config("cnn"), recipe="upright")
+    off = C.make_config("seed-conv", recipe="upright", alignment_weight=0.0)
+    assert (off.alignment_weight, off.alignment_image_pull, off.alignment_scale_free,
+            off.localization_lr_scale) == (0.0, 0.0, False, 3.0)
+    with pytest.raises(C.ConfigError, match="acts on alignment_weight"):  # given: refused
+        C.make_config("seed-conv", recipe="upright", alignment_weight=0.0,
+                      alignment_image_pull=0.3)
+    assert C.make_config("seed", recipe="upright").model == C.model_config("seed")
+
+
 @pytest.mark.slow
 def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path, monkeypatch):
     # Every part of the term on: the image pull decayed over the epochs, zooms.

@@ -137,7 +137,7 @@ def test_every_training_setting_is_a_flag_that_reaches_the_config():
     assert [f.name for f in dataclasses.fields(C.Recipe)] == ["description", *C.SETTINGS]
     assert all(getattr(C.Recipe("any"), name) is None for name in C.SETTINGS)
     assert C.make_config(recipe="predecessor") == C.Config(recipe="predecessor")
-    base = C.make_config()  # the default recipe, as train.py without flags
+    base = C.make_config(C.DEFAULT_PRESET, recipe=C.DEFAULT_RECIPE)  # train.py without flags
     assert train.make_run_config(train.parse_args([]), "float32") == base
     for field in dataclasses.fields(C.Config):
         if field.name not in C.SETTINGS:
