@@ -7,6 +7,7 @@
     python -m experiments.screen upright-default   # the default run, made to straighten
     python -m experiments.screen image-pull        # each digit's own angle pulled upright
     python -m experiments.screen alignment-zoom    # the term's g a rotation and a zoom
+    python -m experiments.screen alignment-rate    # the term with a faster localization net
     python -m experiments.screen recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
@@ -173,6 +174,14 @@ STUDIES = {
     # The jittered classifier memorizes less (training accuracy 0.997 at epoch
     # 45 on R) and its validation error still falls over the last epochs: the
     # term with jitter 0.05 on R over twice the epochs, within the cell budget.
+    # The default run straightened once its localization net learned at 3x the
+    # rate (upright-default): the same on R and RTS, against "alignment-jitter".
+    "alignment-rate": [
+        *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.05,
+                               "localization_lr_scale": k}) for k in (3.0, 10.0)],
+        ("ST-CNN Aff", "RTS", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.1,
+                               "localization_lr_scale": 3.0}),
+    ],
     "alignment-length": [
         ("ST-CNN Aff", "R", {"epochs": 90, "alignment_weight": 1.0, "output_jitter": 0.05}),
     ],
