@@ -130,7 +130,8 @@ def no_data(monkeypatch):
     (["--precision", "float16"], "invalid choice: 'float16'"),
     (["--keep"], "argument --keep: only applies to --dry-run"),
     (["--output-jitter", "2"], "output_jitter must be in [0, 1), got 2.0"),
-    (["--alignment-image-pull", "0.1"], "acts on alignment_weight: set alignment_weight too"),
+    (["--alignment-weight", "0", "--alignment-image-pull", "0.1"],
+     "acts on alignment_weight: set alignment_weight too"),
 ], ids=["inf", "1e999", "-inf", "nan", "float16", "keep without dry-run", "jitter 2",
         "image pull without the term"])
 def test_bad_flags_exit_2_before_any_work(tmp_path, capsys, train_main, argv, message):
