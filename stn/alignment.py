@@ -266,7 +266,7 @@ def draw_zooms(n, zoom: float, seed: tf.Tensor) -> tf.Tensor:
 
 
 def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True,
-          zooms: tf.Tensor | None = None) -> Terms:
+          zooms: tf.Tensor | None = None, params: tf.Tensor | None = None) -> Terms:
     """The alignment term's parts (:class:`Terms`) for a layer on a batch.
 
     Args:
@@ -275,6 +275,9 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True,
       angles: ``[B]`` radians.
       training: passed to the localization net (dropout).
       zooms: ``[B]`` the scales of ``g`` (None: rotations only).
+      params: ``[B, P]`` the layer's map of ``images`` (``layer.params``), if
+        the caller has it (the training step's forward pass): one
+        localization pass fewer.
 
     Returns:
       :class:`Terms`, float32.
@@ -285,7 +288,8 @@ def terms(layer, images: tf.Tensor, angles: tf.Tensor, training=True,
         return tf.cast(layer.params(x, training=training), tf.float32)
 
     # The grid of x's map serves both terms: computed once per step.
-    points = map_points(predict(images), layer.kind)
+    points = map_points(predict(images) if params is None else tf.cast(params, tf.float32),
+                        layer.kind)
     rotated_points = map_points(predict(rotated), layer.kind)
     own = _angles(points, layer.kind)
     return Terms(_gap(points, rotated_points, angles, zooms),

@@ -220,9 +220,14 @@ class SpatialTransformer(keras.layers.Layer):
             theta = keras.ops.tanh(theta)
         return keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, kinds.get_kind(self.kind).size))
 
-    def transform_and_theta(self, inputs, training=None):
-        """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``."""
-        theta = self.params(inputs, training)
+    def transform_and_theta(self, inputs, training=None, params=None):
+        """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``.
+
+        ``params``: the map :meth:`params` gives for ``inputs``, if the caller
+        has it already (the training step's alignment term reads it too);
+        the returned map is the one applied, jittered in training.
+        """
+        theta = self.params(inputs, training) if params is None else params
         if training and self.output_jitter:
             theta = self._jittered(theta)
         # On TensorFlow, XLA for the sampler even inside a step that is not

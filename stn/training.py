@@ -164,6 +164,11 @@ class Steps:
         self.label_smoothing = label_smoothing
         self.alignment, self.seed, self.congeal_weight = alignment, seed, congeal_weight
         self.transformer = _input_transformer(model) if alignment or congeal_weight else None
+        # The model after its transformer: with a term, the step runs the
+        # transformer itself, so that one localization pass serves the
+        # classification loss and the term (bench 8).
+        self.head = (keras.Model(self.transformer.output, model.output)
+                     if self.transformer is not None else None)
         # The image pull's factor this epoch (Alignment.pull_scale), set by train_epoch.
         self.pull_scale = tf.Variable(1.0, trainable=False, name="pull_scale")
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
@@ -187,32 +192,46 @@ class Steps:
         # the total size, and the gradients are summed across replicas.
         size = tf.distribute.get_replica_context().all_reduce(
             "sum", tf.cast(tf.shape(labels)[0], tf.float32))
-        extra = ()
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
-            losses = _losses(labels, logits, self.label_smoothing)
-            loss = tf.reduce_sum(losses) / size
-            if self.alignment is not None:
-                gaps, penalty = self._alignment_terms(images, size)
-                loss += penalty
-                extra = (tf.reduce_sum(gaps),)
-            if self.congeal_weight:
-                outputs = self.transformer(images, training=True)
-                loss += self.congeal_weight * tf.reduce_sum(
-                    align.congealing(outputs, labels)) / size
+            loss, losses, logits, extra = self._loss(images, labels, size)
             # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape.gradient(scaled, self.model.trainable_variables))
         return (*_sums(losses, logits, labels), *extra)
 
-    def _alignment_terms(self, images, size):
-        """Per-example consistency gaps ``[b]`` and the weighted penalty (this replica's share)."""
+    def _loss(self, images, labels, size):
+        """``(loss, per-example losses, logits, extra)`` of one replica's batch.
+
+        ``extra``: ``()``, or with an alignment term the sum of its gaps.
+        """
+        extra = ()
+        if self.transformer is None:
+            logits = self.model(images, training=True)
+        else:  # the same as self.model(images), its transformer's map kept
+            params = self.transformer.params(images, training=True)
+            outputs, _ = self.transformer.transform_and_theta(images, True, params)
+            logits = self.head(outputs, training=True)
+        losses = _losses(labels, logits, self.label_smoothing)
+        loss = tf.reduce_sum(losses) / size
+        if self.alignment is not None:
+            gaps, penalty = self._alignment_terms(images, size, params)
+            loss += penalty
+            extra = (tf.reduce_sum(gaps),)
+        if self.congeal_weight:
+            loss += self.congeal_weight * tf.reduce_sum(align.congealing(outputs, labels)) / size
+        return loss, losses, logits, extra
+
+    def _alignment_terms(self, images, size, params):
+        """Per-example consistency gaps ``[b]`` and the weighted penalty (this replica's share).
+
+        ``params``: the transformer's map of ``images`` from the forward pass.
+        """
         seed = tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(self.optimizer.iterations, tf.int64)])
         angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
         zooms = (align.draw_zooms(tf.shape(images)[0], self.alignment.zoom, seed)
                  if self.alignment.zoom > 1.0 else None)
-        t = align.terms(self.transformer, images, angles, zooms=zooms)
+        t = align.terms(self.transformer, images, angles, zooms=zooms, params=params)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return t.gaps, self.alignment.penalty(t, size, replicas, self.pull_scale)
 

@@ -13,7 +13,7 @@ from stn import alignment as align
 from stn import config as C
 from stn import data as stn_data
 from stn import kinds, runs, training
-from stn.model import build_model
+from stn.model import build_model, find_transformer
 
 _MAKE_STEPS = training.make_steps
 
@@ -190,6 +190,41 @@ def _one_step(split, alignment, weights=None, steps=1):
     if weights is not None:
         weights += [w.numpy() for w in model.trainable_variables]
     return sums
+
+
+def test_one_localization_pass_serves_the_loss_and_the_term(monkeypatch):
+    # The step runs the transformer itself and hands its map to the term: the
+    # loss, logits and gradients are those of the model's own forward plus the
+    # term's own pass on the same images, with one localization pass fewer.
+    split = helpers.synthetic_split(16, np.random.default_rng(3))
+    keras.utils.set_random_seed(0)
+    model = build_model("st-cnn-affine", input_size=split.images.shape[1],
+                        conv_filters=(4, 4), dense_units=8)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    term = align.Alignment(1.0, scale_free=True, image_pull=0.3)
+    steps = training.Steps(model, optimizer, alignment=term, seed=5)
+    images, labels = next(iter(stn_data.train_dataset(split, 8, seed=0, epoch=0)))
+    layer, size = find_transformer(model), tf.constant(8.0)
+    angles = align.draw_angles(8, term.degrees, tf.constant([5, 0], tf.int64))  # step 0's draw
+    passes = []
+    predict = layer._predict
+    monkeypatch.setattr(layer, "_predict", lambda *a: passes.append(1) or predict(*a))
+    with tf.GradientTape(persistent=True) as tape:
+        loss, _, logits, (gaps,) = steps._loss(images, labels, size)
+        assert len(passes) == 2  # x and g.x; the model's forward and the term shared x's
+        reference_logits = model(images, training=True)
+        t = align.terms(layer, images, angles)
+        reference = (tf.reduce_sum(training._losses(labels, reference_logits)) / size
+                     + term.penalty(t, size, 1))
+    np.testing.assert_allclose(logits, reference_logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gaps, tf.reduce_sum(t.gaps), rtol=1e-5)
+    np.testing.assert_allclose(loss, reference, rtol=1e-5)
+    for a, b, v in zip(tape.gradient(loss, model.trainable_variables),
+                       tape.gradient(reference, model.trainable_variables),
+                       model.trainable_variables):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(np.abs(b).max()),
+                                   err_msg=v.path)
 
 
 def test_training_never_reads_the_warps_shuffling_them_changes_nothing():
