@@ -1,7 +1,7 @@
 """Trains a spatial transformer classifier on warped MNIST.
 
     python train.py                                  # the default run (make train)
-    python train.py --recipe predecessor             # the TF 1.14 predecessor's training
+    python train.py --preset seed --recipe predecessor  # the TF 1.14 predecessor's model, training
     python train.py --preset st-cnn-tps --protocol e # the paper's ST-CNN TPS on E
     python train.py --dry-run                        # a few steps, a smoke test
 
