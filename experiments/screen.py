@@ -174,6 +174,9 @@ STUDIES = {
     # The jittered classifier memorizes less (training accuracy 0.997 at epoch
     # 45 on R) and its validation error still falls over the last epochs: the
     # term with jitter 0.05 on R over twice the epochs, within the cell budget.
+    "alignment-length": [
+        ("ST-CNN Aff", "R", {"epochs": 90, "alignment_weight": 1.0, "output_jitter": 0.05}),
+    ],
     # The default run straightened once its localization net learned at 3x the
     # rate (upright-default): the same on R and RTS, against "alignment-jitter".
     "alignment-rate": [
@@ -181,9 +184,6 @@ STUDIES = {
                                "localization_lr_scale": k}) for k in (3.0, 10.0)],
         ("ST-CNN Aff", "RTS", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.1,
                                "localization_lr_scale": 3.0}),
-    ],
-    "alignment-length": [
-        ("ST-CNN Aff", "R", {"epochs": 90, "alignment_weight": 1.0, "output_jitter": 0.05}),
     ],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
