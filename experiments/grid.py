@@ -7,7 +7,7 @@ Shared by the studies that train, read or compare its cells
 
 from pathlib import Path
 
-MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
+MODELS = {  # the table's rows -> model presets (stn.train.config.MODEL_PRESETS)
     "FCN": "paper-fcn",
     "CNN": "paper-cnn",
     "ST-FCN Aff": "st-fcn-affine",
@@ -17,7 +17,7 @@ MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
     "ST-CNN Proj": "st-cnn-projective",
     "ST-CNN TPS": "st-cnn-tps",
 }
-PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal"}  # columns -> stn.protocols
+PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal"}  # columns -> stn.data.protocols
 # Our literal readings of the appendix's P and E, the table's columns until
 # the FCN ruler calibrated them (issue 25; docs/protocols.md): their cells are
 # kept, as results/table1_literal.{json,md}, beside the calibrated table.
@@ -73,7 +73,7 @@ def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1"
     ``fields`` are Config fields, or ModelConfig fields (``classifier_dropout``,
     ...) that replace the preset's.
     """
-    from stn.config import make_config, model_config
+    from stn.train.config import make_config, model_config
 
     overrides = {"dtype": precision}
     if protocol == "RTS" and model_config(MODELS[model]).transformer:
@@ -84,7 +84,7 @@ def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1"
 
 def is_done(config, results: Path) -> bool:
     """True if ``results`` holds a finished evaluation of exactly ``config``."""
-    from stn import runs
+    from stn.train import runs
 
     try:
         return (results / "results.json").exists() and runs.read_config(results) == config

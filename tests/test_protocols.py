@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stn import kinds as K
-from stn import protocols as P
-from stn import transform as T
-from stn import warps as W
+from stn.layer import kinds as K
+from stn.data import protocols as P
+from stn.layer import transform as T
+from stn.data import warps as W
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_sample_is_a_pure_function_of_the_generator(name):
 # The first, second and last matrices of the seed, rts and none protocols'
 # split "test" (10,000 warps) at seed 0, and the first train warp (55,000)
 # resampled for epoch 0, recorded with the code before the protocol registry
-# (stn.warps.sample_params + compose, commit 1a52156), as stored (float32).
+# (stn.data.warps.sample_params + compose, commit 1a52156), as stored (float32).
 BEFORE = {
     "seed": ([0.88193333, 0.6321828, 0.016833311, -0.35229754, 0.9823117, 0.20037292],
              [0.77363175, -0.3289814, -0.059503894, 0.36231264, 0.75769347, -0.011792587],
@@ -101,7 +101,7 @@ BEFORE = {
 
 @pytest.mark.parametrize("name", list(BEFORE))
 def test_affine_protocols_draw_the_warps_of_before_the_registry(name):
-    from stn.data import _rng  # the data module's keyed generators
+    from stn.data.pipeline import _rng  # the data module's keyed generators
     test_first, test_last, resample_first = BEFORE[name]
     protocol = P.PROTOCOLS[name]
     test = protocol.sample(10_000, _rng(0, "warps", "test")).astype(np.float32)
@@ -380,7 +380,7 @@ def test_severity_zero_is_the_identity_or_the_pure_scale(family):
                                   "e-cal"])
 def test_severity_families_keep_their_ground_truth_in_the_splits(name):
     # The splits store the protocol's draws, and their images are those warps.
-    from stn import data as D
+    from stn.data import pipeline as D
 
     rng = np.random.default_rng(5)
     train, test = ((rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),

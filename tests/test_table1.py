@@ -83,7 +83,7 @@ def test_learning_rate_flag_rebuilds_cells_at_another_rate(tmp_path, table1):
     args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
             "--cells", "FCN/E", "--learning-rate", "0.001", *TINY]
     assert table1.main(args) == 0
-    from stn import runs
+    from stn.train import runs
 
     config = runs.read_config(tmp_path / "results" / "table1" / "paper-fcn_e-cal")
     assert (config.learning_rate, config.recipe) == (0.001, "table1")
@@ -166,8 +166,9 @@ def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
     import tensorflow as tf
 
     from experiments import rotation
-    from stn import alignment, kinds
-    from stn import pose as stn_pose
+    from stn.train import alignment
+    from stn.layer import kinds
+    from stn.analysis import pose as stn_pose
 
     bar = np.zeros((1, 28, 28), np.float32)  # its top leaning left: x grows with the row
     for t in np.linspace(-9, 9, 400):
@@ -176,7 +177,7 @@ def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
     assert tilt[0] == pytest.approx(np.degrees(np.arctan(0.3)), abs=1.0)
     assert eccentricity[0] > 0.95
     assert rotation.principal_tilt(np.ones((1, 28, 28)))[1][0] == pytest.approx(0.0, abs=1e-12)
-    # The map that stands the bar up has a residual rotation of +tilt in stn.pose.
+    # The map that stands the bar up has a residual rotation of +tilt in stn.analysis.pose.
     theta = alignment.rotation_params(tf.constant([-np.radians(tilt[0])], tf.float32))
     upright = kinds.warp(tf.constant(bar[..., None]), theta).numpy()[..., 0]
     assert abs(rotation.principal_tilt(upright)[0][0]) < 1.0
@@ -206,8 +207,8 @@ def test_perfect_params_read_a_warped_digit_back_onto_its_own_canvas():
     import tensorflow as tf
 
     from experiments import perfect_transformer as perfect
-    from stn import data as stn_data
-    from stn import kinds
+    from stn.data import pipeline as stn_data
+    from stn.layer import kinds
 
     y, x = np.mgrid[:28, :28]
     blob = np.exp(-((x - 13.5) ** 2 + (y - 12.0) ** 2) / 20.0).astype(np.float32)  # a smooth digit
@@ -223,7 +224,7 @@ def test_perfect_params_read_a_warped_digit_back_onto_its_own_canvas():
 
 def test_protocol_severity_reached_pixels_of_known_warps():
     from experiments import protocol_severity as severity
-    from stn import kinds
+    from stn.layer import kinds
 
     identity = kinds.identity("affine", 1)
     # Output x reads input x + 1 (half the canvas to the right): the left half is never read.
@@ -255,8 +256,8 @@ def test_protocol_severity_splits_errors_by_ink_lost():
 def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
     import types
 
-    from stn import config as C
-    from stn import runs
+    from stn.train import config as C
+    from stn.train import runs
 
     from experiments import protocol_severity as severity
     runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p"), command=None)

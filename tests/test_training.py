@@ -1,4 +1,4 @@
-"""train.py and stn.training on real MNIST: smoke run, resume, errors, engines."""
+"""train.py and stn.train.training on real MNIST: smoke run, resume, errors, engines."""
 
 import dataclasses
 import json
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import config as C
-from stn import data as stn_data
-from stn import runs, training
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.train import runs
+from stn.train import training
 
 ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
@@ -282,7 +283,7 @@ KILLED = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     import test_training
-    from stn import training
+    from stn.train import training
     training.train_and_evaluate(test_training.resume_config(), sys.argv[1], verbose=0)
 """).format(tests=str(ROOT / "tests"))
 
@@ -320,7 +321,8 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from stn import config as C, training
+    from stn.train import config as C
+    from stn.train import training
     replicas = {}
     for strategy in ("mirrored", "default"):
         config = C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=1,

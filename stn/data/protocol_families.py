@@ -1,15 +1,15 @@
 """Warp protocol families: the :class:`Protocol` interface and its subclasses.
 
 A *family* is a :class:`Protocol` subclass: the kind of its warps (a name in
-:data:`stn.kinds.KINDS`), how it draws them (``sample``) and how the warp
+:data:`stn.layer.kinds.KINDS`), how it draws them (``sample``) and how the warp
 curriculum scales them toward the identity (``_scaled_fields``). The
 protocols themselves, members of these families with their ranges and
-stds, are registered by name in :data:`stn.protocols.PROTOCOLS`, which
+stds, are registered by name in :data:`stn.data.protocols.PROTOCOLS`, which
 re-exports every public name here; its docstring gives the parameters'
 convention, the table of protocols and our readings of the paper's P and E.
 
 * :class:`AffineProtocol`: named distortions, composed as in
-  :mod:`stn.warps` (forward map ``Translate . Rotate . Shear . Scale``,
+  :mod:`stn.data.warps` (forward map ``Translate . Rotate . Shear . Scale``,
   positive rotation clockwise on screen, translation in pixels of the
   canvas); :meth:`~AffineProtocol.sample` returns the sampling matrices
   ``A = F^-1`` flattened to ``[n, 6]``. Its draws (rotation, shear, scale,
@@ -19,7 +19,7 @@ convention, the table of protocols and our readings of the paper's P and E.
   about the centre, its :data:`CORNERS` moved by Gaussian noise; the
   ground truth is the :func:`homography` through the 4 point pairs.
 * :class:`ElasticProtocol` (the paper's E): a thin-plate spline through the
-  control points of :func:`stn.sampler.tps_targets` moved by Gaussian
+  control points of :func:`stn.layer.sampler.tps_targets` moved by Gaussian
   noise, optionally after a scale.
 """
 
@@ -28,18 +28,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from stn import sampler, warps
+from stn.layer import sampler
+from stn.data import warps
 
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """A warp protocol (:mod:`stn.protocols`). Subclasses set ``kind`` and ``sample``.
+    """A warp protocol (:mod:`stn.data.protocols`). Subclasses set ``kind`` and ``sample``.
 
     Attributes:
-      name: key in :data:`stn.protocols.PROTOCOLS`.
+      name: key in :data:`stn.data.protocols.PROTOCOLS`.
       canvas: side of the square image in pixels.
       description: one line for help texts and figures.
-      kind: (class attribute) a name in :data:`stn.kinds.KINDS`.
+      kind: (class attribute) a name in :data:`stn.layer.kinds.KINDS`.
     """
     name: str
     canvas: int
@@ -130,7 +131,7 @@ class AffineProtocol(Protocol):
         Returns:
           float64 ``[n]`` arrays ``rotation`` and ``shear`` (degrees),
           ``scale``, ``tx`` and ``ty`` (pixels of the canvas), the input of
-          :func:`stn.warps.compose`.
+          :func:`stn.data.warps.compose`.
         """
         return {
             "rotation": rng.uniform(*self.rotation, size=n),
@@ -141,7 +142,7 @@ class AffineProtocol(Protocol):
         }
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """float64 ``[n, 6]``: sampling matrices ``A = F^-1`` (:mod:`stn.warps`), row-major."""
+        """float64 ``[n, 6]``: sampling matrices ``A = F^-1`` (:mod:`stn.data.warps`), row-major."""
         return warps.compose(self.sample_params(n, rng), self.canvas).reshape(n, 6)
 
     def _scaled_fields(self, strength: float) -> dict:
@@ -200,7 +201,7 @@ def homography(outputs, inputs) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class PerspectiveProtocol(Protocol):
-    """Scale down about the centre, then move the corners (paper's P; :mod:`stn.protocols`).
+    """Scale down about the centre, then move the corners (paper's P; :mod:`stn.data.protocols`).
 
     Attributes:
       scale: ``(low, high)`` of the uniform scale ``s`` of the output square.
@@ -238,7 +239,7 @@ class ElasticProtocol(Protocol):
     kind: ClassVar[str] = "tps"
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """float64 ``[n, 32]``: (the 4 x 4 grid :func:`stn.sampler.tps_targets` + noise) / s.
+        """float64 ``[n, 32]``: (the 4 x 4 grid :func:`stn.layer.sampler.tps_targets` + noise) / s.
 
         The output control point ``t_k`` reads the scaled digit at ``t_k +
         noise_k``, which shows the digit at ``(t_k + noise_k) / s``. Draws the

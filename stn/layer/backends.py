@@ -1,7 +1,7 @@
 """Which Keras backend runs, and a clear error where only TensorFlow will do.
 
 The layer, the kinds and the model builders run on JAX, PyTorch and
-TensorFlow (:mod:`stn.sampler`); the training loop, the data pipeline and
+TensorFlow (:mod:`stn.layer.sampler`); the training loop, the data pipeline and
 the batched evaluation helpers are written in TensorFlow (``tf.data``,
 ``tf.function``) and need the TensorFlow backend.
 """
@@ -14,7 +14,7 @@ def require_tensorflow(what: str) -> None:
 
     Args:
       what: the feature that needs TensorFlow, for the message
-        (e.g. ``"stn.training.train_and_evaluate"``).
+        (e.g. ``"stn.train.training.train_and_evaluate"``).
 
     Raises:
       RuntimeError: the Keras backend is not TensorFlow.

@@ -19,13 +19,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stn import alignment as align
-from stn import data as stn_data
-from stn import checkpoints, monitor, protocols, runs
-from stn.backends import require_tensorflow
-from stn.config import Config
+from stn.train import alignment as align
+from stn.data import pipeline as stn_data
+from stn.train import checkpoints
+from stn.train import monitor
+from stn.data import protocols
+from stn.train import runs
+from stn.layer.backends import require_tensorflow
+from stn.train.config import Config
 from stn.model import build_model, find_transformer
-from stn.optimizers import make_optimizer, steps_per_epoch
+from stn.train.optimizers import make_optimizer, steps_per_epoch
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,16 +40,16 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
 
     Order of writes per epoch: the history row, then the checkpoint, then
-    the TensorBoard logs and trace.npz (stn.monitor). A run killed between
+    the TensorBoard logs and trace.npz (stn.train.monitor). A run killed between
     the first two resumes from the previous checkpoint and drops the extra
     row, so history and checkpoint always agree; the logs and trace are
     caught up to the checkpoint and never hold an epoch twice.
 
     Args:
-      config: the run's Config (see stn.config.make_config).
-      run_dir: directory of the run (see stn.runs for its files).
-      mnist_path: optional MNIST file or folder (stn.mnist.load_mnist).
-      cache_dir: MNIST cache directory (stn.mnist.load_mnist).
+      config: the run's Config (see stn.train.config.make_config).
+      run_dir: directory of the run (see stn.train.runs for its files).
+      mnist_path: optional MNIST file or folder (stn.data.mnist.load_mnist).
+      cache_dir: MNIST cache directory (stn.data.mnist.load_mnist).
       command: the command line, recorded in config.json.
       verbose: 1 for a progress bar per epoch, 0 for silence.
 
@@ -54,10 +57,10 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
       The final metrics, also written to ``run_dir/metrics.json``.
 
     Raises:
-      stn.runs.RunError: run_dir holds another config or a bad checkpoint.
+      stn.train.runs.RunError: run_dir holds another config or a bad checkpoint.
       TrainingDiverged: NaN or Inf loss.
     """
-    require_tensorflow("stn.training.train_and_evaluate")  # tf.data and tf.function
+    require_tensorflow("stn.train.training.train_and_evaluate")  # tf.data and tf.function
     run_dir = Path(run_dir)
     resumed = runs.init_run_dir(run_dir, config, command)
     keras.utils.set_random_seed(config.seed)
@@ -74,7 +77,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     history = runs.read_history(run_dir)[:start]
     if verbose and resumed:
         print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
-    # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.monitor).
+    # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.train.monitor).
     watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
     steps = make_steps(config, model, optimizer, strategy)
     if verbose:
@@ -147,11 +150,11 @@ class Steps:
       label_smoothing: of the training loss's targets.
       xla_update: compile the optimizer's update alone with XLA (one device;
         the default); False keeps TensorFlow's op-by-op update (bench/).
-      alignment: the label-free alignment term (stn.alignment), or None.
+      alignment: the label-free alignment term (stn.train.alignment), or None.
         Needs a model whose first layer is its SpatialTransformer.
       seed: of the alignment's rotations, drawn per step from
         ``(seed, optimizer.iterations)`` so a resumed run draws the same.
-      congeal_weight: of the class-congealing term (stn.alignment.congealing);
+      congeal_weight: of the class-congealing term (stn.train.alignment.congealing);
         0: off. Needs the same transformer as ``alignment``.
     """
 
@@ -197,7 +200,7 @@ class Steps:
             # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape.gradient(scaled, self.model.trainable_variables))
-        return (*_sums(losses, logits, labels), *extra)
+        return (*batch_sums(losses, logits, labels), *extra)
 
     def _loss(self, images, labels, size):
         """``(loss, per-example losses, logits, extra)`` of one replica's batch.
@@ -211,7 +214,7 @@ class Steps:
             params = self.transformer.params(images, training=True)
             outputs, _ = self.transformer.transform_and_theta(images, True, params)
             logits = self.head(outputs, training=True)
-        losses = _losses(labels, logits, self.label_smoothing)
+        losses = example_losses(labels, logits, self.label_smoothing)
         loss = tf.reduce_sum(losses) / size
         if self.alignment is not None:
             gaps, penalty = self._alignment_terms(images, size, params)
@@ -242,7 +245,7 @@ class Steps:
     def _replica_eval(self, images, labels):
         logits = self.model(images, training=False)
         losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return _sums(losses, logits, labels)
+        return batch_sums(losses, logits, labels)
 
     def _eval_step(self, images, labels):
         sums = self.strategy.run(self._replica_eval, (images, labels))
@@ -252,7 +255,7 @@ class Steps:
         """One step on a batch; returns (loss sum, number correct, count[, gap sum]).
 
         The fourth, with an alignment term: the sum of the per-example
-        consistency gaps (stn.alignment.consistency).
+        consistency gaps (stn.train.alignment.consistency).
         """
         return self._train(images, labels)
 
@@ -264,7 +267,7 @@ class Steps:
         return total[0] / total[2], total[1] / total[2]
 
 
-def _losses(labels, logits, label_smoothing: float = 0.0):
+def example_losses(labels, logits, label_smoothing: float = 0.0):
     """Per-example softmax cross-entropy, against smoothed targets if asked."""
     if not label_smoothing:
         return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -283,7 +286,7 @@ def _input_transformer(model):
     return layer
 
 
-def _sums(losses, logits, labels):
+def batch_sums(losses, logits, labels):
     """(sum of losses, number correct, number of examples), float32."""
     correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
     return (tf.reduce_sum(tf.cast(losses, tf.float32)),
@@ -295,7 +298,7 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """One epoch of training; returns its history fields (mean loss, accuracy, ...).
 
     With an alignment term, also ``train_consistency_px``: the RMS gap of
-    the consistency term (stn.alignment) in input pixels, a label-free
+    the consistency term (stn.train.alignment) in input pixels, a label-free
     measure of how far the transformer is from one pose per digit.
     """
     protocol = protocols.get_protocol(config.protocol).scaled(

@@ -2,13 +2,13 @@
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no
 pyplot, no window, works with any backend); save it with ``fig.savefig``.
-Figures plot arrays computed elsewhere: warps come from :mod:`stn.warps`,
-metrics and pose statistics from :mod:`stn.evaluation`, transformer
+Figures plot arrays computed elsewhere: warps come from :mod:`stn.data.warps`,
+metrics and pose statistics from :mod:`stn.analysis.evaluation`, transformer
 outputs from the model; nothing is re-implemented here.
 
 Two figures have a module of their own, re-exported here:
-:func:`stn.pose_figure.pose_figure` (pose alignment) and
-:func:`stn.architecture_figure.architecture_figure` (the block diagram).
+:func:`stn.viz.pose_figure.pose_figure` (pose alignment) and
+:func:`stn.viz.architecture_figure.architecture_figure` (the block diagram).
 """
 
 import numpy as np
@@ -16,10 +16,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from stn import evaluation, kinds, protocols, warps
-from stn.architecture_figure import architecture_figure
-from stn.pose_figure import pose_figure
-from stn.tiles import first_of_each_class
+from stn.analysis import evaluation
+from stn.layer import kinds
+from stn.data import protocols
+from stn.data import warps
+from stn.viz.architecture_figure import architecture_figure
+from stn.viz.pose_figure import pose_figure
+from stn.data.tiles import first_of_each_class
 
 _CELL = 1.35  # inches per image panel
 
@@ -57,7 +60,7 @@ def _describe_warps(params, kind: str, canvas: int) -> list[str]:
     """Labels of warps of any kind: their affine part's pose, and the rest in px.
 
     The affine part is the least-squares fit over the canvas
-    (:func:`stn.kinds.affine_fit`), decomposed by :func:`stn.warps.decompose`;
+    (:func:`stn.layer.kinds.affine_fit`), decomposed by :func:`stn.data.warps.decompose`;
     the rest is the RMS distance between the warp and that fit over the
     same grid, in pixels of the canvas (0 for an affine warp).
     """
@@ -91,7 +94,7 @@ def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Fig
     translation and scale drawn alone from the protocol's range, then a
     warp with all four; each panel is labelled with its sampled value(s)
     (rotation positive = clockwise, shear positive = italic slant, shift in
-    pixels with +y down; see :mod:`stn.warps`). For any other protocol (the
+    pixels with +y down; see :mod:`stn.data.warps`). For any other protocol (the
     paper's P and E) the columns are independent random warps of the
     protocol, each labelled with the rotation and scale of its affine part
     and how far the rest moves the canvas (RMS, px).
@@ -101,7 +104,7 @@ def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Fig
         unwarped digits in [0, 1], ``S`` the protocol's canvas; a few (say
         4) rows read best.
       seed: seed of the sampled warps.
-      protocol: name or :class:`stn.protocols.Protocol`, default ``"seed"``.
+      protocol: name or :class:`stn.data.protocols.Protocol`, default ``"seed"``.
 
     Returns:
       The figure.
@@ -241,7 +244,7 @@ def history_figure(history: list[dict]) -> Figure:
     """Train and validation loss (left) and accuracy (right) per epoch.
 
     Args:
-      history: rows of ``stn.runs.read_history`` (``epoch``, ``train_loss``,
+      history: rows of ``stn.train.runs.read_history`` (``epoch``, ``train_loss``,
         ``train_accuracy``, ``val_loss``, ``val_accuracy``).
 
     Returns:
@@ -276,7 +279,7 @@ def evaluation_figures(ev) -> dict:
     """The README's figures of one evaluated run, built on demand.
 
     Args:
-      ev: a :class:`stn.evaluation.Evaluation`.
+      ev: a :class:`stn.analysis.evaluation.Evaluation`.
 
     Returns:
       ``{file stem: zero-argument function returning the Figure}``; the

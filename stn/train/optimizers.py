@@ -1,13 +1,13 @@
 """The optimizer of a training recipe: Adam or AdamW on its learning-rate schedule.
 
 ``make_optimizer(config, steps_per_epoch)`` builds it from a Config's
-recipe fields (stn.config); the localization net may take scaled steps
+recipe fields (stn.train.config); the localization net may take scaled steps
 (``localization_lr_scale``), and ``mixed_float16`` adds dynamic loss scaling.
 """
 
 import keras
 
-from stn.config import Config
+from stn.train.config import Config
 
 
 def steps_per_epoch(config: Config, n_train: int) -> int:

@@ -1,37 +1,35 @@
 """Grid generators and the bilinear sampler (paper Sec. 3.1-3.3), pure TF: the fast path.
 
 The coordinate convention and each transformation's parameters are written
-once, in the docstring of :mod:`stn.sampler` (the ``keras.ops`` version of
+once, in the docstring of :mod:`stn.layer.sampler` (the ``keras.ops`` version of
 this module, for every Keras backend); this module follows it exactly.
 
 Everything here is plain TensorFlow ops: it runs eagerly, in ``tf.function``
 (with or without ``jit_compile``), in ``tf.data`` pipelines, and in a TF1
 ``tf.Graph`` executed by ``tf.compat.v1.Session``. Gradients are written
 out by hand where that made training faster (``make bench``); the layer uses
-this module on the TensorFlow backend through ``stn.kinds.keras_warp``, and
-``tests/test_backends.py`` holds it equal to :mod:`stn.sampler`.
-:mod:`stn.kinds` names the transformations and gives each its parameter
+this module on the TensorFlow backend through ``stn.layer.kinds.keras_warp``, and
+``tests/test_backends.py`` holds it equal to :mod:`stn.layer.sampler`.
+:mod:`stn.layer.kinds` names the transformations and gives each its parameter
 count and identity.
 
 The grid generators (affine, projective, thin-plate spline, attention) live
-in :mod:`stn.transform_grids` and are re-exported here; this module holds
+in :mod:`stn.layer.transform_grids` and are re-exported here; this module holds
 the sampler (paper Sec. 3.3, Eq. 5-7) and the affine fast path that skips
 the grid.
 """
 
 import tensorflow as tf
 
-from stn.sampler import (  # noqa: F401  (re-exported: the NumPy side of the convention)
+from stn.layer.sampler import (  # noqa: F401  (re-exported: the NumPy side of the convention)
     ATTENTION_IDENTITY, IDENTITY, MIN_DENOMINATOR, PROJECTIVE_IDENTITY, TPS_GRID,
     attention_to_affine, tps_matrix, tps_size, tps_solution, tps_targets)
-from stn.sampler import FAR as _FAR  # noqa: F401  (re-exported: the grids' clip bound)
-from stn.transform_grids import (  # noqa: F401  (re-exported: the grid generators)
-    _as_homography, _keep_nan, _pixel_centre_points, affine_grid, attention_grid,
-    pixel_centers, projective_grid, tps_grid)
-from stn.transform_grids import _as_attention, _as_matrix
+from stn.layer.transform_grids import (  # noqa: F401  (re-exported: the grid generators)
+    affine_grid, attention_grid, pixel_centers, projective_grid, tps_grid)
+from stn.layer.transform_grids import as_attention, as_matrix
 
 
-def _dims(images: tf.Tensor):
+def image_dims(images: tf.Tensor):
     """``(B, H, W, C)``: static ints where known, else scalar tensors.
 
     Static sizes keep the output's static shape (Keras layers after the
@@ -46,7 +44,7 @@ def _dims(images: tf.Tensor):
 def attention_transform(images: tf.Tensor, params: tf.Tensor, out_size=None) -> tf.Tensor:
     """Warps ``images`` by ``(s, tx, ty)`` ``[B, 3]``: :func:`affine_transform` of its affine."""
     images = tf.convert_to_tensor(images)
-    return affine_transform(images, _as_attention(tf.cast(params, images.dtype)), out_size)
+    return affine_transform(images, as_attention(tf.cast(params, images.dtype)), out_size)
 
 
 def _corner(coord: tf.Tensor, size):
@@ -80,7 +78,7 @@ def _quads(images: tf.Tensor) -> tf.Tensor:
     corners. On CPU under XLA this is several times faster than gathering
     single pixels (and 4 separate gather_nd calls are slower still).
     """
-    channels = _dims(images)[3]
+    channels = image_dims(images)[3]
     padded = tf.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]])
     quads = tf.stack([padded[:, :-1, :-1], padded[:, :-1, 1:],
                       padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=3)
@@ -146,7 +144,7 @@ def _sample_pixels(images: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     Returns:
       ``[B, h, w, C]``, zero-padded outside the image.
     """
-    dims = _dims(images)
+    dims = image_dims(images)
     batch, height, width, _ = dims
     rows, weights, _ = _neighbours(u, v, dims)
     corners = tf.gather(_quads(images), rows)  # (B, h, w, 4, C)
@@ -185,7 +183,7 @@ def bilinear_sample(images: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
     """
     images = tf.convert_to_tensor(images)
     grid = tf.cast(grid, images.dtype)
-    _, height, width, _ = _dims(images)
+    _, height, width, _ = image_dims(images)
     out_h, out_w = tf.shape(grid)[1], tf.shape(grid)[2]
     # Unstacked, not sliced (grid[..., 0]): a slice's gradient is a pad of
     # the whole grid per coordinate, which XLA does not fuse away.
@@ -268,10 +266,10 @@ def affine_transform(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.T
       ``[B, h, w, C]`` of the dtype of ``images``.
     """
     images = tf.convert_to_tensor(images)
-    _, height, width, _ = _dims(images)
+    _, height, width, _ = image_dims(images)
     if out_size is None:
         out_size = (height, width)
-    theta = _as_matrix(tf.cast(theta, images.dtype))
+    theta = as_matrix(tf.cast(theta, images.dtype))
     u, v = _pixel_affine(theta, (height, width), out_size)
     return _sample_pixels(images, u, v)
 

@@ -9,7 +9,8 @@ import dataclasses
 import math
 from typing import Any
 
-from stn import kinds, protocols
+from stn.layer import kinds
+from stn.data import protocols
 
 
 class ConfigError(ValueError):
@@ -38,9 +39,9 @@ def _check_positive(name: str, value) -> None:
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 """Keras dtype policies of the classifier (``ModelConfig.dtype``)."""
 PRECISIONS = ("auto", *DTYPES)
-"""``--precision`` choices: a policy, or "auto" (stn.precision.resolve_precision)."""
+"""``--precision`` choices: a policy, or "auto" (stn.train.precision.resolve_precision)."""
 ALIGNMENT_TERMS = ("both", "consistency", "angle")
-"""``--alignment-terms`` choices: both parts of stn.alignment's term, or one (the ablation)."""
+"""``--alignment-terms`` choices: both parts of stn.train.alignment's term, or one (the ablation)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ModelConfig:
     preset: str = "seed"
     input_size: int = 40  # square inputs; the data protocol sets it
     transformer: bool = True
-    # Transformation the transformer applies: a name in stn.kinds.KINDS
+    # Transformation the transformer applies: a name in stn.layer.kinds.KINDS
     # ("affine", "projective", "tps"); it sets the localization net's output.
     kind: str = "affine"
     # Localization network: "dense" = Flatten -> Dense(hidden, tanh) ->
@@ -169,7 +170,7 @@ SCHEDULES = ("constant", "cosine")
 def _setting(default, help: str, **argparse_options):
     """A :class:`Config` field that a :class:`Recipe` may set and ``train.py`` exposes.
 
-    ``help`` is the flag's help (``--name-with-dashes``, stn.cli); the other
+    ``help`` is the flag's help (``--name-with-dashes``, stn.train.cli); the other
     keywords go to ``argparse.add_argument`` (``choices``, ``metavar``).
     """
     return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
@@ -209,11 +210,11 @@ class Config:
     warp_ramp_epochs: float = _setting(
         0.0, "warp curriculum: the fresh warps grow linearly from none at epoch 0 to the "
         "protocol's full strength at epoch K; 0 is off (needs --resample-warps)", metavar="K")
-    # Label-free alignment (stn.alignment): a rotation-consistency term that
+    # Label-free alignment (stn.train.alignment): a rotation-consistency term that
     # makes the transformer bring every digit to one upright pose. 0 is off:
     # the paper's method.
     alignment_weight: float = _setting(
-        0.0, "weight of the label-free alignment term (stn.alignment: the transformer's map "
+        0.0, "weight of the label-free alignment term (stn.train.alignment: the transformer's map "
         "on a rotated image must be the rotation's inverse composed with its map on the "
         "image, and the mean rotation zero); 0 is off, the paper's method", metavar="W")
     alignment_degrees: float = _setting(
@@ -226,7 +227,7 @@ class Config:
         "transformer cannot lower it by zooming in")
     congeal_weight: float = _setting(
         0.0, "weight of a class-congealing term: each transformer output pulled toward its "
-        "class's mean output in the batch (stn.alignment.congealing; reads the class labels, "
+        "class's mean output in the batch (stn.train.alignment.congealing; reads the class labels, "
         "never the warps); 0 is off", metavar="W")
     alignment_scale_gauge: bool = _setting(
         False, "add to the alignment term a pull of the batch's mean log scale of the "
@@ -361,7 +362,7 @@ def make_config(preset: str = "seed", protocol: str = "seed", model_overrides: d
 
     Args:
       preset: model preset name (MODEL_PRESETS).
-      protocol: warp protocol name (stn.protocols.PROTOCOLS).
+      protocol: warp protocol name (stn.data.protocols.PROTOCOLS).
       model_overrides: ModelConfig fields to replace.
       recipe: training recipe name (RECIPES); ``fields`` override its values. The
         recipe's alignment term is left out when ``alignment_weight`` is 0 or the

@@ -5,17 +5,17 @@ A protocol (an entry of :data:`PROTOCOLS`, chosen by ``--protocol``) is
 * ``name``: its key;
 * ``canvas``: side ``S`` of the square images in pixels (the 28 x 28 digit
   is zero-padded to it, centred: :func:`stn.data.pad`);
-* ``kind``: a name in :data:`stn.kinds.KINDS`, the family of its warps;
+* ``kind``: a name in :data:`stn.layer.kinds.KINDS`, the family of its warps;
 * ``sample(n, rng)``: float64 ``[n, P]`` ground-truth parameters of that
   kind, a pure function of the NumPy generator's state;
 * ``description``: one line for help texts and figures.
 
 The parameters are *sampling* parameters, like the transformer's theta:
-output -> input coordinates in the convention of :mod:`stn.transform` (read
+output -> input coordinates in the convention of :mod:`stn.layer.transform` (read
 its module docstring first; ``[-1, 1]`` spans the canvas edge to edge, ``y``
 down), so ::
 
-    warped = stn.kinds.warp(canonical, params, protocol.kind)
+    warped = stn.layer.kinds.warp(canonical, params, protocol.kind)
 
 and :func:`apply` computes exactly that, XLA-compiled. It is the one place
 where warped digits are made: the fixed splits of :mod:`stn.data` (NumPy
@@ -47,7 +47,7 @@ protocol         canvas kind        warps (all draws independent)
 ================ ====== =========== ================================================
 
 **The protocol classes**, one per family of warps, live in
-:mod:`stn.protocol_families` and are re-exported here: the base
+:mod:`stn.data.protocol_families` and are re-exported here: the base
 :class:`Protocol`, :class:`AffineProtocol` (named distortions: rotation,
 shear, translation, scale; :data:`DISTORTIONS`), :class:`PerspectiveProtocol`
 (with :func:`homography` and :data:`CORNERS`) and :class:`ElasticProtocol`.
@@ -72,7 +72,7 @@ only.
   of its corners is moved by its noise, in the warped image's frame, as the
   paper's wording (scale, then move the corners) reads.
 * ``e`` (E, "elastic"), *our reading* of the paper's random thin-plate
-  spline: the 16 control points of :func:`stn.transform.tps_targets` (a
+  spline: the 16 control points of :func:`stn.layer.transform.tps_targets` (a
   4 x 4 grid spanning the canvas edge to edge), each moved by Gaussian noise of
   std 1.5 px in x and y (``1.5 * 2 / 28`` normalized); the ground truth is
   the displaced control points (the input position each grid point reads).
@@ -105,7 +105,7 @@ moved toward the identity by a strength in [0, 1], with the same draws.
 
 **Adding a protocol**: one entry in :data:`PROTOCOLS`; a new *family* of
 warps is a :class:`Protocol` subclass defining ``kind``, ``sample`` and
-``_scaled_fields``, in :mod:`stn.protocol_families`.
+``_scaled_fields``, in :mod:`stn.data.protocol_families`.
 Data, configs, ``train.py --protocol`` and the augmentation figure pick it
 up from there.
 """
@@ -114,8 +114,8 @@ import dataclasses
 
 import numpy as np
 
-from stn import kinds
-from stn.protocol_families import (  # noqa: F401  (re-exported: the protocol classes)
+from stn.layer import kinds
+from stn.data.protocol_families import (  # noqa: F401  (re-exported: the protocol classes)
     CORNERS, DISTORTIONS, AffineProtocol, ElasticProtocol, PerspectiveProtocol, Protocol,
     homography)
 
@@ -216,7 +216,7 @@ def apply(protocol: "str | Protocol", canonical, params, chunk_size: int = 1024)
     """Warps padded canonical images by ground-truth parameters of the protocol.
 
     ``kinds.warp_xla(canonical, params, protocol.kind)``: equal to the eager
-    :func:`stn.kinds.warp` to float32 rounding (~1e-5). The fixed splits and
+    :func:`stn.layer.kinds.warp` to float32 rounding (~1e-5). The fixed splits and
     the per-epoch resampler of :mod:`stn.data` both warp through here.
 
     Affine warps give bit-identical images whatever the batch; projective
@@ -246,7 +246,7 @@ def apply(protocol: "str | Protocol", canonical, params, chunk_size: int = 1024)
     if tuple(canonical.shape[1:3]) != (protocol.canvas, protocol.canvas):
         raise ValueError(f"images are {canonical.shape[1]}x{canonical.shape[2]} px but the "
                          f"{protocol.name!r} canvas is {protocol.canvas} px")
-    import tensorflow as tf  # here: the registry itself is NumPy (stn.config on any backend)
+    import tensorflow as tf  # here: the registry itself is NumPy (stn.train.config on any backend)
 
     if tf.is_tensor(canonical):
         params = tf.reshape(tf.cast(params, canonical.dtype), [-1, size])

@@ -2,7 +2,7 @@
 
 This module owns the data constants (image sizes, split sizes); other modules
 import them from here. What the warps are (each protocol's canvas, kind and
-sampling) and the one function that applies them: :mod:`stn.protocols`.
+sampling) and the one function that applies them: :mod:`stn.data.protocols`.
 
 * **Splits.** ``validation`` is the *first* 5,000 MNIST training images,
   ``train`` the other 55,000 (the split of TF 1.x ``read_data_sets``), and
@@ -18,7 +18,7 @@ sampling) and the one function that applies them: :mod:`stn.protocols`.
 * **Fixed warps.** Each split's warps are drawn by the protocol's
   ``sample`` from a generator keyed by ``(seed, "warps", split name)``, for
   all of the split's images before any truncation, and applied by
-  :func:`stn.protocols.apply`: the warped test set is a pure function of the
+  :func:`stn.data.protocols.apply`: the warped test set is a pure function of the
   seed, and ``max_train_examples`` only drops images, it never changes the
   others.
 * **Memory.** A :class:`Split` keeps its canonical digits as the original
@@ -31,7 +31,7 @@ sampling) and the one function that applies them: :mod:`stn.protocols`.
   generator keyed by ``(seed, "order", epoch)``, so epoch ``e`` is the same
   whether or not the run was interrupted; with ``resample=True`` it draws
   fresh warps from ``(seed, "resample", epoch)`` and applies them inside the
-  pipeline, per batch, with the same :func:`stn.protocols.apply`.
+  pipeline, per batch, with the same :func:`stn.data.protocols.apply`.
 """
 
 import dataclasses
@@ -40,8 +40,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from stn import protocols
-from stn.mnist import NUM_CLASSES  # noqa: F401  (re-exported: stn.data.NUM_CLASSES)
+from stn.data import protocols
+from stn.data.mnist import NUM_CLASSES  # noqa: F401  (re-exported: stn.data.pipeline.NUM_CLASSES)
 
 MNIST_SIZE = 28
 """Side of an MNIST digit in pixels."""
@@ -53,10 +53,10 @@ SPLITS = ("train", "validation", "test")
 
 
 def __getattr__(name):
-    # Lazy re-export: ``stn.data.load_mnist`` without importing the download
+    # Lazy re-export: ``stn.data.mnist.load_mnist`` without importing the download
     # code (or needing it to exist) until someone asks for it.
     if name == "load_mnist":
-        from stn.mnist import load_mnist
+        from stn.data.mnist import load_mnist
         return load_mnist
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -95,12 +95,12 @@ class Split:
       labels: int32 ``[N]``, digit classes 0..9.
       warps: float32 ``[N, P]``, the ground-truth sampling parameters of
         ``kind``, flat (``[N, 6]`` row-major affine matrices for the affine
-        protocols): ``images == stn.kinds.warp(canonical_images(), warps,
+        protocols): ``images == stn.layer.kinds.warp(canonical_images(), warps,
         kind)`` (float rounding).
       canonical: uint8 ``[N, 28, 28]``, the unwarped digits; pad them with
         :meth:`canonical_images`.
-      protocol: name of the warp protocol (:data:`stn.protocols.PROTOCOLS`).
-      kind: the transformation kind of ``warps`` (:data:`stn.kinds.KINDS`),
+      protocol: name of the warp protocol (:data:`stn.data.protocols.PROTOCOLS`).
+      kind: the transformation kind of ``warps`` (:data:`stn.layer.kinds.KINDS`),
         the protocol's ``kind``.
     """
     images: np.ndarray
@@ -187,7 +187,7 @@ def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0
     Args:
       mnist: ``((x_train, y_train), (x_test, y_test))``, uint8
         ``[N, 28, 28]`` digits and ``[N]`` labels, as from ``load_mnist``.
-      protocol: name in :data:`stn.protocols.PROTOCOLS` (or a Protocol).
+      protocol: name in :data:`stn.data.protocols.PROTOCOLS` (or a Protocol).
       seed: non-negative int; the warps are a pure function of it.
       max_train_examples: keep only the first this-many train images.
 
@@ -212,10 +212,10 @@ def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0
 
 def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_dir=None,
               max_train_examples: int | None = None) -> Data:
-    """Loads MNIST (``stn.mnist.load_mnist``) and builds the warped splits.
+    """Loads MNIST (``stn.data.mnist.load_mnist``) and builds the warped splits.
 
     Args:
-      protocol: a name in :data:`stn.protocols.PROTOCOLS`: ``"seed"``
+      protocol: a name in :data:`stn.data.protocols.PROTOCOLS`: ``"seed"``
         (default), ``"r"``, ``"rts"``, ``"p"``, ``"e"`` or ``"none"``.
       seed: non-negative int; the warps are a pure function of it.
       mnist_path: MNIST file or directory, passed to ``load_mnist(path=)``.
@@ -228,10 +228,10 @@ def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_d
 
     Raises:
       ValueError: unknown protocol (before any loading).
-      stn.mnist.MnistError: MNIST cannot be found or read.
+      stn.data.mnist.MnistError: MNIST cannot be found or read.
     """
     protocols.get_protocol(protocol)  # fail fast, before the download
-    from stn.mnist import load_mnist
+    from stn.data.mnist import load_mnist
     mnist = load_mnist(cache_dir=cache_dir, path=mnist_path)
     return build_data(mnist, protocol, seed, max_train_examples=max_train_examples)
 
@@ -266,7 +266,7 @@ def warp_strength(epoch: int, ramp_epochs: float) -> float:
 
     ``min(1, epoch / ramp_epochs)``: 0 (undistorted digits) at epoch 0,
     growing linearly to the protocol's full warps at ``ramp_epochs``; 1
-    throughout when ``ramp_epochs`` is 0. See :meth:`stn.protocols.Protocol.scaled`.
+    throughout when ``ramp_epochs`` is 0. See :meth:`stn.data.protocols.Protocol.scaled`.
     """
     return 1.0 if ramp_epochs <= 0 else min(1.0, epoch / ramp_epochs)
 

@@ -1,12 +1,12 @@
 """``training.gif``: the transformer learning, one frame per epoch.
 
-Renders a run's ``trace.npz`` (:mod:`stn.trace`): the traced test digits
+Renders a run's ``trace.npz`` (:mod:`stn.train.trace`): the traced test digits
 (two of each class, the first ones) and what the transformer made of them
 after each epoch, re-applying the recorded parameters with
-:func:`stn.kinds.warp` (the sampler the model runs), with the epoch and the
+:func:`stn.layer.kinds.warp` (the sampler the model runs), with the epoch and the
 validation accuracy on every frame. Pillow only; no model, no MNIST.
 
-    from stn import animation
+    from stn.viz import animation
     animation.render_gif("runs/seed_seed/trace.npz", "images/training.gif")
     animation.render_run("runs/seed_seed", "images")  # the same, what evaluate.py does
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stn import kinds, runs
-from stn.tiles import PER_CLASS, outputs_grid
-from stn.trace import TRACE, Trace, read_trace
+from stn.layer import kinds
+from stn.train import runs
+from stn.data.tiles import PER_CLASS, outputs_grid
+from stn.train.trace import TRACE, Trace, read_trace
 
 GIF = "training.gif"  # in the images folder (evaluate.py)
 _LABEL_WIDTH = 70  # px of the row labels on the left
@@ -53,7 +54,7 @@ def frame(grid: np.ndarray, caption: str, per_class: int = PER_CLASS) -> Image.I
     """One frame: row labels, the digit grid and a caption under it.
 
     Args:
-      grid: float ``[H, W, 1]`` in [0, 1] from :func:`stn.tiles.outputs_grid`
+      grid: float ``[H, W, 1]`` in [0, 1] from :func:`stn.data.tiles.outputs_grid`
         (rows: input, output, input, output...).
       caption: the text under the grid.
       per_class: digits of each class (the grid has ``2 * per_class`` rows).
@@ -100,7 +101,7 @@ def render_gif(trace_path, gif_path, frame_ms: int = 500, last_ms: int = 2500,
       ``gif_path`` as a Path.
 
     Raises:
-      stn.runs.RunError: the trace is missing, damaged or empty.
+      stn.train.runs.RunError: the trace is missing, damaged or empty.
     """
     trace = thin(read_trace(trace_path), max_frames)
     if not len(trace.epochs):

@@ -1,11 +1,11 @@
 """The transformer kinds' maps in NumPy: where each kind's parameters read.
 
-For each kind of :mod:`stn.kinds` (whose docstring has the table of kinds
+For each kind of :mod:`stn.layer.kinds` (whose docstring has the table of kinds
 and their parameters), the map from parameters and output points to the
-input ``(x, y)`` they read, float64 NumPy (:attr:`stn.kinds.Kind.points`),
+input ``(x, y)`` they read, float64 NumPy (:attr:`stn.layer.kinds.Kind.points`),
 and for the matrix kinds (affine, attention, projective) their homogeneous
-3x3 matrices and back, in NumPy or ``keras.ops`` (:attr:`~stn.kinds.Kind.matrix`,
-:attr:`~stn.kinds.Kind.from_matrix`). The registry :data:`stn.kinds.KINDS`
+3x3 matrices and back, in NumPy or ``keras.ops`` (:attr:`~stn.layer.kinds.Kind.matrix`,
+:attr:`~stn.layer.kinds.Kind.from_matrix`). The registry :data:`stn.layer.kinds.KINDS`
 is built from them; evaluation (pose alignment, figures) reads warps
 through it. Nothing here needs TensorFlow: the maps work on every backend.
 """
@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from stn import sampler as S
+from stn.layer import sampler as S
 
 
 def _per_example(params, points, size: int):
@@ -26,13 +26,13 @@ def _per_example(params, points, size: int):
     return params, np.broadcast_to(points, (len(params), *points.shape[-2:]))
 
 
-def _affine_points(params, points) -> np.ndarray:
+def affine_points(params, points) -> np.ndarray:
     params, points = _per_example(params, points, 6)
     matrices = params.reshape(-1, 2, 3)
     return np.einsum("nmk,njk->nmj", points, matrices[:, :, :2]) + matrices[:, None, :, 2]
 
 
-def _projective_points(params, points) -> np.ndarray:
+def projective_points(params, points) -> np.ndarray:
     params, points = _per_example(params, points, 8)
     matrices = np.concatenate([params, np.ones((len(params), 1))], axis=1).reshape(-1, 3, 3)
     homogeneous = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1)
@@ -43,12 +43,12 @@ def _projective_points(params, points) -> np.ndarray:
         return np.where(np.abs(d) >= S.MIN_DENOMINATOR, mapped[..., :2] / d, np.nan)
 
 
-def _attention_points(params, points) -> np.ndarray:
+def attention_points(params, points) -> np.ndarray:
     params, points = _per_example(params, points, 3)
-    return _affine_points(S.attention_to_affine(params, np), points)
+    return affine_points(S.attention_to_affine(params, np), points)
 
 
-def _tps_points(n: int) -> Callable:
+def tps_points(n: int) -> Callable:
     """The NumPy map of the TPS through ``n x n`` control points."""
     def points_(params, points) -> np.ndarray:
         params, points = _per_example(params, points, 2 * n * n)
@@ -60,28 +60,28 @@ def _tps_points(n: int) -> Callable:
 
 # Homogeneous 3x3 matrices of the matrix kinds, in NumPy or keras.ops (``xp``).
 
-def _affine_matrix(params, xp):
+def affine_matrix(params, xp):
     rows = xp.reshape(params, (-1, 2, 3))
     bottom = xp.concatenate([xp.zeros_like(rows[:, :1, :2]), xp.ones_like(rows[:, :1, :1])], axis=2)
     return xp.concatenate([rows, bottom], axis=1)
 
 
-def _affine_from_matrix(matrix, xp):
+def affine_from_matrix(matrix, xp):
     return xp.reshape(matrix[:, :2, :], (-1, 6))
 
 
-def _projective_matrix(params, xp):
+def projective_matrix(params, xp):
     params = xp.reshape(params, (-1, 8))
     return xp.reshape(xp.concatenate([params, xp.ones_like(params[:, :1])], axis=1), (-1, 3, 3))
 
 
-def _projective_from_matrix(matrix, xp):
+def projective_from_matrix(matrix, xp):
     return xp.reshape(matrix / matrix[:, 2:, 2:], (-1, 9))[:, :8]
 
 
-def _attention_matrix(params, xp):
-    return _affine_matrix(S.attention_to_affine(xp.reshape(params, (-1, 3)), xp), xp)
+def attention_matrix(params, xp):
+    return affine_matrix(S.attention_to_affine(xp.reshape(params, (-1, 3)), xp), xp)
 
 
-def _attention_from_matrix(matrix, xp):
+def attention_from_matrix(matrix, xp):
     return xp.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], axis=1)

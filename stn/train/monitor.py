@@ -1,19 +1,19 @@
 """Watching a run learn: TensorBoard logs and the transformer's trace.
 
-:func:`stn.training.train_and_evaluate` keeps a :class:`Monitor`, which
-writes, into the run directory (stn.runs), after checkpoint ``e`` is saved::
+:func:`stn.train.training.train_and_evaluate` keeps a :class:`Monitor`, which
+writes, into the run directory (stn.train.runs), after checkpoint ``e`` is saved::
 
     tensorboard/train/       epoch_loss, epoch_accuracy, epoch_learning_rate,
                              epoch_seconds; config (text, step 0)
     tensorboard/validation/  epoch_loss, epoch_accuracy; stn_outputs (image)
     tensorboard/             hparams: the config, flattened (HPARAMS tab)
     trace.npz                the transformer's parameters for fixed test
-                             digits after every epoch (stn.trace, stn.animation)
+                             digits after every epoch (stn.train.trace, stn.viz.animation)
 
 **Steps are epochs**: step ``e`` is the state after ``e`` epochs, the one
 checkpoint ``e`` holds; step 0 is the initial model (learning rate, images,
 trace). ``epoch_learning_rate`` at step ``e`` is the rate of the next step
-(``stn.optimizers.current_learning_rate``). ``stn_outputs`` shows two
+(``stn.train.optimizers.current_learning_rate``). ``stn_outputs`` shows two
 validation digits of each class (the first ones), one class per column;
 rows: input, transformer output, input, output.
 
@@ -38,17 +38,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stn import kinds
-from stn.config import Config, config_to_dict
+from stn.layer import kinds
+from stn.train.config import Config, config_to_dict
 from stn.model import find_transformer, transformer_outputs
-from stn.optimizers import current_learning_rate
-from stn.tiles import PER_CLASS, first_of_each_class, outputs_grid
-from stn.trace import TRACE, Trace, read_trace, write_trace
+from stn.train.optimizers import current_learning_rate
+from stn.data.tiles import PER_CLASS, first_of_each_class, outputs_grid
+from stn.train.trace import TRACE, Trace, read_trace, write_trace
 
 TENSORBOARD = "tensorboard"  # RUN/tensorboard/{train,validation}/
 TRAIN_SCALARS = {"epoch_loss": "train_loss", "epoch_accuracy": "train_accuracy",
                  "epoch_seconds": "seconds",  # tag -> history.csv column
-                 # With an alignment term only (stn.alignment): its label-free gap.
+                 # With an alignment term only (stn.train.alignment): its label-free gap.
                  "epoch_consistency_px": "train_consistency_px"}
 VALIDATION_SCALARS = {"epoch_loss": "val_loss", "epoch_accuracy": "val_accuracy"}
 

@@ -2,7 +2,7 @@
 
 One function, :func:`architecture_figure`, returning a
 :class:`matplotlib.figure.Figure` built directly (no pyplot), like every
-figure of :mod:`stn.figures`, which re-exports it. Boxes, shapes and
+figure of :mod:`stn.viz.figures`, which re-exports it. Boxes, shapes and
 parameter counts are read from ``model.layers`` (and a transformer's
 ``localization`` sublayers), so the diagram cannot drift from the code.
 """
@@ -10,7 +10,7 @@ parameter counts are read from ``model.layers`` (and a transformer's
 import numpy as np
 from matplotlib.figure import Figure
 
-from stn import kinds
+from stn.layer import kinds
 
 
 _BOX_COLOURS = {"InputLayer": "#eeeeee", "SpatialTransformer": "#fde0b8",

@@ -1,23 +1,23 @@
 """Pose alignment: does the transformer bring every digit to one pose?
 
-No plots here (:mod:`stn.figures`), no model and no files (:mod:`stn.evaluation`).
+No plots here (:mod:`stn.viz.figures`), no model and no files (:mod:`stn.analysis.evaluation`).
 
 **Pose alignment.** How well the transformer brings every test digit to one
 common pose, whatever its warp. For test example ``i`` with ground-truth
 warp ``A_i`` (sampling parameters of the protocol's kind: warped =
-``stn.kinds.warp(canonical, A_i, kind)``) and the transformer's parameters
+``stn.layer.kinds.warp(canonical, A_i, kind)``) and the transformer's parameters
 ``theta_i`` (of its own kind), the classifier sees the canonical digit read
 at ``A_i(theta_i(p))`` for each of its pixels ``p``: the *residual* map
-(:func:`stn.kinds.compose_points`). Its pose is that of ``R_i``, the
+(:func:`stn.layer.kinds.compose_points`). Its pose is that of ``R_i``, the
 least-squares affine fit of the residual map over a 16 x 16 grid of points
-spanning the canvas (:func:`stn.kinds.affine_fit`): for affine warps and
+spanning the canvas (:func:`stn.layer.kinds.affine_fit`): for affine warps and
 theta that is exactly ``A_i @ theta_i`` as 3 x 3 matrices; for projective
 ones the residual is the 3 x 3 product, and ``R_i`` the affine map closest
 to it over the canvas (not its top two rows, which differ from it as soon
 as the perspective row is non-zero); for a thin-plate spline, the affine
 map closest to the spline's residual grid. What the fit leaves out (the
 perspective or elastic rest) is not a pose and is not measured.
-``stn.warps.decompose(R_i, canvas)`` gives the pose of the digit in the
+``stn.data.warps.decompose(R_i, canvas)`` gives the pose of the digit in the
 classifier's input: rotation (degrees, clockwise on screen), isotropic
 scale, shear (degrees), translation ``tx``, ``ty`` (pixels of the input
 canvas, ``canvas / 2`` per normalized unit, whatever the transformer's
@@ -54,10 +54,11 @@ import dataclasses
 
 import numpy as np
 
-from stn import kinds, warps
+from stn.layer import kinds
+from stn.data import warps
 
 PARAMETERS = ("rotation", "scale", "shear", "tx", "ty", "aspect")
-"""Pose parameters of :func:`stn.warps.decompose`, in reporting order."""
+"""Pose parameters of :func:`stn.data.warps.decompose`, in reporting order."""
 UNITS = {"rotation": "deg", "scale": "factor", "shear": "deg", "tx": "px", "ty": "px",
          "aspect": "factor"}
 ROTATION_RATIO_TARGET = 1.0 / 3.0
@@ -155,7 +156,7 @@ _SINGULAR = 1e-9  # |det| of the fit's linear part below this: a collapsed map
 
 
 def _fit(maps) -> np.ndarray:
-    """:func:`stn.kinds.affine_fit` of the chain, NaN where it collapses the canvas.
+    """:func:`stn.layer.kinds.affine_fit` of the chain, NaN where it collapses the canvas.
 
     A least-squares fit of a map that sends every point to one place (a
     zero theta) is singular only up to rounding (|det| ~ 1e-30); it has no
@@ -177,7 +178,7 @@ def pose_alignment(warp_params, theta, canvas: int, warp_kind: str = "affine",
         ``warp_kind`` (``[N, 2, 3]`` matrices for affine warps).
       theta: ``[N, Q]`` the transformer's parameters, of ``theta_kind``.
       canvas: side of the input images in pixels.
-      warp_kind, theta_kind: names in :data:`stn.kinds.KINDS`.
+      warp_kind, theta_kind: names in :data:`stn.layer.kinds.KINDS`.
 
     Returns:
       :class:`PoseAlignment`.
@@ -206,7 +207,7 @@ def pose_targets(stats: dict) -> dict:
     }
 
 
-def _fmt(value, spec: str) -> str:
+def format_value(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
@@ -214,10 +215,10 @@ def pose_lines(pose: dict) -> list[str]:
     """Residual vs raw std per parameter, and the 2-D shift, of :func:`pose_statistics`."""
     lines = []
     for name, p in (pose["parameters"] or {}).items():
-        lines.append(f"  {name:<9}{_fmt(p['residual']['std'], '8.3f')} vs "
-                     f"{_fmt(p['raw']['std'], '7.3f')} {p['unit']:<6} ratio "
-                     f"{_fmt(p['ratio'], '.3f'):>6}, median residual "
-                     f"{_fmt(p['residual']['median'], '+.3f')}")
+        lines.append(f"  {name:<9}{format_value(p['residual']['std'], '8.3f')} vs "
+                     f"{format_value(p['raw']['std'], '7.3f')} {p['unit']:<6} ratio "
+                     f"{format_value(p['ratio'], '.3f'):>6}, median residual "
+                     f"{format_value(p['residual']['median'], '+.3f')}")
     if pose["translation"]:
         t = pose["translation"]
         lines.append(f"  2-D shift rms {t['residual_rms']:.2f} px vs {t['raw_rms']:.2f} px")

@@ -1,10 +1,10 @@
-"""Command-line flags of the training settings, made from :class:`stn.config.Config`.
+"""Command-line flags of the training settings, made from :class:`stn.train.config.Config`.
 
-Each training setting (:data:`stn.config.SETTINGS`: a Config field with a
+Each training setting (:data:`stn.train.config.SETTINGS`: a Config field with a
 help text) is one flag, ``--name-with-dashes``, whose type, choices and help
 come from the field, with no default of its own (None: the recipe's value).
 The values are checked once, by ``Config``; :func:`check` reports its
-:class:`stn.config.ConfigError` as the error of the field's flag. Used by
+:class:`stn.train.config.ConfigError` as the error of the field's flag. Used by
 ``train.py`` and the studies that override settings (``experiments``).
 """
 
@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Iterable
 
-from stn.config import PRECISIONS, SETTINGS, Config, ConfigError
+from stn.train.config import PRECISIONS, SETTINGS, Config, ConfigError
 
 PRECISION_HELP = ("classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where it is "
                   "native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "

@@ -1,9 +1,9 @@
-"""Grid generators in pure TF (paper Sec. 3.1-3.2): the grids of :mod:`stn.transform`.
+"""Grid generators in pure TF (paper Sec. 3.1-3.2): the grids of :mod:`stn.layer.transform`.
 
 Each maps a kind's parameters to ``[B, h, w, 2]``: the normalized input
 ``(x, y)`` that every output pixel centre reads, in the convention written
-once in the docstring of :mod:`stn.sampler` (their ``keras.ops`` versions
-are there too). :mod:`stn.transform` re-exports them and holds the bilinear
+once in the docstring of :mod:`stn.layer.sampler` (their ``keras.ops`` versions
+are there too). :mod:`stn.layer.transform` re-exports them and holds the bilinear
 sampler they feed; like it, this module is plain TensorFlow ops (eager,
 ``tf.function``, XLA, ``tf.data``, TF1 sessions). The projective and TPS
 grids end in a stack that the sampler's unstack cancels, so that XLA fuses
@@ -13,13 +13,13 @@ them into it; the projective grid's gradient is written out by hand
 
 import tensorflow as tf
 
-from stn.sampler import FAR as _FAR
-from stn.sampler import MIN_DENOMINATOR, TPS_GRID, attention_to_affine, tps_targets
-from stn.sampler import tps_grid_matrix as _tps_grid_matrix
-from stn.sampler import tps_size, tps_solution
+from stn.layer.sampler import FAR as _FAR
+from stn.layer.sampler import MIN_DENOMINATOR, TPS_GRID, attention_to_affine, tps_targets
+from stn.layer.sampler import tps_grid_matrix as _tps_grid_matrix
+from stn.layer.sampler import tps_size, tps_solution
 
 
-def _as_matrix(theta: tf.Tensor) -> tf.Tensor:
+def as_matrix(theta: tf.Tensor) -> tf.Tensor:
     """``theta`` ``[B, 6]`` or ``[B, 2, 3]`` -> ``[B, 2, 3]``."""
     theta = tf.convert_to_tensor(theta)
     if theta.shape.rank == 2:
@@ -55,7 +55,7 @@ def affine_grid(theta: tf.Tensor, height, width) -> tf.Tensor:
       ``[B, h, w, 2]`` of theta's dtype: the input coordinates ``(x, y)`` that
       each output pixel centre reads, in normalized coordinates.
     """
-    theta = _as_matrix(theta)
+    theta = as_matrix(theta)
     xs = pixel_centers(width, theta.dtype)  # (w,)
     ys = pixel_centers(height, theta.dtype)  # (h,)
     x, y = tf.meshgrid(xs, ys)  # (h, w) each
@@ -64,13 +64,13 @@ def affine_grid(theta: tf.Tensor, height, width) -> tf.Tensor:
     return tf.einsum("hwk,bjk->bhwj", target, theta)  # (B, h, w, 2)
 
 
-def _pixel_centre_points(height, width, dtype) -> tf.Tensor:
+def pixel_centre_points(height, width, dtype) -> tf.Tensor:
     """``[h, w, 2]``: the normalized ``(x, y)`` of every output pixel centre."""
     x, y = tf.meshgrid(pixel_centers(width, dtype), pixel_centers(height, dtype))
     return tf.stack([x, y], axis=-1)
 
 
-def _as_homography(theta: tf.Tensor) -> tf.Tensor:
+def as_homography(theta: tf.Tensor) -> tf.Tensor:
     """``theta`` ``[B, 8]`` (last entry 1 implied) or ``[B, 3, 3]`` -> ``[B, 3, 3]``."""
     theta = tf.convert_to_tensor(theta)
     if theta.shape.rank == 2:
@@ -81,7 +81,7 @@ def _as_homography(theta: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"theta must be [B, 8] or [B, 3, 3], got shape {theta.shape}")
 
 
-def _keep_nan(value: tf.Tensor, clipped: tf.Tensor) -> tf.Tensor:
+def keep_nan(value: tf.Tensor, clipped: tf.Tensor) -> tf.Tensor:
     # Some kernels clamp NaN to a bound (XLA in TF 2.16); a NaN parameter
     # must reach the output, not turn into a silently blank image.
     return tf.where(tf.math.is_nan(value), value, clipped)
@@ -102,8 +102,8 @@ def projective_grid(theta: tf.Tensor, height, width) -> tf.Tensor:
       far outside (they read zero); every coordinate is clipped to +-1e4, so
       the grid and its gradient stay finite unless theta holds NaN.
     """
-    theta = _as_homography(theta)
-    x, y = tf.unstack(_pixel_centre_points(height, width, theta.dtype), axis=-1)  # (h, w)
+    theta = as_homography(theta)
+    x, y = tf.unstack(pixel_centre_points(height, width, theta.dtype), axis=-1)  # (h, w)
     return _homography_grid(theta, x, y)
 
 
@@ -138,7 +138,7 @@ def _homography_grid(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 
     def coordinate(numerator):
         grid = tf.where(valid, numerator / safe_d, -_FAR * tf.ones_like(d))
-        return _keep_nan(numerator + d, tf.clip_by_value(grid, -_FAR, _FAR))
+        return keep_nan(numerator + d, tf.clip_by_value(grid, -_FAR, _FAR))
 
     def grad(g):  # g: (B, h, w, 2)
         numerators, d, valid, safe_d = _homography_terms(theta, x, y)
@@ -161,7 +161,7 @@ def _homography_grid(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 
 
 def _tps_grid_basis(height, width, dtype, n: int = TPS_GRID) -> tf.Tensor:
-    """``[h * w, n * n]``: :func:`stn.sampler.tps_matrix` at the output pixel centres.
+    """``[h * w, n * n]``: :func:`stn.layer.sampler.tps_matrix` at the output pixel centres.
 
     A constant computed once per size when the size is static; otherwise
     (placeholders of unknown size) the same formula in TF ops.
@@ -169,7 +169,7 @@ def _tps_grid_basis(height, width, dtype, n: int = TPS_GRID) -> tf.Tensor:
     static = [tf.get_static_value(s) for s in (height, width)]
     if None not in static:
         return tf.constant(_tps_grid_matrix(int(static[0]), int(static[1]), n), dtype)
-    points = tf.reshape(_pixel_centre_points(height, width, dtype), [-1, 1, 2])  # (hw, 1, 2)
+    points = tf.reshape(pixel_centre_points(height, width, dtype), [-1, 1, 2])  # (hw, 1, 2)
     r2 = tf.reduce_sum((points - tf.constant(tps_targets(n), dtype)) ** 2, axis=-1)  # (hw, k)
     kernel = tf.where(r2 > 0, r2 * tf.math.log(tf.where(r2 > 0, r2, tf.ones_like(r2))), 0.0)
     basis = tf.concat([kernel, tf.ones_like(r2[:, :1]), points[:, 0]], axis=1)  # (hw, k + 3)
@@ -207,7 +207,7 @@ def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
     # affine warp: XLA fuses each plane into the sampler. Two matmuls, not
     # one of both planes: their gradients are then two consumers of the
     # sampler's gather, which XLA computes once instead of once per plane.
-    x, y = tf.unstack(_pixel_centre_points(height, width, control.dtype), axis=-1)  # (h, w)
+    x, y = tf.unstack(pixel_centre_points(height, width, control.dtype), axis=-1)  # (h, w)
     coordinates = []
     for c, centres in enumerate((x, y)):
         plane = tf.matmul(offsets[:, :, c], matrix, transpose_b=True)  # (B, h * w)
@@ -215,7 +215,7 @@ def tps_grid(control: tf.Tensor, height, width) -> tf.Tensor:
     return tf.stack(coordinates, axis=-1)  # bilinear_sample's unstack cancels it
 
 
-def _as_attention(params: tf.Tensor) -> tf.Tensor:
+def as_attention(params: tf.Tensor) -> tf.Tensor:
     """``(s, tx, ty)`` ``[B, 3]`` -> the affine ``[B, 6]``."""
     params = tf.convert_to_tensor(params)
     if params.shape.rank != 2 or params.shape[1] != 3:
@@ -225,4 +225,4 @@ def _as_attention(params: tf.Tensor) -> tf.Tensor:
 
 def attention_grid(params: tf.Tensor, height, width) -> tf.Tensor:
     """Sampling grid of ``(s, tx, ty)`` ``[B, 3]``: :func:`affine_grid` of its affine."""
-    return affine_grid(_as_attention(params), height, width)
+    return affine_grid(as_attention(params), height, width)

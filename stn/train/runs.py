@@ -4,13 +4,13 @@ A run directory holds::
 
     config.json      the resolved Config, library versions, git commit
     history.csv      one row per completed epoch (train/validation metrics)
-    checkpoint.npz   model + optimizer state after the last completed epoch (stn.checkpoints)
+    checkpoint.npz   model + optimizer state after the last completed epoch (stn.train.checkpoints)
     model.keras      the final model (written when training ends)
     metrics.json     final validation and test metrics
 
 Every file is written atomically (a temporary file, then ``os.replace``),
 so a run killed at any moment, even by ``kill -9``, leaves each file either
-old or new, never half-written; see :func:`stn.training.train_and_evaluate`
+old or new, never half-written; see :func:`stn.train.training.train_and_evaluate`
 for the order that makes resuming exact. Only such a kill leaves the
 temporary file behind (``.<name>.<random>.tmp``, ``.model.tmp.keras``);
 :func:`init_run_dir` removes them when the run resumes.
@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stn.config import Config, config_from_dict, config_to_dict
+from stn.train.config import Config, config_from_dict, config_to_dict
 
 FORMAT = 1  # bump when the layout of a run directory changes
 CONFIG = "config.json"
@@ -44,7 +44,7 @@ MODEL = "model.keras"
 METRICS = "metrics.json"
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "seconds")
-# Columns only some runs write: the alignment term's label-free gap (stn.alignment).
+# Columns only some runs write: the alignment term's label-free gap (stn.train.alignment).
 OPTIONAL_HISTORY_FIELDS = ("train_consistency_px",)
 TMP_SUFFIX = ".tmp"
 MODEL_TMP = ".model.tmp.keras"  # Keras insists on the .keras suffix
@@ -126,7 +126,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[str]:
         (Path(run_dir) / name).unlink(missing_ok=True)
     if stale:
         files = "file" if len(stale) == 1 else "files"
-        print(f"stn.runs: removed {len(stale)} temporary {files} left by an interrupted write "
+        print(f"stn.train.runs: removed {len(stale)} temporary {files} left by an interrupted write "
               f"in {run_dir}: {', '.join(stale)}", file=sys.stderr)
     return stale
 

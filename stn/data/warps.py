@@ -1,6 +1,6 @@
 """Affine warp geometry in NumPy: composing, decomposing, inverting, chaining.
 
-All coordinates are the normalized ones of :mod:`stn.transform` (read its
+All coordinates are the normalized ones of :mod:`stn.layer.transform` (read its
 module docstring first): ``x`` to the right, ``y`` *down*, ``[-1, 1]`` from
 edge to edge of the canvas.
 
@@ -15,11 +15,11 @@ ground-truth warp is the *sampling* matrix ``A = F^-1`` as ``[2, 3]``, the
 same convention as the transformer's theta (output coordinates -> input
 coordinates), so that ::
 
-    warped = stn.kinds.warp(canonical, A.reshape(-1, 6), "affine")
+    warped = stn.layer.kinds.warp(canonical, A.reshape(-1, 6), "affine")
 
-(:func:`stn.protocols.apply` computes exactly this, XLA-compiled). This
+(:func:`stn.data.protocols.apply` computes exactly this, XLA-compiled). This
 module is pure NumPy, no TensorFlow; the affine warp protocols that sample
-the parameters live in :mod:`stn.protocols`.
+the parameters live in :mod:`stn.data.protocols`.
 
 A network that undoes the warp perfectly predicts ``theta = F`` (the output
 pixel at ``x`` must read the warped image where the canonical point ``x``
@@ -128,7 +128,7 @@ def compose(params: dict, canvas: int) -> np.ndarray:
       params: ``rotation``, ``shear`` (degrees), ``scale``, ``tx``, ``ty``
         (pixels), optionally ``aspect`` (default 1), arrays of length ``n``
         (or scalars), as returned by
-        :meth:`stn.protocols.AffineProtocol.sample_params`.
+        :meth:`stn.data.protocols.AffineProtocol.sample_params`.
       canvas: side of the canvas in pixels (converts the translation).
 
     Returns:

@@ -1,10 +1,10 @@
 """``checkpoint.npz``: the model and optimizer state after the last completed epoch.
 
 One array per variable, keyed by its path (:func:`stable_paths`), written
-atomically and streamed one variable at a time (stn.runs.atomic_file);
+atomically and streamed one variable at a time (stn.train.runs.atomic_file);
 restoring matches by key and refuses a checkpoint of another model, or one
 ahead of history.csv, saying what to do. The run directory around it:
-:mod:`stn.runs`.
+:mod:`stn.train.runs`.
 """
 
 import itertools
@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stn.runs import CHECKPOINT, CONFIG, HISTORY, RunError, atomic_file, read_history
+from stn.train.runs import CHECKPOINT, CONFIG, HISTORY, RunError, atomic_file, read_history
 
 
 def _state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
@@ -187,7 +187,7 @@ def _from_index_keys(path: Path, arrays: dict, state: dict) -> dict:
             f"and this model's {len(state)} variables do not match it in order and shape. "
             f"Resume it with the stn commit that wrote it (git_commit in {CONFIG}), or "
             f"delete {path} to train the run again from scratch.")
-    print(f"stn.runs: {path} is keyed by variable order (an older stn); every shape matches, "
+    print(f"stn.train.runs: {path} is keyed by variable order (an older stn); every shape matches, "
           "so it is read in order. The next checkpoint is keyed by variable path.",
           file=sys.stderr)
     return {name: arrays[old] for name, old in by_order.items()}

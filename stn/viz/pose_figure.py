@@ -1,8 +1,8 @@
 """The pose alignment figure: the residual pose against the warp's, per parameter.
 
 One function, :func:`pose_figure`, returning a :class:`matplotlib.figure.Figure`
-built directly (no pyplot), like every figure of :mod:`stn.figures`, which
-re-exports it. It plots the statistics of a :class:`stn.pose.PoseAlignment`
+built directly (no pyplot), like every figure of :mod:`stn.viz.figures`, which
+re-exports it. It plots the statistics of a :class:`stn.analysis.pose.PoseAlignment`
 (computed there, not here): a flat cloud means the transformer puts every
 digit in the same pose, the diagonal is no transformer.
 """
@@ -10,7 +10,7 @@ digit in the same pose, the diagonal is no transformer.
 import numpy as np
 from matplotlib.figure import Figure
 
-from stn import pose as stn_pose
+from stn.analysis import pose as stn_pose
 
 
 _POSE_PANELS = (("rotation", "rotation (°)"), ("scale", "scale (×)"), ("shear", "shear (°)"),
@@ -64,7 +64,7 @@ def pose_figure(pose, max_points: int = 4000) -> Figure:
     """Residual pose against the warp's, per parameter: flat means canonicalised.
 
     Args:
-      pose: a :class:`stn.pose.PoseAlignment` (``raw``, ``residual``,
+      pose: a :class:`stn.analysis.pose.PoseAlignment` (``raw``, ``residual``,
         ``valid``, ``stats``).
       max_points: plot the first this-many valid examples (statistics use all).
 

@@ -1,13 +1,13 @@
 """Evaluation of a finished run: test metrics and pose alignment, as results.json.
 
-No plots here (:mod:`stn.figures`) and no command line (``evaluate.py``).
+No plots here (:mod:`stn.viz.figures`) and no command line (``evaluate.py``).
 
 **Classification.** The confusion matrix has one *row per true class* and
 one *column per predicted class* (``C[i, j]`` = test digits of class ``i``
 predicted as ``j``); per-class recall is ``C[i, i] / sum_j C[i, j]``,
 accuracy is ``trace(C) / N`` and the error is ``100 * (1 - accuracy)`` %.
 
-**Pose alignment**: :mod:`stn.pose`.
+**Pose alignment**: :mod:`stn.analysis.pose`.
 """
 
 import dataclasses
@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import sklearn.metrics
 
-from stn import data as stn_data
-from stn import runs
-from stn.config import Config
-from stn.pose import PoseAlignment, _fmt, pose_alignment, pose_lines, pose_targets
+from stn.data import pipeline as stn_data
+from stn.train import runs
+from stn.train.config import Config
+from stn.analysis.pose import PoseAlignment, format_value, pose_alignment, pose_lines, pose_targets
 from stn.model import find_transformer, in_batches, transformer_outputs
 
 RESULTS = "results.json"
@@ -79,9 +79,9 @@ class Evaluation:
       logits: float32 ``[N, 10]``.
       predictions: int64 ``[N]``, argmax of the logits.
       confusion: int64 ``[10, 10]``, rows true, columns predicted.
-      history: rows of history.csv (``stn.runs.read_history``).
+      history: rows of history.csv (``stn.train.runs.read_history``).
       theta: float32 ``[N, P]``, the transformer's parameters (of the kind
-        ``config.model.kind``, stn.kinds), or None for a model with no
+        ``config.model.kind``, stn.layer.kinds), or None for a model with no
         transformer.
       transformed: float32 ``[N, h, w, 1]`` transformer outputs, or None.
       pose: :class:`PoseAlignment`, or None.
@@ -114,7 +114,7 @@ def load_test_split(protocol: str, seed: int, mnist_path=None, cache_dir=None) -
     """A run's test split: a pure function of its protocol and seed.
 
     Raises:
-      stn.mnist.MnistError: MNIST cannot be found or read.
+      stn.data.mnist.MnistError: MNIST cannot be found or read.
     """
     # One training image: the test warps do not depend on it (stn.data), and
     # warping the other 54,999 would only cost time and memory.
@@ -123,7 +123,7 @@ def load_test_split(protocol: str, seed: int, mnist_path=None, cache_dir=None) -
 
 
 def split_pose(model: keras.Model, split: stn_data.Split) -> PoseAlignment:
-    """Pose alignment of ``model``'s transformer on a split's digits (stn.pose)."""
+    """Pose alignment of ``model``'s transformer on a split's digits (stn.analysis.pose)."""
     theta = transformer_outputs(model, split.images)[0]
     return pose_alignment(split.warps, theta, split.canvas, split.kind,
                           find_transformer(model).kind)
@@ -134,17 +134,17 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
     """Evaluates the final model of a finished run on its test set.
 
     Args:
-      run_dir: a run directory written by ``train.py`` (see stn.runs).
-      mnist_path: MNIST file or folder (``stn.mnist.load_mnist(path=)``).
-      cache_dir: MNIST cache (``stn.mnist.load_mnist(cache_dir=)``).
+      run_dir: a run directory written by ``train.py`` (see stn.train.runs).
+      mnist_path: MNIST file or folder (``stn.data.mnist.load_mnist(path=)``).
+      cache_dir: MNIST cache (``stn.data.mnist.load_mnist(cache_dir=)``).
       progress: called with a line of text as each slow step starts and ends.
 
     Returns:
       :class:`Evaluation`.
 
     Raises:
-      stn.runs.RunError: no such directory, no finished model, another format.
-      stn.mnist.MnistError: MNIST cannot be found or read.
+      stn.train.runs.RunError: no such directory, no finished model, another format.
+      stn.data.mnist.MnistError: MNIST cannot be found or read.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -234,5 +234,5 @@ def summary_text(record: dict) -> str:
     for name, target in record["targets"].items():
         met = {True: "met", False: "NOT met", None: "undefined"}[target["met"]]
         lines.append(f"  target {target['description']}: {met} "
-                     f"(value {_fmt(target['value'], '.3f')})")
+                     f"(value {format_value(target['value'], '.3f')})")
     return "\n".join(lines)

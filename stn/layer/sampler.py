@@ -1,8 +1,8 @@
 """Grid generators and the bilinear sampler (paper Sec. 3.1-3.3) in ``keras.ops``.
 
 Coordinate convention: written here once, used by the whole package (the
-TensorFlow fast path :mod:`stn.transform` and the NumPy maps of
-:mod:`stn.kinds` follow it too).
+TensorFlow fast path :mod:`stn.layer.transform` and the NumPy maps of
+:mod:`stn.layer.kinds` follow it too).
 
 * **Normalized coordinates.** ``x`` runs along the width (columns, left to
   right) and ``y`` along the height (rows, top to bottom), each in [-1, 1],
@@ -20,7 +20,7 @@ TensorFlow fast path :mod:`stn.transform` and the NumPy maps of
   sample point half a pixel outside the image blends its edge pixel half and
   half with zero, and a point a pixel or more outside reads exactly zero.
 
-The transformations, in these coordinates (:mod:`stn.kinds` names them):
+The transformations, in these coordinates (:mod:`stn.layer.kinds` names them):
 
 * **Affine** (:func:`affine_grid`), ``theta`` ``[B, 2, 3]`` or ``[B, 6]``
   row-major: ``T(x, y) = theta @ (x, y, 1)``. Identity ``[[1, 0, 0], [0, 1, 0]]``.
@@ -51,7 +51,7 @@ Everything below the NumPy helpers is ``keras.ops``: it runs on the JAX,
 PyTorch and TensorFlow backends and is differentiable in the images and in
 the parameters by each backend's autodiff. Image height, width and channels
 must be static (the batch may not be). On TensorFlow the layer uses the
-faster :mod:`stn.transform` instead, through one seam (``stn.kinds.keras_warp``),
+faster :mod:`stn.layer.transform` instead, through one seam (``stn.layer.kinds.keras_warp``),
 and ``tests/test_backends.py`` holds the two equal.
 """
 
@@ -252,7 +252,7 @@ def _to_pixels(coord, size: int, out_size: int, shape):
 
     ``u = (x * size + size - 1) / 2``, written as the output pixel's own
     centre in input pixels plus the grid's displacement from that centre, as
-    in :mod:`stn.transform`: a grid point on its output pixel centre (any
+    in :mod:`stn.layer.transform`: a grid point on its output pixel centre (any
     identity grid) lands exactly on an integer. Sizes are static: ``int()``
     also makes them Python numbers when a tracer (TorchScript) hands tensors.
     """
