@@ -69,7 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="with --dry-run and no --run-dir: keep the temporary run dir")
     cli.add_settings(p)
-    group = p.add_argument_group("model changes", "each flag given replaces the preset's value")
+    group = p.add_argument_group(f"{cli.RESEARCH_GROUP}: model changes",
+                                 "research options of the studies (experiments/screen.py); "
+                                 "each flag given replaces the preset's value")
     for name, (kind, metavar, text) in MODEL_FLAGS.items():
         group.add_argument(cli.flag(name), type=kind, metavar=metavar,
                            help=f"{text} (default: the preset's)")

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,24 @@ def test_help_lists_every_flag(capsys, train_main):
                  "--warp-ramp-epochs"):
         assert flag in out
 
+
+def test_help_lists_the_research_settings_apart(capsys, train_main):
+    from stn.train import cli
+    from stn.train.config import RESEARCH_SETTINGS, SETTINGS
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    out = capsys.readouterr().out
+    everyday, research = out.split("\ntraining settings:")[1].split(f"\n{cli.RESEARCH_GROUP}:", 1)
+    assert len(RESEARCH_SETTINGS) == 12 and set(RESEARCH_SETTINGS) < set(SETTINGS)
+    def listed(flag, text):
+        return re.search(rf"^  {flag}[ ,\n]", text, re.M) is not None
+
+    for name in SETTINGS:
+        assert listed(cli.flag(name), research) == (name in RESEARCH_SETTINGS), name
+        assert listed(cli.flag(name), everyday) == (name not in RESEARCH_SETTINGS), name
+    for flag in ("--alignment-weight", "--congeal-weight", "--output-jitter",
+                 "--transformer-iterations", "--warp-ramp-epochs", "--localization-lr-scale"):
+        assert listed(flag, research) and not listed(flag, everyday)
 
 def test_dry_run_on_real_mnist(tmp_path, capsys, train_main):
     run_dir = tmp_path / "dry"

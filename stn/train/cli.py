@@ -18,6 +18,8 @@ PRECISION_HELP = ("classifier arithmetic; 'auto' (default) picks mixed_bfloat16 
                   "native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
                   "mixed_float16 on GPUs of compute capability 7.x, else float32, and prints "
                   "why. The transformer always runs in float32")
+RESEARCH_GROUP = "research settings"
+"""The ``--help`` heading of the research-only settings and model changes."""
 MNIST_HELP = ("MNIST as a Keras mnist.npz or a folder of the four IDX files, if it cannot "
               "be downloaded (see docs/protocols.md)")
 
@@ -29,19 +31,28 @@ def flag(field: str) -> str:
 
 def add_settings(parser: argparse.ArgumentParser, names: Iterable[str] = SETTINGS,
                  default: str = "the recipe's") -> None:
-    """Adds a flag per training setting in ``names``, in a group of their own.
+    """Adds a flag per training setting in ``names``, in two groups of their own.
+
+    The everyday settings come first; the research-only ones
+    (:data:`stn.train.config.RESEARCH_SETTINGS`, used by the studies of
+    ``experiments/screen.py``) are listed apart.
 
     Args:
       parser: the command's parser.
       names: the settings to expose (default: all of them).
       default: what an absent flag means, for the help.
     """
-    group = parser.add_argument_group("training settings",
-                                      "each flag given replaces the recipe's value")
+    groups = {False: parser.add_argument_group("training settings",
+                                               "each flag given replaces the recipe's value"),
+              True: parser.add_argument_group(RESEARCH_GROUP,
+                                              "research options of the studies "
+                                              "(experiments/screen.py); each flag given "
+                                              "replaces the recipe's value")}
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for name in names:
         field = fields[name]
-        options = {k: v for k, v in field.metadata.items() if k != "help"}
+        group = groups[field.metadata["research"]]
+        options = {k: v for k, v in field.metadata.items() if k not in ("help", "research")}
         text = f"{field.metadata['help']} (default: {default})"
         if field.type is bool:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)

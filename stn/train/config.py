@@ -167,13 +167,16 @@ def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
 SCHEDULES = ("constant", "cosine")
 
 
-def _setting(default, help: str, **argparse_options):
+def _setting(default, help: str, *, research: bool = False, **argparse_options):
     """A :class:`Config` field that a :class:`Recipe` may set and ``train.py`` exposes.
 
-    ``help`` is the flag's help (``--name-with-dashes``, stn.train.cli); the other
-    keywords go to ``argparse.add_argument`` (``choices``, ``metavar``).
+    ``help`` is the flag's help (``--name-with-dashes``, stn.train.cli); ``research``
+    marks a setting only the studies use (``experiments/screen.py``), listed
+    apart in ``--help``; the other keywords go to ``argparse.add_argument``
+    (``choices``, ``metavar``).
     """
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "research": research, **argparse_options})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,47 +208,51 @@ class Config:
     # speed up one part of the model.
     localization_lr_scale: float = _setting(
         1.0, "the localization net's learning rate as a multiple of the rest's (at every "
-        "step of the schedule)", metavar="K")
+        "step of the schedule)", metavar="K", research=True)
     # The warps' strength at epoch e: stn.data.warp_strength.
     warp_ramp_epochs: float = _setting(
         0.0, "warp curriculum: the fresh warps grow linearly from none at epoch 0 to the "
-        "protocol's full strength at epoch K; 0 is off (needs --resample-warps)", metavar="K")
+        "protocol's full strength at epoch K; 0 is off (needs --resample-warps)",
+        metavar="K", research=True)
     # Label-free alignment (stn.train.alignment): a rotation-consistency term that
     # makes the transformer bring every digit to one upright pose. 0 is off:
     # the paper's method.
     alignment_weight: float = _setting(
         0.0, "weight of the label-free alignment term (stn.train.alignment: the transformer's map "
         "on a rotated image must be the rotation's inverse composed with its map on the "
-        "image, and the mean rotation zero); 0 is off, the paper's method", metavar="W")
+        "image, and the mean rotation zero); 0 is off, the paper's method",
+        metavar="W", research=True)
     alignment_degrees: float = _setting(
-        45.0, "the alignment term's rotations are drawn uniformly in +-D degrees", metavar="D")
+        45.0, "the alignment term's rotations are drawn uniformly in +-D degrees",
+        metavar="D", research=True)
     alignment_terms: str = _setting(
         "both", "which parts of the alignment term are on (an ablation): the consistency "
-        "gap and the mean-angle pull, or one of them", choices=ALIGNMENT_TERMS)
+        "gap and the mean-angle pull, or one of them", choices=ALIGNMENT_TERMS, research=True)
     alignment_scale_free: bool = _setting(
         False, "divide the alignment term's consistency gap by the maps' size, so that a "
-        "transformer cannot lower it by zooming in")
+        "transformer cannot lower it by zooming in", research=True)
     congeal_weight: float = _setting(
         0.0, "weight of a class-congealing term: each transformer output pulled toward its "
         "class's mean output in the batch (stn.train.alignment.congealing; reads the class labels, "
-        "never the warps); 0 is off", metavar="W")
+        "never the warps); 0 is off", metavar="W", research=True)
     alignment_scale_gauge: bool = _setting(
         False, "add to the alignment term a pull of the batch's mean log scale of the "
-        "transformer's maps to the identity's, so that the batch cannot zoom in together")
+        "transformer's maps to the identity's, so that the batch cannot zoom in together",
+        research=True)
     alignment_image_pull: float = _setting(
         0.0, "add to the alignment term a pull of each image's own rotation of the "
         "transformer's map to zero, weighted R times the term's (the mean-angle pull fixes "
-        "only the batch's mean): each digit's pose upright; 0 is off", metavar="R")
+        "only the batch's mean): each digit's pose upright; 0 is off", metavar="R", research=True)
     alignment_zoom: float = _setting(
         1.0, "the alignment term's transforms g also scale, by a factor drawn log-uniformly "
         "in [1/Z, Z], so that a digit drawn larger or smaller must reach the same output; "
-        "1 is off (rotations only)", metavar="Z")
+        "1 is off (rotations only)", metavar="Z", research=True)
     alignment_pull_decay: bool = _setting(
         False, "decay the image pull linearly to 0 over the epochs: it picks each digit's "
-        "pose early, the consistency gap alone restores the full turn late")
+        "pose early, the consistency gap alone restores the full turn late", research=True)
     alignment_pull_epochs: float = _setting(
         0.0, "with --alignment-pull-decay, the epoch at which the pull reaches 0 (0: the "
-        "last)", metavar="K")
+        "last)", metavar="K", research=True)
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
@@ -317,6 +324,8 @@ class Config:
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if "help" in f.metadata)
 """The training settings: the Config fields a Recipe sets and train.py has flags for."""
+RESEARCH_SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("research"))
+"""The settings only the studies use (experiments/screen.py): apart in ``--help``."""
 
 Recipe = dataclasses.make_dataclass(
     "Recipe", [("description", str)] + [
