@@ -1,4 +1,4 @@
-"""stn.train.monitor and stn.viz.animation: TensorBoard logs, resuming them, trace.npz, training.gif."""
+"""stn.train.monitor and stn.viz.animation: TensorBoard logs, resuming them, trace.npz, the gif."""
 
 import collections
 import io

@@ -182,3 +182,12 @@ def test_no_private_name_imported_across_modules():
     assert len(paths) > 60
     found = {str(p.relative_to(ROOT)): uses for p in paths if (uses := private_uses(p.read_text()))}
     assert not found, found
+
+
+def test_pip_install_ships_every_subpackage():
+    from setuptools import find_packages
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(find_packages(where=str(ROOT), include=include))
+    packages = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert packages == shipped and "stn.layer" in shipped, (packages, shipped)

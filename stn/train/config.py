@@ -41,7 +41,7 @@ DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISIONS = ("auto", *DTYPES)
 """``--precision`` choices: a policy, or "auto" (stn.train.precision.resolve_precision)."""
 ALIGNMENT_TERMS = ("both", "consistency", "angle")
-"""``--alignment-terms`` choices: both parts of stn.train.alignment's term, or one (the ablation)."""
+"""``--alignment-terms`` choices: both parts of stn.train.alignment's term, or one (ablation)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,8 +126,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[str]:
         (Path(run_dir) / name).unlink(missing_ok=True)
     if stale:
         files = "file" if len(stale) == 1 else "files"
-        print(f"stn.train.runs: removed {len(stale)} temporary {files} left by an interrupted write "
-              f"in {run_dir}: {', '.join(stale)}", file=sys.stderr)
+        print(f"stn.train.runs: removed {len(stale)} temporary {files} left by an interrupted "
+              f"write in {run_dir}: {', '.join(stale)}", file=sys.stderr)
     return stale
 
 
