@@ -108,8 +108,11 @@ def _paste(images, sources, record, k: int):
         tf.broadcast_to((record[..., 3:4] + steps)[..., :, None], shape),
         tf.broadcast_to((record[..., 4:5] + steps)[..., None, :], shape)], -1)
     size = tf.shape(images)[1]
+    # A product, not a quotient: graph optimizers turn x / 255 into x * (1 / 255),
+    # which rounds differently; written so, eager, tf.function and tf.data agree.
+    scale = tf.constant(1.0 / 255.0, images.dtype)
     layer = tf.tensor_scatter_nd_max(tf.zeros([b, size, size], images.dtype), index,
-                                     tf.cast(cut, images.dtype) / 255.0)
+                                     tf.cast(cut, images.dtype) * scale)
     return tf.maximum(images, layer[..., None])
 
 
