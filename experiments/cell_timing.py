@@ -35,8 +35,12 @@ def _cpu() -> str:
     return platform.processor()
 
 
-def time_cell(model_name: str, column: str, steps: int, precision: str, mnist_path=None) -> dict:
-    """Seconds per training and evaluation step of one cell's model, and the cell's estimate."""
+def time_cell(model_name: str, column: str, steps: int, precision: str, mnist_path=None,
+              **fields) -> dict:
+    """Seconds per training and evaluation step of one cell's model, and the cell's estimate.
+
+    ``fields``: Config or ModelConfig fields replaced in the cell (a screen's variant).
+    """
     import keras
 
     from stn import data as stn_data
@@ -44,7 +48,7 @@ def time_cell(model_name: str, column: str, steps: int, precision: str, mnist_pa
     from stn.optimizers import make_optimizer, steps_per_epoch
     from stn.training import make_steps
 
-    config = grid.cell_config(model_name, column, 0, "table1", precision)
+    config = grid.cell_config(model_name, column, 0, "table1", precision, **fields)
     batch, warmup = config.batch_size, 5
     data = stn_data.load_data(config.protocol, 0, mnist_path=mnist_path,
                               max_train_examples=batch * (warmup + steps))
@@ -87,12 +91,17 @@ def main(argv=None) -> int:
                    help="Table 1 rows to time (default: all)")
     p.add_argument("--column", default="TC", choices=list(grid.PROTOCOLS),
                    help="Table 1 column (default: %(default)s)")
+    p.add_argument("--transformer-output-size", type=int, metavar="PX",
+                   help="the ST models' output side replaced (the tc-output screen's variants)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default: %(default)s)")
     cli.add_data_flags(p)
     args = p.parse_args(argv)
     precision = resolve_precision(args.precision)[0]
+    fields = ({"transformer_output_size": args.transformer_output_size}
+              if args.transformer_output_size else {})
     for name in args.models:
-        print(json.dumps(time_cell(name, args.column, args.steps, precision, args.mnist)), flush=True)
+        print(json.dumps(time_cell(name, args.column, args.steps, precision, args.mnist,
+                                   **fields)), flush=True)
     return 0
 
 

@@ -75,9 +75,11 @@ RTS_TRANSFORMER_OUTPUT = 28
 TC_TRANSFORMER_OUTPUT = 28
 TRANSFORMER_OUTPUT = {"RTS": RTS_TRANSFORMER_OUTPUT, "TC": TC_TRANSFORMER_OUTPUT}
 # Config fields every TC cell (and the TC calibration's FCN) replaces in the
-# recipe, the same for all models: none so far (docs/protocols.md, "TC": the
-# cells' time on this machine and the budget).
-TC_FIELDS: dict = {}
+# recipe, the same for all models. The CNN reads the whole 60x60 canvas: 3.1x
+# the multiply-adds of its RTS cell, an estimated 35-44 min at the recipe's 45
+# epochs against a 20-minute budget per cell (docs/protocols.md, "TC"), so the
+# TC column trains 20 epochs, every model alike.
+TC_FIELDS: dict = {"epochs": 20}
 
 
 def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",

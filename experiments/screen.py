@@ -188,11 +188,11 @@ STUDIES = {
     ],
     # TC (60x60): the transformer crops and downsamples, as the paper's
     # attention does. Its output side, for every ST cell of the TC column
-    # (experiments.grid.TC_TRANSFORMER_OUTPUT), chosen on the ST-CNN Aff at a
-    # third of the recipe. The rule, written before any run (docs/protocols.md,
-    # "TC"): the lowest validation error; within 0.1 point of it, the smaller side.
-    "tc-output": [("ST-CNN Aff", "TC", {"epochs": 15, "transformer_output_size": size})
-                  for size in (28, 40)],
+    # (experiments.grid.TC_TRANSFORMER_OUTPUT), chosen on the ST-CNN Aff cell
+    # as the TC column trains it. The rule, written before any run
+    # (docs/protocols.md, "TC"): the lowest validation error; within 0.1 point
+    # of it, the smaller side.
+    "tc-output": [("ST-CNN Aff", "TC", {"transformer_output_size": size}) for size in (28, 40)],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.
