@@ -8,6 +8,7 @@
     python -m experiments.screen image-pull        # each digit's own angle pulled upright
     python -m experiments.screen alignment-zoom    # the term's g a rotation and a zoom
     python -m experiments.screen alignment-rate    # the term with a faster localization net
+    python -m experiments.screen tc-output         # the transformer's output side on TC
     python -m experiments.screen recipe --list     # the variants and whether they are done
 
 A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
@@ -185,6 +186,13 @@ STUDIES = {
         ("ST-CNN Aff", "RTS", {"epochs": 15, "alignment_weight": 1.0, "output_jitter": 0.1,
                                "localization_lr_scale": 3.0}),
     ],
+    # TC (60x60): the transformer crops and downsamples, as the paper's
+    # attention does. Its output side, for every ST cell of the TC column
+    # (experiments.grid.TC_TRANSFORMER_OUTPUT), chosen on the ST-CNN Aff cell
+    # as the TC column trains it. The rule, written before any run
+    # (docs/protocols.md, "TC"): the lowest validation error; within 0.1 point
+    # of it, the smaller side.
+    "tc-output": [("ST-CNN Aff", "TC", {"transformer_output_size": size}) for size in (28, 40)],
     # The default run made to straighten (issue 26, item 5): the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.

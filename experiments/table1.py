@@ -21,7 +21,10 @@ error and rotation-spread ratio) and ``results/table1.md`` (ours beside the
 paper's in each cell, the seeds and the CPU time).
 
 The P and E columns use the calibrated readings (protocols ``p-cal`` and
-``e-cal``, issue 25: ``python -m experiments.calibrate_pe``); the cells of
+``e-cal``: ``python -m experiments.calibrate_pe``), the TC column the
+calibrated clutter (protocol ``tc``: ``python -m experiments.calibrate_tc``;
+60 x 60 images, the transformers' output side ``grid.TC_TRANSFORMER_OUTPUT``
+chosen by ``python -m experiments.screen tc-output``); the cells of
 our literal readings (``p``, ``e``) are kept as a second table,
 ``results/table1_literal.{json,md}``, same shape, rebuilt with
 ``--reading literal``.
@@ -113,7 +116,9 @@ def markdown(records: list[dict], columns=tuple(PROTOCOLS)) -> str:
                 cells.append(f"{mark}{r['error_percent']:.2f}{mark} ({paper})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     seconds = sum(r["train_seconds"] for r in records)
-    lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's. "
+    missing = len(main) < len(MODELS) * len(columns)
+    lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's"
+              f"{'; -: not run yet' if missing else ''}. "
               f"{len(main)} of {len(MODELS) * len(columns)} cells; training time of "
               f"all {len(records)} runs: {seconds / 3600:.2f} CPU-hours."]
     lines += _seed_lines(records)

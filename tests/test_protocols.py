@@ -36,7 +36,9 @@ def test_registry_names_kinds_and_canvases():
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
                      "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family,
-                     "p-cal": (28, "projective", 8), "e-cal": (28, "tps", 32)}
+                     "p-cal": (28, "projective", 8), "e-cal": (28, "tps", 32),
+                     **{f"tc-{n}x{k}": (60, "affine", 6) for n, k in P.TC_SETTINGS},
+                     "tc": (60, "affine", 6), "t-60": (60, "affine", 6)}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
@@ -56,7 +58,9 @@ def test_affine_protocol_ranges_are_as_documented():
                       "r": ((-90, 90), (0, 0), (0, 0), (1, 1)),
                       "rts": ((-45, 45), (0, 0), (-7, 7), (0.7, 1.2)),
                       "none": ((0, 0), (0, 0), (0, 0), (1, 1)),
-                      "none-28": ((0, 0), (0, 0), (0, 0), (1, 1))}
+                      "none-28": ((0, 0), (0, 0), (0, 0), (1, 1)),
+                      **{name: ((0, 0), (0, 0), (-16, 16), (1, 1)) for name in (
+                          "tc", "t-60", *(f"tc-{n}x{k}" for n, k in P.TC_SETTINGS))}}
     p, e = P.PROTOCOLS["p"], P.PROTOCOLS["e"]
     assert (p.scale, p.corner_std, e.control_std) == ((0.75, 1.0), 5.0, 1.5)
 
@@ -475,3 +479,16 @@ def test_p_and_e_warps_move_the_image_and_keep_it_in_range():
     ones = np.ones((200, 28, 28, 1), np.float32)
     warped = P.apply("p", ones, P.PROTOCOLS["p"].sample(200, np.random.default_rng(15)))
     assert np.mean(warped[:, 0, 0, 0] < 0.5) > 0.5
+
+
+def test_tc_is_the_clutter_calibrations_choice_or_its_stated_prior():
+    import json
+
+    path = ROOT / "results" / "calibration_tc.json"
+    if path.exists():  # after `python -m experiments.calibrate_tc`: its choice, complete
+        chosen = json.loads(path.read_text())["chosen"]
+        assert chosen["complete"]
+        assert (chosen["pieces"], chosen["piece_size"]) == P.TC_CALIBRATED
+    else:  # before: the prior the docstring states (A.2's density on 60 px)
+        assert P.TC_CALIBRATED == (8, 6)
+    assert f"= {P.tc_name(*P.TC_CALIBRATED)}" in P.PROTOCOLS["tc"].description

@@ -102,6 +102,10 @@ class Split:
       protocol: name of the warp protocol (:data:`stn.data.protocols.PROTOCOLS`).
       kind: the transformation kind of ``warps`` (:data:`stn.layer.kinds.KINDS`),
         the protocol's ``kind``.
+      clutter: int32 ``[N, P, 5]`` pieces pasted on each image (:mod:`stn.clutter`),
+        cut from ``sources``; None for protocols without clutter.
+      sources: uint8 ``[M, 28, 28]``: all of the split's own digits, before
+        any truncation (None without clutter).
     """
     images: np.ndarray
     labels: np.ndarray
@@ -109,6 +113,8 @@ class Split:
     canonical: np.ndarray
     protocol: str
     kind: str = "affine"
+    clutter: np.ndarray | None = None
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,16 +174,29 @@ def _warp_digits(digits: np.ndarray, params: np.ndarray, protocol: protocols.Pro
 
 def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
                 protocol: protocols.Protocol, seed: int, limit: int | None = None) -> Split:
-    """Draws the split's fixed warps (for all of it), truncates, then warps."""
+    """Draws the split's fixed warps and clutter (for all of it), truncates, then warps.
+
+    Clutter is cut from the split's own digits (test from test), drawn from
+    ``(seed, "clutter", name)``.
+    """
     params = protocol.sample(len(digits), _rng(seed, "warps", name)).astype(np.float32)
+    record = protocol.clutter_record(len(digits), len(digits), _rng(seed, "clutter", name),
+                                     own=np.arange(len(digits)))
+    sources = None if record is None else _read_only(np.ascontiguousarray(digits, np.uint8))
     digits, labels, params = digits[:limit], labels[:limit], params[:limit]
+    images = _warp_digits(digits, params, protocol)
+    if record is not None:
+        record = record[:limit]
+        images = protocol.paste(images, sources, record)
     return Split(
-        images=_read_only(_warp_digits(digits, params, protocol)),
+        images=_read_only(images),
         labels=_read_only(np.asarray(labels, np.int32)),
         warps=_read_only(params),
         canonical=_read_only(np.ascontiguousarray(digits, np.uint8)),
         protocol=protocol.name,
-        kind=protocol.kind)
+        kind=protocol.kind,
+        clutter=None if record is None else _read_only(record),
+        sources=sources)
 
 
 def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0, *,
@@ -261,6 +280,22 @@ def epoch_warps(split: Split, seed: int, epoch: int,
     return protocol.sample(len(split), _rng(seed, "resample", epoch)).astype(np.float32)
 
 
+def epoch_clutter(split: Split, seed: int, epoch: int,
+                  protocol: str | protocols.Protocol | None = None) -> np.ndarray | None:
+    """Fresh clutter of the epoch, int32 ``[N, P, 5]`` (None: a protocol without clutter).
+
+    Drawn from ``(seed, "resample-clutter", epoch)``, cut from ``split.sources``.
+    """
+    protocol = protocols.get_protocol(protocol or split.protocol)
+    n_sources = 0 if split.sources is None else len(split.sources)
+    rng = _rng(seed, "resample-clutter", epoch)
+    record = protocol.clutter_record(len(split), n_sources, rng, own=np.arange(len(split)))
+    if record is not None and split.sources is None:
+        raise ValueError(f"protocol {protocol.name!r} cuts clutter from the split's digits, "
+                         f"but the split (protocol {split.protocol!r}) keeps none")
+    return record
+
+
 def warp_strength(epoch: int, ramp_epochs: float) -> float:
     """Strength of epoch ``epoch``'s warps under a curriculum of ``ramp_epochs``.
 
@@ -301,16 +336,21 @@ def _fixed_fetch(split: Split):
     return lambda index: (tf.gather(images, index), tf.gather(labels, index))
 
 
-def _resample_fetch(split: Split, protocol: protocols.Protocol, params: np.ndarray):
-    """Batch-of-indices -> (canonical digits warped by ``params``, labels)."""
+def _resample_fetch(split: Split, protocol: protocols.Protocol, params: np.ndarray,
+                    clutter: np.ndarray | None = None):
+    """Batch-of-indices -> (canonical digits warped by ``params``, cluttered, labels)."""
     digits, labels = split._tensor("canonical"), split._tensor("labels")
     params, canvas = tf.constant(params), split.canvas
+    if clutter is not None:
+        sources, clutter = split._tensor("sources"), tf.constant(clutter)
 
     def fetch(index):
         canonical = pad(tf.gather(digits, index), canvas)  # (b, S, S, 1)
         # XLA inside the pipeline: ~8x less CPU time per epoch than the plain
         # graph, CPU the training step would otherwise lose (make bench).
         warped = protocols.apply(protocol, canonical, tf.gather(params, index))
+        if clutter is not None:
+            warped = protocol.paste(warped, sources, tf.gather(clutter, index))
         return warped, tf.gather(labels, index)
     return fetch
 
@@ -328,7 +368,8 @@ def train_dataset(split: Split, batch_size: int, *, seed: int, epoch: int,
       seed: run seed (non-negative int).
       epoch: epoch number; the order is :func:`epoch_order`.
       resample: if True, warp the canonical digits with fresh warps for this
-        epoch (:func:`epoch_warps`) inside the pipeline, instead of serving
+        epoch (:func:`epoch_warps`), and fresh clutter if the protocol has
+        any (:func:`epoch_clutter`), inside the pipeline, instead of serving
         the split's fixed warped images.
       protocol: protocol of the fresh warps; defaults to ``split.protocol``.
 
@@ -338,7 +379,8 @@ def train_dataset(split: Split, batch_size: int, *, seed: int, epoch: int,
     order = epoch_order(len(split), seed, epoch)
     if resample:
         protocol = protocols.get_protocol(protocol or split.protocol)
-        fetch = _resample_fetch(split, protocol, epoch_warps(split, seed, epoch, protocol))
+        fetch = _resample_fetch(split, protocol, epoch_warps(split, seed, epoch, protocol),
+                                epoch_clutter(split, seed, epoch, protocol))
     else:
         fetch = _fixed_fetch(split)
     return _batches(order, batch_size, fetch)

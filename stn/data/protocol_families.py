@@ -21,6 +21,10 @@ convention, the table of protocols and our readings of the paper's P and E.
 * :class:`ElasticProtocol` (the paper's E): a thin-plate spline through the
   control points of :func:`stn.layer.sampler.tps_targets` moved by Gaussian
   noise, optionally after a scale.
+* :class:`ClutteredProtocol` (the paper's TC): an affine protocol (a
+  translation) whose images also carry pieces of other digits; a protocol
+  says what clutter it draws with :meth:`Protocol.clutter_record` (None
+  for all the others).
 """
 
 import dataclasses
@@ -29,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from stn.layer import sampler
-from stn.data import warps
+from stn.data import clutter, warps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,19 @@ class Protocol:
     def _scaled_fields(self, strength: float) -> dict:
         """The fields of :meth:`scaled` (subclasses)."""
         raise NotImplementedError
+
+    def clutter_record(self, n: int, n_sources: int, rng: np.random.Generator,
+                       own: np.ndarray | None = None) -> np.ndarray | None:
+        """The clutter of ``n`` images (:class:`ClutteredProtocol`); None: no clutter.
+
+        Args:
+          n: number of images.
+          n_sources: number of digits the pieces may be cut from (the split's).
+          rng: NumPy generator (advanced only by protocols with clutter).
+          own: int ``[n]``, each image's own digit among the sources, never
+            cut for its own clutter (None: no such exclusion).
+        """
+        return None
 
     @property
     def px(self) -> float:
@@ -254,3 +271,31 @@ class ElasticProtocol(Protocol):
     def _scaled_fields(self, strength: float) -> dict:
         return {"control_std": self.control_std * strength,
                 "scale": _toward_one(self.scale, strength)}
+
+
+# --- the paper's TC: a translated digit among clutter ---------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClutteredProtocol(AffineProtocol):
+    """An :class:`AffineProtocol` whose images also carry pieces of other digits.
+
+    The warp (the ground truth, kind ``"affine"``) places the digit; then
+    ``pieces`` square crops of ``piece_size`` px, cut from other digits of
+    the same split, are pasted at uniform random places of the canvas
+    (:func:`stn.clutter.draw_clutter`, :func:`stn.clutter.paste_clutter`).
+
+    Attributes:
+      pieces: number of clutter pieces per image.
+      piece_size: side of each piece in pixels.
+    """
+    pieces: int = 0
+    piece_size: int = 0
+
+    def clutter_record(self, n: int, n_sources: int, rng: np.random.Generator,
+                       own: np.ndarray | None = None) -> np.ndarray:
+        """int32 ``[n, pieces, 5]``: :func:`stn.clutter.draw_clutter` of this protocol."""
+        return clutter.draw_clutter(n, n_sources, self.pieces, self.piece_size, self.canvas, rng, own)
+
+    def paste(self, images, sources, record):
+        """:func:`stn.clutter.paste_clutter` with this protocol's piece size."""
+        return clutter.paste_clutter(images, sources, record, self.piece_size)
