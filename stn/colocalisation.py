@@ -195,7 +195,7 @@ EMBEDDING_LAYERS = ("pool1", "pool2", "logits")
 """The ``paper-cnn`` layers whose activations, flattened and concatenated, embed a crop."""
 
 
-def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS) -> keras.Model:
+def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS, normalise: bool = False) -> keras.Model:
     """``[B, 28, 28, 1] -> [B, D]``: the named layers' outputs of ``cnn``, concatenated.
 
     The paper concatenates "the three layers of activations" of its Table 1
@@ -203,10 +203,19 @@ def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS) -> keras.Model:
     ``paper-cnn`` has conv1 -> pool1 -> conv2 -> pool2 -> dense -> logits;
     the default reads the two conv stages (after their pooling) and the
     logits: D = 6,400 + 256 + 10.
+
+    ``normalise``: scale each embedding to unit length (ours, not the
+    paper's; as FaceNet's triplet loss does, Schroff et al. 2015). Without
+    it, on our CNN, shrinking every digit to a dot (the transformer zooming
+    out past the canvas) has a lower loss than the true boxes; with it, the
+    true boxes have the lowest loss of the boxes we tried (the validation
+    screen in experiments/colocalisation.py's docstring).
     """
     outputs = [keras.layers.Flatten(name=f"embedding_{name}")(cnn.get_layer(name).output)
                for name in layers]
     joined = keras.layers.Concatenate(name="embedding_concat")(outputs)
+    if normalise:
+        joined = keras.layers.UnitNormalization(name="embedding_unit")(joined)
     return keras.Model(cnn.inputs, joined, name="embedding")
 
 

@@ -43,6 +43,11 @@ def colocalisation_figure(rows: list[tuple[str, np.ndarray, np.ndarray, list[dic
             box = C.predicted_boxes(np.asarray(snap["params"])[None])[0]
             hit = C.iou(box[None], np.asarray(truth)[None])[0]
             _box(ax, box, "#e33")
+            size = np.squeeze(image).shape
+            # Show the box even where it leaves the canvas (the padding reads zero).
+            ax.set_xlim(min(-0.5, box[0] - 1.5), max(size[1] - 0.5, box[2] + 0.5))
+            ax.set_ylim(max(size[0] - 0.5, box[3] + 0.5), min(-0.5, box[1] - 1.5))
+            ax.set_facecolor("0.85")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(f"IoU {hit:.2f}", fontsize=7, labelpad=1)

@@ -32,10 +32,18 @@ class Settings:
     digit: int = 1
     seed: int = 0
     images: int = 100
-    steps: int = 600
+    steps: int = 300
     learning_rate: float = 1e-3
     crop_scales: tuple[float, float] = (1 / 6, 2 / 3)
     embedding_layers: tuple[str, ...] = C.EMBEDDING_LAYERS
+    normalise: bool = False  # unit-length embeddings (stn.colocalisation.embedding)
+    # Random crops: "range" = scale uniform in crop_scales, inside the canvas
+    # (stn.colocalisation.random_crops); "same" = at the localised crop's own
+    # scale, its centre uniform over the canvas.
+    negatives: str = "range"
+    # The crop's scale at most this (a crop of the image, not of its zero
+    # padding); the gradient passes as if unlimited. None: no limit (the paper).
+    max_scale: float | None = None
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -44,6 +52,8 @@ class Settings:
             raise ValueError(f"dataset must be one of {C.DATASETS}, got {self.dataset!r}")
         if not 0 <= self.digit <= 9:
             raise ValueError(f"digit must be 0-9, got {self.digit}")
+        if self.negatives not in ("range", "same"):
+            raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
         if self.images < 2 or self.steps < 1:
             raise ValueError("need at least 2 images and 1 step "
                              f"(got images={self.images}, steps={self.steps})")
@@ -95,17 +105,32 @@ def train_embedding_cnn(mnist, epochs: int = 2, seed: int = 0,
                    "train_seconds": round(seconds, 1)}
 
 
-def _step_fn(layer, embed, optimizer, images):
-    """The compiled step: ``(partner [N], crops [N, 3]) -> loss``."""
+def limited(theta, max_scale):
+    """``theta [N, 3]`` with its scale at most ``max_scale``, gradient straight through."""
+    if max_scale is None:
+        return theta
+    excess = tf.nn.relu(theta[:, :1] - max_scale)
+    return theta - tf.pad(tf.stop_gradient(excess), [[0, 0], [0, 2]])
+
+
+def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale):
+    """The compiled step: ``(partner [N], crops [N, 3]) -> loss``.
+
+    With ``same_scale``, each crop's scale is replaced by its image's
+    localised scale (no gradient through it).
+    """
     out = (MNIST_SIZE, MNIST_SIZE)
 
     @tf.function(reduce_retracing=True)
     def step(partner, crops):
-        negative = embed(kinds.keras_warp(images, crops, C.KIND, out, image_gradient=False),
-                         training=False)
         with tf.GradientTape() as tape:
-            localised, _ = layer.transform_and_theta(images, training=True)
+            theta = limited(layer.params(images, training=True), max_scale)
+            localised, _ = layer.transform_and_theta(images, training=True, params=theta)
             anchor = embed(localised, training=False)
+            if same_scale:
+                crops = tf.concat([tf.stop_gradient(theta[:, :1]), crops[:, 1:]], axis=1)
+            negative = embed(kinds.keras_warp(images, crops, C.KIND, out,
+                                              image_gradient=False), training=False)
             loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
                                   tf.stop_gradient(negative))
         variables = layer.trainable_variables
@@ -113,6 +138,14 @@ def _step_fn(layer, embed, optimizer, images):
         return loss
 
     return step
+
+
+def negative_crops(rng: np.random.Generator, n: int, settings: Settings) -> np.ndarray:
+    """float32 ``[n, 3]``: the step's random crops (their scale replaced if ``same``)."""
+    if settings.negatives == "same":
+        return np.concatenate([np.ones((n, 1)), rng.uniform(-1, 1, (n, 2))],
+                              axis=1).astype(np.float32)
+    return C.random_crops(rng, n, settings.crop_scales)
 
 
 def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
@@ -138,8 +171,10 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
     optimizer = keras.optimizers.Adam(settings.learning_rate)
     optimizer.build(layer.trainable_variables)
     x = tf.constant(images, tf.float32)
-    step = _step_fn(layer, embed, optimizer, x)
-    params_fn = tf.function(lambda batch: layer.params(batch, training=False))
+    step = _step_fn(layer, embed, optimizer, x, settings.negatives == "same",
+                    settings.max_scale)
+    params_fn = tf.function(lambda batch: limited(layer.params(batch, training=False),
+                                                  settings.max_scale))
     at = set(np.linspace(0, settings.steps, settings.snapshots).round().astype(int).tolist())
     snapshots, losses, window = [], [], []
     began = time.perf_counter()
@@ -150,13 +185,12 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
             snapshots.append({"step": k, "localised_fraction": float(np.mean(ious > C.LOCALISED_IOU)),
                               "params": params[:settings.shown].round(5).tolist()})
             if log:
-                log(f"  step {k}: loss {np.mean(window) if window else float('nan'):.3f}, "
+                log(f"  step {k}: loss {losses[-1] if losses else float('nan'):.3f}, "
                     f"localised {snapshots[-1]['localised_fraction']:.2f}")
         if k == settings.steps:
             break
         window.append(float(step(tf.constant(C.partners(rng, len(images))),
-                                 tf.constant(C.random_crops(rng, len(images),
-                                                            settings.crop_scales)))))
+                                 tf.constant(negative_crops(rng, len(images), settings)))))
         if len(window) == 25:
             losses.append(round(float(np.mean(window)), 4))
             window = []

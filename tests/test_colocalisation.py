@@ -150,3 +150,26 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     assert E.main(argv) == 0
     assert "T_digit1_seed0.json: done" in capsys.readouterr().out
     assert unit.stat().st_mtime_ns == before
+
+
+def test_limited_scale_clips_forward_and_passes_the_gradient():
+    import tensorflow as tf
+
+    from stn import colocalisation_fit as F
+
+    theta = tf.Variable([[1.5, 0.2, -0.1], [0.5, 0.0, 0.3]])
+    with tf.GradientTape() as tape:
+        out = F.limited(theta, 1.0)
+        total = tf.reduce_sum(out * tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    np.testing.assert_allclose(out.numpy(), [[1.0, 0.2, -0.1], [0.5, 0.0, 0.3]], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(total, theta).numpy(), [[1, 2, 3], [4, 5, 6]])
+    assert F.limited(theta, None) is theta
+
+
+def test_same_scale_crops_keep_their_centre_on_the_canvas():
+    from stn import colocalisation_fit as F
+
+    crops = F.negative_crops(np.random.default_rng(0), 50, F.Settings(negatives="same"))
+    assert np.all(crops[:, 0] == 1.0) and np.all(np.abs(crops[:, 1:]) <= 1.0)
+    with pytest.raises(ValueError, match="negatives"):
+        F.Settings(negatives="other")
