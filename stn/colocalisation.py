@@ -12,7 +12,10 @@ MNIST digits (paper, Eq. 8; the margin ``alpha = 1``):
 
 Squared Euclidean distances, as the paper's ``||.||_2^2``. The optimisation
 is transductive, as in the paper: the transformer is fitted to the very
-images it then localises; the true boxes are only read to score it.
+images it then localises; the true boxes are only read to score it. By
+default :mod:`stn.colocalisation_fit` adds two things of ours, without which
+the optimisation collapses (docs/colocalisation.md): unit-length embeddings
+and a penalty on the part of the box outside the canvas.
 
 * **Data** (:func:`place_digits`, :func:`add_clutter`): a 28 x 28 digit at a
   uniform random position on an 84 x 84 black canvas (T); TC adds
@@ -209,7 +212,7 @@ def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS, normalise: bool = False
     it, on our CNN, shrinking every digit to a dot (the transformer zooming
     out past the canvas) has a lower loss than the true boxes; with it, the
     true boxes have the lowest loss of the boxes we tried (the validation
-    screen in experiments/colocalisation.py's docstring).
+    screen in docs/colocalisation.md).
     """
     outputs = [keras.layers.Flatten(name=f"embedding_{name}")(cnn.get_layer(name).output)
                for name in layers]

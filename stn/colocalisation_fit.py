@@ -32,11 +32,11 @@ class Settings:
     digit: int = 1
     seed: int = 0
     images: int = 100
-    steps: int = 300
+    steps: int = 600
     learning_rate: float = 1e-3
     crop_scales: tuple[float, float] = (1 / 6, 2 / 3)
     embedding_layers: tuple[str, ...] = C.EMBEDDING_LAYERS
-    normalise: bool = False  # unit-length embeddings (stn.colocalisation.embedding)
+    normalise: bool = True  # unit-length embeddings (stn.colocalisation.embedding)
     # Random crops: "range" = scale uniform in crop_scales, inside the canvas
     # (stn.colocalisation.random_crops); "same" = at the localised crop's own
     # scale, its centre uniform over the canvas.
@@ -44,6 +44,9 @@ class Settings:
     # The crop's scale at most this (a crop of the image, not of its zero
     # padding); the gradient passes as if unlimited. None: no limit (the paper).
     max_scale: float | None = None
+    # Weight of a penalty on the part of the box outside the canvas (ours):
+    # the mean over images of `outside`. 0: off, the paper's loss alone.
+    box_penalty: float = 10.0
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -113,7 +116,19 @@ def limited(theta, max_scale):
     return theta - tf.pad(tf.stop_gradient(excess), [[0, 0], [0, 2]])
 
 
-def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale):
+def outside(theta):
+    """``[N]``: how far each attention box ``theta [N, 3]`` leaves the canvas.
+
+    Half the sum of the squared excesses, normalized units: of the scale
+    over 1, and of each ``|t|`` over ``1 - s`` (the box's edge past the
+    canvas's). Zero for every box inside the canvas.
+    """
+    s, t = theta[:, :1], theta[:, 1:]
+    beyond = tf.concat([tf.nn.relu(s - 1.0), tf.nn.relu(tf.abs(t) - (1.0 - s))], axis=1)
+    return tf.reduce_sum(tf.square(beyond), axis=1) / 2.0
+
+
+def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale, box_penalty):
     """The compiled step: ``(partner [N], crops [N, 3]) -> loss``.
 
     With ``same_scale``, each crop's scale is replaced by its image's
@@ -133,6 +148,8 @@ def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale):
                                               image_gradient=False), training=False)
             loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
                                   tf.stop_gradient(negative))
+            if box_penalty:
+                loss += box_penalty * tf.reduce_mean(outside(theta))
         variables = layer.trainable_variables
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
@@ -172,7 +189,7 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
     optimizer.build(layer.trainable_variables)
     x = tf.constant(images, tf.float32)
     step = _step_fn(layer, embed, optimizer, x, settings.negatives == "same",
-                    settings.max_scale)
+                    settings.max_scale, settings.box_penalty)
     params_fn = tf.function(lambda batch: limited(layer.params(batch, training=False),
                                                   settings.max_scale))
     at = set(np.linspace(0, settings.steps, settings.snapshots).round().astype(int).tolist())

@@ -173,3 +173,16 @@ def test_same_scale_crops_keep_their_centre_on_the_canvas():
     assert np.all(crops[:, 0] == 1.0) and np.all(np.abs(crops[:, 1:]) <= 1.0)
     with pytest.raises(ValueError, match="negatives"):
         F.Settings(negatives="other")
+
+
+def test_outside_is_zero_inside_the_canvas_and_analytic_beyond():
+    import tensorflow as tf
+
+    from stn import colocalisation_fit as F
+
+    theta = tf.constant([[1.0, 0.0, 0.0], [1 / 3, 2 / 3, -2 / 3], [0.5, 0.7, 0.0],
+                         [1.2, 0.0, 0.1]])
+    # Third: the right edge 0.2 past (0.7 + 0.5 - 1); fourth: scale 0.2 over
+    # 1 and both |t| over 1 - s = -0.2 by 0.2 and 0.3.
+    np.testing.assert_allclose(F.outside(theta).numpy(),
+                               [0.0, 0.0, 0.04 / 2, (0.04 + 0.04 + 0.09) / 2], atol=1e-6)
