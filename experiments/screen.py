@@ -238,6 +238,10 @@ STUDIES = {
         *[(DEFAULT_RUN, "seed", {**FAST_BASE, "conv_strides": 2, **change})
           for change in ({"dense_units": 256, "epochs": 10}, {"epochs": 10},
                          {"dense_units": 256}, {})],
+        # Added once A-C had missed stage 1, before these ran: a 2x2 max-pool
+        # after each convolution instead of the strides (G: Dense 256, F: 1024).
+        *[(DEFAULT_RUN, "seed", {**FAST_BASE, "conv_pooling": True, **change})
+          for change in ({"dense_units": 256}, {})],
         (DEFAULT_RUN, "seed", {**FAST_BASE, "transformer_output_size": 20}),
     ],
 }

@@ -34,3 +34,10 @@ def test_a_run_is_its_epochs_of_training_and_validation(weight):
     step = 3 * (forward.classifier + passes * forward.localization)
     expected = 3 * (TRAIN_IMAGES * step + VALIDATION_IMAGES * forward.total)
     assert training_flops(config)["run"] == expected
+
+
+def test_pooling_after_each_convolution():
+    # Conv at 40x40, pool -> 20x20, conv, pool -> 10x10: the dense layer reads 1,600 features.
+    classifier = 2 * (40 * 40 * 9 * 16 + 20 * 20 * 9 * 16 * 16 + 1600 * 1024 + 1024 * 10)
+    flops = forward_flops(build_model("cnn", conv_pooling=True))
+    assert (flops.classifier, flops.localization) == (classifier, 0)
