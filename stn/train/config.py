@@ -77,6 +77,9 @@ class ModelConfig:
     classifier: str = "seed"
     conv_filters: tuple[int, ...] = (16, 16)
     conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
+    # A 2x2 max-pool after each of the "seed" classifier's convolutions (the
+    # dense layer then reads a quarter, then a sixteenth, of the features).
+    conv_pooling: bool = False
     dense_units: int = 1024
     # Dropout rate on the classifier's last hidden layer, before the logits
     # (0: none, no layer; issue 26: the classifier overfits aligned digits).
