@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from stn import kinds
 from stn.config import Config, config_to_dict
-from stn.model import find_transformer, transformer_outputs
+from stn.model import find_transformers, transformer_outputs
 from stn.optimizers import current_learning_rate
 from stn.tiles import PER_CLASS, first_of_each_class, outputs_grid
 from stn.trace import TRACE, Trace, read_trace, write_trace
@@ -169,7 +169,10 @@ class Monitor:
                  history: list[dict], verbose: int = 1):
         run_dir = Path(run_dir)
         self.model, self.optimizer, self.trace_path = model, optimizer, run_dir / TRACE
-        layer = find_transformer(model)
+        # The trace and the image grid follow one transformer on one channel;
+        # parallel transformers and multi-channel inputs go without them.
+        layers = find_transformers(model)
+        layer = layers[0] if len(layers) == 1 and model.input_shape[-1] == 1 else None
         self.board = None
         if importlib.util.find_spec("tensorboard") is not None:
             self.board = TensorBoardLog(run_dir / TENSORBOARD)

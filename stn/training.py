@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from stn import alignment as align
 from stn import data as stn_data
-from stn import checkpoints, monitor, protocols, runs
+from stn import checkpoints, datasets, monitor, protocols, runs
 from stn.backends import require_tensorflow
 from stn.config import Config
 from stn.model import build_model, find_transformer
@@ -63,8 +63,9 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                              cache_dir=cache_dir, max_train_examples=config.max_train_examples)
+    source = datasets.source(config.dataset)  # stn.data, or another dataset's builder
+    data = source.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                            cache_dir=cache_dir, max_train_examples=config.max_train_examples)
     strategy = _strategy(config.strategy)
     with strategy.scope():
         model = build_model(config.model)
@@ -85,7 +86,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         train = train_epoch(steps, data.train, config, epoch, verbose)
-        val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
+        val = steps.evaluate(source.eval_dataset(data.validation, config.batch_size))
         history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
@@ -100,7 +101,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
 
     watch.close()
     runs.save_model(run_dir, model)
-    test = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
+    test = steps.evaluate(source.eval_dataset(data.test, config.batch_size))
     metrics = {"epochs": config.epochs,
                "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
                "test_loss": test[0], "test_accuracy": test[1],
@@ -300,8 +301,9 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """
     protocol = protocols.get_protocol(config.protocol).scaled(
         stn_data.warp_strength(epoch, config.warp_ramp_epochs))
-    dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
-                                     resample=config.resample_warps, protocol=protocol)
+    dataset = datasets.source(config.dataset).train_dataset(
+        split, config.batch_size, seed=config.seed, epoch=epoch, resample=config.resample_warps,
+        protocol=protocol)
     n_steps = steps_per_epoch(config, len(split))
     dataset = dataset.take(n_steps)
     if steps.alignment:
