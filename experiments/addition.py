@@ -194,43 +194,65 @@ def write_figures(runs_dir: Path, images_dir: Path, seed: int = 0, mnist_path=No
     return written
 
 
-def time_model(model: str, steps: int = 20, warmup: int = 3, precision: str = "float32",
-               mnist_path=None) -> dict:
-    """Seconds per training step of ``model`` on the path training runs, and a full run's estimate.
+def time_steps(config, steps: int = 20, warmup: int = 3, mnist_path=None) -> dict:
+    """Seconds per training step of ``config`` on the path training runs, and its epoch.
 
-    The run's own pipeline (fresh pairs and warps) and compiled step
+    The run's own pipeline (its dataset's, fresh warps) and compiled step
     (stn.training.make_steps) on ``warmup + steps`` batches, the first
-    ``warmup`` untimed; then one pass over the validation pairs. The
-    estimate: ``EPOCHS`` epochs of 55,000 pairs plus a validation pass each.
+    ``warmup`` untimed; then one pass over the validation split. An epoch:
+    55,000 training examples plus that pass. Wall time, and the process's CPU
+    time (all its threads, the pipeline's included): on a machine shared with
+    other jobs the wall time grows with their load, the CPU time far less.
     """
     import time
 
-    from stn import addition, training
+    from stn import datasets, training
     from stn.model import build_model
     from stn.optimizers import make_optimizer, steps_per_epoch
 
-    config = model_config(model, precision=precision)
-    data = addition.load_data(PROTOCOL, 0, mnist_path=mnist_path,
-                              max_train_examples=(warmup + steps) * config.batch_size)
+    source = datasets.source(config.dataset)
+    data = source.load_data(config.protocol, 0, mnist_path=mnist_path,
+                            max_train_examples=(warmup + steps) * config.batch_size)
     net = build_model(config.model)
     optimizer = make_optimizer(config, steps_per_epoch(config, 55_000))
     optimizer.build(net.trainable_variables)
     step = training.make_steps(config, net, optimizer)
-    batches = iter(addition.train_dataset(data.train, config.batch_size, seed=0, epoch=0,
-                                          resample=True))
+    batches = iter(source.train_dataset(data.train, config.batch_size, seed=0, epoch=0,
+                                        resample=config.resample_warps))
     for _ in range(warmup):
         [float(s) for s in step.train(*next(batches))]
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         [float(s) for s in step.train(*next(batches))]
     per_step = (time.perf_counter() - began) / steps
+    cpu_per_step = (time.process_time() - cpu) / steps  # all threads: the CPU work itself
     began = time.perf_counter()
-    step.evaluate(addition.eval_dataset(data.validation, config.batch_size))
+    step.evaluate(source.eval_dataset(data.validation, config.batch_size))
     validation = time.perf_counter() - began
-    epoch = steps_per_epoch(config, 55_000) * per_step + validation
-    return {"model": model, "parameters": net.count_params(), "seconds_per_step": per_step,
-            "validation_seconds": validation, "epoch_seconds": epoch,
-            "run_minutes": EPOCHS * epoch / 60}
+    return {"parameters": net.count_params(), "seconds_per_step": per_step,
+            "cpu_seconds_per_step": cpu_per_step, "validation_seconds": validation,
+            "epoch_seconds": steps_per_epoch(config, 55_000) * per_step + validation}
+
+
+def reference_config(precision: str = "float32"):
+    """The Table 1 CNN on RTS (experiments.grid), whose full runs' times are recorded."""
+    from experiments.grid import cell_config
+
+    return cell_config("CNN", "RTS", precision=precision)
+
+
+def print_timings(models, steps: int, precision: str, mnist_path=None) -> None:
+    """``--time-steps``: each model, one at a time, between two timings of the reference."""
+    rows = [("Table 1 CNN/RTS", reference_config(precision)),
+            *((m, model_config(m, precision=precision)) for m in models),
+            ("Table 1 CNN/RTS", reference_config(precision))]
+    for name, config in rows:
+        t = time_steps(config, steps, mnist_path=mnist_path)
+        minutes = EPOCHS * t["epoch_seconds"] / 60
+        print(f"{name:16s} {t['parameters']:>9,} parameters: {1000 * t['seconds_per_step']:6.0f} "
+              f"ms/step wall, {1000 * t['cpu_seconds_per_step']:6.0f} ms/step CPU, validation "
+              f"{t['validation_seconds']:5.1f} s; epoch {t['epoch_seconds']:5.0f} s, {EPOCHS} "
+              f"epochs {minutes:5.1f} min (wall)", flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -277,12 +299,7 @@ def main(argv=None) -> int:
                 if is_done(config_of(m), kept_dir / run_name(m))]
 
     if args.time_steps:
-        for m in chosen:
-            t = time_model(m, args.time_steps, precision=precision, mnist_path=args.mnist)
-            print(f"{m:9s} {t['parameters']:,} parameters: {1000 * t['seconds_per_step']:.0f} "
-                  f"ms/step, validation {t['validation_seconds']:.1f} s; epoch "
-                  f"{t['epoch_seconds']:.0f} s, {EPOCHS} epochs {t['run_minutes']:.1f} min",
-                  flush=True)
+        print_timings(chosen, args.time_steps, precision, args.mnist)
         return 0
     if args.list:
         for m in chosen:

@@ -8,7 +8,8 @@ writes, into the run directory (stn.runs), after checkpoint ``e`` is saved::
     tensorboard/validation/  epoch_loss, epoch_accuracy; stn_outputs (image)
     tensorboard/             hparams: the config, flattened (HPARAMS tab)
     trace.npz                the transformer's parameters for fixed test
-                             digits after every epoch (stn.trace, stn.animation)
+                             digits after every epoch (stn.trace, stn.animation);
+                             models with one transformer on one channel only
 
 **Steps are epochs**: step ``e`` is the state after ``e`` epochs, the one
 checkpoint ``e`` holds; step 0 is the initial model (learning rate, images,
