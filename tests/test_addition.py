@@ -283,3 +283,11 @@ def test_the_models_have_about_the_same_number_of_parameters():
     assert max(counts) / min(counts) < 1.05, counts
     config = study.model_config("2xST-FCN")
     assert (config.dataset, config.protocol, config.model.transformers) == ("addition", "rts", 2)
+
+
+def test_tiny_runs_need_directories_of_their_own(capsys):
+    from experiments import addition as study
+
+    with pytest.raises(SystemExit):
+        study.parse_args(["--tiny", "--runs-dir", "elsewhere"])
+    assert "--tiny needs --runs-dir" in capsys.readouterr().err
