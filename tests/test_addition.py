@@ -291,3 +291,16 @@ def test_tiny_runs_need_directories_of_their_own(capsys):
     with pytest.raises(SystemExit):
         study.parse_args(["--tiny", "--runs-dir", "elsewhere"])
     assert "--tiny needs --runs-dir" in capsys.readouterr().err
+
+
+def test_the_docs_page_states_each_models_parameter_count():
+    import re
+
+    from experiments import addition as study
+
+    page = (helpers.ROOT / "docs/addition.md").read_text()
+    for model in study.MODELS:
+        row = re.search(rf"^\| {re.escape(model)} \|.*\| ([\d,]+) \|$", page, re.MULTILINE)
+        assert row, f"docs/addition.md has no row for {model}"
+        count = build_model(study.model_config(model).model).count_params()
+        assert int(row.group(1).replace(",", "")) == count, model
