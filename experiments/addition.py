@@ -8,14 +8,14 @@
 
 The task: two MNIST digits, each in its own channel of a 42 x 42 image and
 each warped independently by our RTS (dataset ``addition`` of
-:mod:`stn.datasets`, built by :mod:`stn.addition`); the label is their sum.
+:mod:`stn.data.datasets`, built by :mod:`stn.data.addition`); the label is their sum.
 Each model (:data:`MODELS`, about 410k parameters each, the paper's "about
 the same number of parameters") is an ordinary run of
-``stn.training.train_and_evaluate`` in ``runs/addition/<run>/``, all with
+``stn.train.training.train_and_evaluate`` in ``runs/addition/<run>/``, all with
 the same recipe (:data:`RECIPE` with :data:`EPOCHS` and :data:`BATCH_SIZE`:
 fresh pairs and warps every epoch). A finished model keeps ``config.json``,
 ``history.csv``, ``metrics.json`` and ``cell.json`` (its parameter count and
-what each transformer settles on, :func:`stn.channel_focus.channel_focus`
+what each transformer settles on, :func:`stn.analysis.channel_focus.channel_focus`
 on the test pairs) in ``results/addition/<run>/``; a kept model with the
 same config is read back, not trained again, and a killed one resumes from
 its last epoch.
@@ -75,7 +75,7 @@ def run_name(model: str) -> str:
 
 def model_config(model: str, seed: int = 0, precision: str = "float32", **fields):
     """The run Config of a row of Table 4; ``fields`` replace Config or ModelConfig fields."""
-    from stn.config import make_config
+    from stn.train.config import make_config
 
     preset, sizes = MODELS[model]
     settings = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, **fields}
@@ -85,7 +85,7 @@ def model_config(model: str, seed: int = 0, precision: str = "float32", **fields
 
 def is_done(config, kept: Path) -> bool:
     """True if ``kept`` holds a finished run of exactly ``config``."""
-    from stn import runs
+    from stn.train import runs
 
     try:
         return (kept / CELL).exists() and runs.read_config(kept) == config
@@ -96,7 +96,9 @@ def is_done(config, kept: Path) -> bool:
 def run_model(model: str, config, runs_dir: Path, results_dir: Path, mnist_path=None,
               focus_pairs: int | None = None, verbose: int = 1) -> Path:
     """Trains (or resumes) one model, measures its transformers, keeps its record."""
-    from stn import addition, channel_focus, runs, training
+    from stn.analysis import channel_focus
+    from stn.data import addition
+    from stn.train import runs, training
 
     run_dir, kept = runs_dir / run_name(model), results_dir / run_name(model)
     if is_done(config, kept):
@@ -158,12 +160,12 @@ def markdown(records: list[dict]) -> str:
     lines += ["", f"{len(records)} of {len(MODELS)} models; {seconds / 60:.1f} min of training. "
               "Reliance: the share of the transformer's map's movement, when one channel is "
               "emptied, due to each channel; ink: its output's ink per channel "
-              "(stn.channel_focus)."]
+              "(stn.analysis.channel_focus)."]
     return "\n".join(lines) + "\n"
 
 
 def write_table(records: list[dict], results_dir: Path) -> None:
-    from stn import runs
+    from stn.train import runs
 
     runs.write_json(results_dir / "addition.json", {"cells": records})
     runs.atomic_write(results_dir / "addition.md", markdown(records))
@@ -171,7 +173,9 @@ def write_table(records: list[dict], results_dir: Path) -> None:
 
 def write_figures(runs_dir: Path, images_dir: Path, seed: int = 0, mnist_path=None) -> list[Path]:
     """``images/addition*.png`` for each trained 2x model (its ``model.keras`` in ``runs_dir``)."""
-    from stn import addition, figures, runs
+    from stn.data import addition
+    from stn.train import runs
+    from stn.viz import figures
     from stn.model import find_transformers, transformer_outputs
 
     test, written = None, []
@@ -199,7 +203,7 @@ def time_steps(config, steps: int = 20, warmup: int = 3, mnist_path=None) -> dic
     """Seconds per training step of ``config`` on the path training runs, and its epoch.
 
     The run's own pipeline (its dataset's, fresh warps) and compiled step
-    (stn.training.make_steps) on ``warmup + steps`` batches, the first
+    (stn.train.training.make_steps) on ``warmup + steps`` batches, the first
     ``warmup`` untimed; then one pass over the validation split. An epoch:
     55,000 training examples plus that pass. Wall time, and the process's CPU
     time (all its threads, the pipeline's included): on a machine shared with
@@ -207,9 +211,10 @@ def time_steps(config, steps: int = 20, warmup: int = 3, mnist_path=None) -> dic
     """
     import time
 
-    from stn import datasets, training
+    from stn.data import datasets
+    from stn.train import training
     from stn.model import build_model
-    from stn.optimizers import make_optimizer, steps_per_epoch
+    from stn.train.optimizers import make_optimizer, steps_per_epoch
 
     source = datasets.source(config.dataset)
     data = source.load_data(config.protocol, 0, mnist_path=mnist_path,
@@ -257,7 +262,7 @@ def print_timings(models, steps: int, precision: str, mnist_path=None) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn import cli
+    from stn.train import cli
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -290,7 +295,7 @@ def fields(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.precision import resolve_precision
+    from stn.train.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)

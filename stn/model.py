@@ -25,9 +25,9 @@ import weakref
 import keras
 import numpy as np
 
-from stn.backends import require_tensorflow
-from stn.config import ModelConfig, model_config
-from stn.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
+from stn.layer.backends import require_tensorflow
+from stn.train.config import ModelConfig, model_config
+from stn.layer.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
                         fc_localization)
 
 
@@ -36,11 +36,11 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
     """Builds a classifier from float32 images ``[B, S, S, C]`` to logits ``[B, K]``.
 
     ``S``, ``C`` and ``K`` are the config's ``input_size``, ``channels`` and
-    ``classes`` (the dataset sets the last two: stn.datasets).
+    ``classes`` (the dataset sets the last two: stn.data.datasets).
 
     Args:
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
-        stn.config.MODEL_PRESETS) or a full ModelConfig.
+        stn.train.config.MODEL_PRESETS) or a full ModelConfig.
       fast_input_gradient: the classifier's first convolution computes its
         input gradient by matrix products (stn.layers.Conv2D; on TensorFlow,
         else it is Keras's layer): same outputs and weights, a cheaper backward pass when that
@@ -180,8 +180,8 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000,
     Returns:
       ``(params float32 [N, P], transformed float32 [N, h, w, C])`` as NumPy:
       that transformer's parameters of its kind (``find_transformer(model,
-      index).kind``, stn.kinds), output -> input coordinates, and its output
-      (all ``C`` input channels, warped by the one map).
+      index).kind``, stn.layer.kinds), output -> input coordinates, and its
+      output (all ``C`` input channels, warped by the one map).
     """
     steps = _TRANSFORMER_STEPS.setdefault(model, {})
     if index not in steps:

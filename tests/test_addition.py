@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from stn import addition, datasets, kinds, protocols
-from stn import config as C
-from stn import transform as T
-from stn.data import pad
+from stn.data import addition, datasets, protocols
+from stn.data.pipeline import pad
+from stn.layer import kinds
+from stn.layer import transform as T
+from stn.train import config as C
 from stn.model import build_model, find_transformer, find_transformers, transformer_outputs
 
 RNG = np.random.default_rng(11)
@@ -169,7 +170,7 @@ def test_pairs_come_from_their_own_split_and_are_labelled_by_their_sum(pairs):
 
 
 def test_each_channel_is_its_digit_warped_by_its_own_rts_draw(pairs):
-    from stn import warps
+    from stn.data import warps
 
     _, data = pairs
     test = data.test
@@ -199,7 +200,7 @@ def test_resampled_epochs_are_fresh_pairs_warped_as_the_fixed_ones(pairs):
     batches = list(addition.train_dataset(data.train, 8, seed=5, epoch=2, resample=True))
     images = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([b[1].numpy() for b in batches])
-    from stn.data import epoch_order
+    from stn.data.pipeline import epoch_order
 
     order = epoch_order(len(data.train), 5, 2)
     pairs_, warps = addition.epoch_pairs(data.train, 5, 2, protocol)
@@ -217,7 +218,7 @@ def test_resampled_epochs_are_fresh_pairs_warped_as_the_fixed_ones(pairs):
 # --- what each transformer settles on --------------------------------------------------
 
 def test_channel_focus_of_transformers_that_read_one_channel_each():
-    from stn.channel_focus import channel_focus
+    from stn.analysis.channel_focus import channel_focus
 
     keras.utils.set_random_seed(0)
     model = addition_model(transformers=2, transformer_output_size=28, dense_units=8,
@@ -241,7 +242,7 @@ def test_channel_focus_of_transformers_that_read_one_channel_each():
 
 
 def test_addition_figure_has_a_column_per_channel_of_each_image():
-    from stn.figures import addition_figure
+    from stn.viz.figures import addition_figure
 
     inputs = RNG.random((3, 42, 42, 2)).astype(np.float32)
     outputs = [RNG.random((3, 28, 28, 2)).astype(np.float32) for _ in range(2)]
