@@ -57,7 +57,7 @@ def test_evaluate_reports_a_nan_model_and_draws_every_figure(finished_run_copy, 
     assert message in record["warnings"][0]
     assert err.startswith("evaluate.py: error: the model's outputs are not finite") \
         and message in err and "lower --learning-rate" in err and "Traceback" not in err
-    assert f"WARNING: the model's outputs are not finite" in out
+    assert "WARNING: the model's outputs are not finite" in out
     drawn = sorted(p.name for p in (finished_run_copy / "images").iterdir())
     assert drawn == ["architecture.png", "confusion_matrix.png", "data_augmentation.png",
                      "loss_history.png", "pose_alignment.png", "stn_outputs.png", "training.gif"]
