@@ -5,7 +5,7 @@ localization net and the label-free alignment term, so that it straightens
 digits); its training time must stay within 1.2x of the run it replaces.
 Both are trained here epoch by epoch in alternation, input pipeline and
 the alignment term's extra localization pass included, as ``train.py``
-trains them (``stn.training.make_steps``, ``train_epoch``).
+trains them (``stn.train.training.make_steps``, ``train_epoch``).
 """
 
 import time
@@ -13,12 +13,12 @@ import time
 import keras
 import numpy as np
 
-from stn import config as C
-from stn import data as stn_data
+from stn.train import config as C
+from stn.data import pipeline as stn_data
 from stn.model import build_model
-from stn.precision import auto_precision
-from stn.optimizers import make_optimizer, steps_per_epoch
-from stn.training import make_steps, train_epoch
+from stn.train.precision import auto_precision
+from stn.train.optimizers import make_optimizer, steps_per_epoch
+from stn.train.training import make_steps, train_epoch
 
 TARGET = 1.2
 

@@ -15,10 +15,10 @@ import weakref
 import keras
 import numpy as np
 
-from stn.backends import require_tensorflow
-from stn.config import ModelConfig, model_config
-from stn.mnist import NUM_CLASSES
-from stn.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
+from stn.layer.backends import require_tensorflow
+from stn.train.config import ModelConfig, model_config
+from stn.data.mnist import NUM_CLASSES
+from stn.layer.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
                         fc_localization)
 
 
@@ -28,7 +28,7 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
 
     Args:
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
-        stn.config.MODEL_PRESETS) or a full ModelConfig.
+        stn.train.config.MODEL_PRESETS) or a full ModelConfig.
       fast_input_gradient: the classifier's first convolution computes its
         input gradient by matrix products (stn.layers.Conv2D; on TensorFlow,
         else it is Keras's layer): same outputs and weights, a cheaper backward pass when that
@@ -129,7 +129,7 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
     Returns:
       ``(params float32 [N, P], transformed float32 [N, h, w, C])`` as NumPy:
       the parameters of the layer's kind (``find_transformer(model).kind``,
-      stn.kinds), output -> input coordinates.
+      stn.layer.kinds), output -> input coordinates.
     """
     step = _TRANSFORMER_STEPS.get(model)
     if step is None:

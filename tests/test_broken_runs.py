@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import config as C
-from stn import runs, training
+from stn.train import config as C
+from stn.train import runs, training
 
 pytestmark = pytest.mark.slow
 

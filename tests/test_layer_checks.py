@@ -1,4 +1,4 @@
-"""SpatialTransformer refuses what it cannot use, before any step (stn.layer_checks).
+"""SpatialTransformer refuses what it cannot use, before any step (stn.layer.checks).
 
 Each case names the argument, the kind and what it needs; before the checks
 they failed deep inside TensorFlow (Reshape, XLA, tf.range) or, for
@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from stn import kinds, layer_checks
+from stn.layer import checks as layer_checks
+from stn.layer import kinds
 from stn.layers import SpatialTransformer, theta_layer
 
 IMAGES = np.zeros((2, 28, 28, 1), np.float32)

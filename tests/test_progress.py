@@ -1,4 +1,4 @@
-"""The training progress display (stn.progress): live on a terminal, quiet in a log.
+"""The training progress display (stn.train.progress): live on a terminal, quiet in a log.
 
 A fake stream says whether it is a terminal and a fake clock sets the
 time: no assertion depends on the wall clock.
@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from stn import progress
+from stn.train import progress
 
 
 class Stream(io.StringIO):

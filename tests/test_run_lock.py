@@ -1,4 +1,4 @@
-"""One writer per run directory (stn.run_lock), with real processes.
+"""One writer per run directory (stn.train.run_lock), with real processes.
 
 A holder process takes the lock of a run directory and sleeps; a second
 writer (train.py, train_and_evaluate) is refused naming it, evaluate.py
@@ -18,11 +18,11 @@ import textwrap
 import pytest
 
 import helpers
-from stn import run_lock, runs, training
+from stn.train import run_lock, runs, training
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from stn import run_lock
+    from stn.train import run_lock
     with run_lock.hold(sys.argv[1], ["holder.py", "--run-dir", sys.argv[1]]):
         print("locked", flush=True)
         time.sleep(120)
@@ -90,9 +90,9 @@ def test_train_py_and_evaluate_py_refuse_a_run_being_trained(finished_run_copy, 
 
 
 def test_train_and_evaluate_refuses_before_loading_data(tmp_path, holder, monkeypatch):
-    from stn import data
+    from stn.data import pipeline
 
-    monkeypatch.setattr(data, "load_data", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(pipeline, "load_data", lambda *a, **k: pytest.fail("data loaded"))
     holder(tmp_path / "run")
     with pytest.raises(run_lock.RunBusy):
         training.train_and_evaluate(helpers.FINISHED_CONFIG, tmp_path / "run", verbose=0)
