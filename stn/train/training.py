@@ -37,7 +37,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=None,
-                       command: list[str] | None = None, verbose: int = 1) -> dict:
+                       command: list[str] | None = None, verbose: int = 1,
+                       test: bool = True) -> dict:
     """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
 
     The process holds the run directory's writer lock throughout
@@ -57,6 +58,8 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
       cache_dir: MNIST cache directory (stn.data.mnist.load_mnist).
       command: the command line, recorded in config.json.
       verbose: 1 for progress (stn.train.progress) and a line per epoch, 0 for silence.
+      test: evaluate the test split at the end; screens, which choose on
+        validation, leave it out (metrics.json then has no test numbers).
 
     Returns:
       The final metrics, also written to ``run_dir/metrics.json``; its
@@ -71,11 +74,12 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     run_dir = Path(run_dir)
     runs.check_writable_dir(run_dir)  # before the lock creates the directory
     with run_lock.hold(run_dir, command):
-        return _train_and_evaluate(config, run_dir, mnist_path, cache_dir, command, verbose)
+        return _train_and_evaluate(config, run_dir, mnist_path, cache_dir, command, verbose,
+                                   test)
 
 
 def _train_and_evaluate(config: Config, run_dir: Path, mnist_path, cache_dir, command,
-                        verbose: int) -> dict:
+                        verbose: int, test: bool) -> dict:
     resumed = runs.init_run_dir(run_dir, config, command)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -118,19 +122,21 @@ def _train_and_evaluate(config: Config, run_dir: Path, mnist_path, cache_dir, co
 
     watch.close()
     runs.save_model(run_dir, model)
-    test = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
-    warnings = divergence_warnings(history, config,
-                                   config.epochs * steps_per_epoch(config, len(data.train)))
     metrics = {"epochs": config.epochs,
                "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
-               "test_loss": test[0], "test_accuracy": test[1],
                "train_seconds": round(sum(row["seconds"] for row in history), 1),
-               "warnings": warnings}
+               "warnings": divergence_warnings(
+                   history, config, config.epochs * steps_per_epoch(config, len(data.train)))}
+    if test:
+        loss, accuracy = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
+        metrics.update(test_loss=loss, test_accuracy=accuracy)
     runs.write_json(run_dir / runs.METRICS, metrics)
     if verbose:
-        print(f"test accuracy {test[1]:.4f} (error {100 * (1 - test[1]):.2f}%), "
-              f"{metrics['train_seconds']:.0f} s of training; run in {run_dir}")
-        for warning in warnings:
+        scored = (f"test accuracy {metrics['test_accuracy']:.4f} (error "
+                  f"{100 * (1 - metrics['test_accuracy']):.2f}%)" if test
+                  else f"validation accuracy {metrics['val_accuracy']:.4f} (test not evaluated)")
+        print(f"{scored}, {metrics['train_seconds']:.0f} s of training; run in {run_dir}")
+        for warning in metrics["warnings"]:
             print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     return metrics
 
