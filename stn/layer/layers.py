@@ -9,7 +9,7 @@ backend; on TensorFlow it runs the faster :mod:`stn.layer.transform` (through
 
 import keras
 
-from stn.layer import kinds
+from stn.layer import checks, kinds
 
 
 def theta_layer(init: str = "identity", name: str = "theta",
@@ -179,7 +179,7 @@ class SpatialTransformer(keras.layers.Layer):
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         self.kind = kinds.get_kind(kind).name
         self.localization = localization
-        self.output_size = tuple(output_size) if output_size is not None else None
+        self.output_size = checks.check_output_size(output_size, kind)
         self.theta_activation = theta_activation
         self.jit_compile = jit_compile
         self.image_gradient = image_gradient
@@ -190,7 +190,9 @@ class SpatialTransformer(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed) if output_jitter else None
 
     def build(self, input_shape):
+        checks.check_input_shape(input_shape, self.kind)
         self.localization.build(input_shape)
+        checks.check_localization(self.localization, input_shape, self.kind)
 
     def _sampler_dtype(self) -> str:
         # Half precision is too coarse for coordinates, and XLA's CPU gather
@@ -218,6 +220,7 @@ class SpatialTransformer(keras.layers.Layer):
         theta = self.localization(inputs, training=training)
         if self.theta_activation == "tanh":
             theta = keras.ops.tanh(theta)
+        checks.check_theta_shape(theta.shape, self.kind, self.localization.name)  # static
         return keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, kinds.get_kind(self.kind).size))
 
     def transform_and_theta(self, inputs, training=None, params=None):
