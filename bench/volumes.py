@@ -25,7 +25,7 @@ SIZES = (32, 64)
 CONTENDERS = ("grid_sample", "tensorflow", "jax", "torch")
 PATH = {
     "grid_sample": "torch affine_grid + grid_sample (NCDHW), eager + backward()",
-    "tensorflow": "tf.function + tape -> kinds.warp_xla_params_grad (keras.ops under XLA)",
+    "tensorflow": "tf.function + tape -> keras_warp -> kinds3d.tf_volume_sample (XLA)",
     "jax": "jax.jit(jax.grad) of kinds.warp_ops (keras.ops)",
     "torch": "eager kinds.warp_ops (keras.ops) + backward()",
 }

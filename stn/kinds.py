@@ -331,7 +331,9 @@ def keras_warp(images, params, kind: "str | Kind" = "affine", out_size=None, *,
       jit_compile: TF only: run the sampler as its own XLA cluster, even in
         a step that is not compiled.
     """
-    if keras.backend.backend() == "tensorflow" and get_kind(kind).ndim == 2:  # 3-D: keras.ops
+    if keras.backend.backend() == "tensorflow" and get_kind(kind).ndim == 3:  # stn.kinds3d
+        return get_kind(kind).tf_sample(images, params, out_size, image_gradient, jit_compile)
+    if keras.backend.backend() == "tensorflow":
         if jit_compile:
             return _xla("warp_xla" if image_gradient else "warp_xla_params_grad")(
                 images, params, kind, out_size)
