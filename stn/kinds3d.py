@@ -71,3 +71,13 @@ VOLUME_KINDS = {
                    dense=True, description="a displacement per output voxel (dense 3-D flow)"),
 }
 KINDS.update(VOLUME_KINDS)
+
+
+def image_kinds() -> tuple[str, ...]:
+    """Names of the kinds of ``[B, H, W, C]`` images with ``[B, P]`` parameters.
+
+    The registry's kinds that are neither 3-D nor dense: the ones a 2-D
+    model preset, the 2-D tests and the 2-D benchmarks iterate over.
+    """
+    return tuple(name for name, kind in KINDS.items() if kind.ndim == 2 and not kind.dense)
+

@@ -115,7 +115,8 @@ def affine3d_warp(volumes, theta, out_size=None):
 
 
 def affine3d_points(params, points) -> np.ndarray:
-    """NumPy map: ``params [n, 12]``, ``points [m, 3]`` or ``[n, m, 3]`` -> float64 ``[n, m, 3]``."""
+    """NumPy map: ``params [n, 12]``, ``points [m, 3]`` or ``[n, m, 3]`` -> float64 ``[n, m, 3]``.
+    """
     matrices = np.asarray(params, np.float64).reshape(-1, 3, 4)
     points = np.asarray(points, np.float64)
     points = np.broadcast_to(points if points.ndim == 3 else points[None],

@@ -91,7 +91,7 @@ def build_st(output_depth: int = OUTPUT_DEPTH) -> keras.Model:
 
 
 def build_baseline(dense_units: int | None = None) -> keras.Model:
-    """The baseline: projection of the raw volume -> the CNN (``dense_units`` matched by default)."""
+    """The baseline: the raw volume's projection -> the CNN (Dense width matched by default)."""
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
     x = DepthProjection(1.0, name="projection")(inputs)
     x = keras.layers.AveragePooling2D(CANVAS // OUTPUT_SIZE, name="downsample")(x)

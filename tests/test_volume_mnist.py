@@ -1,4 +1,4 @@
-"""3-D MNIST (stn.volumes, stn.volume_model, experiments.volumes): analytic checks and a tiny run."""
+"""3-D MNIST (stn.volumes, stn.volume_model, experiments.volumes): analytic cases, a tiny run."""
 
 import json
 

@@ -247,6 +247,40 @@ def test_gradients_match_finite_differences(kind):
         assert errors["params"] < 1e-4 and errors["volumes"] < 1e-4, errors
 
 
+@pytest.mark.parametrize("kind", ["affine3d", "flow3d"])
+def test_the_tensorflow_seam_equals_the_keras_ops_path(kind):
+    """keras_warp on TF (the sampler's own XLA function, with or without the volumes'
+    gradient, or not compiled) against warp_ops: outputs and the parameters' gradient."""
+    import tensorflow as tf
+    volumes, params = case() if kind == "affine3d" else flow_case()
+    size = OUT_SIZE if kind == "affine3d" else None
+    results = []
+    for options in ({}, {"image_gradient": False}, {"jit_compile": False}, None):
+        x, p = tf.constant(volumes), tf.constant(params)
+        with tf.GradientTape() as tape:
+            tape.watch([x, p])
+            out = (K.warp_ops(x, p, kind, size) if options is None
+                   else K.keras_warp(x, p, kind, size, **options))
+            total = tf.reduce_sum(out ** 2)
+        grad_x, grad_p = tape.gradient(total, [x, p])
+        results.append((out.numpy(), grad_p.numpy(), grad_x))
+    reference = results[-1]
+    for out, grad_p, grad_x in results[:-1]:
+        np.testing.assert_allclose(out, reference[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(grad_p, reference[1], rtol=0,
+                                   atol=1e-5 * max(1.0, np.abs(reference[1]).max()))
+    assert results[1][2] is None or not np.any(results[1][2].numpy())  # image_gradient=False
+    np.testing.assert_allclose(results[0][2].numpy(), reference[2].numpy(), rtol=0, atol=1e-4)
+
+
+def test_the_affine3d_numpy_map_is_the_grid():
+    from stn.sampler3d import centre_points3d
+    _, theta = case(np.float64)
+    grid = np.asarray(K.get_kind("affine3d").grid(theta, *OUT_SIZE))
+    points = K.get_kind("affine3d").points(theta, centre_points3d(*OUT_SIZE).reshape(-1, 3))
+    np.testing.assert_allclose(points, grid.reshape(2, -1, 3), rtol=0, atol=1e-12)
+
+
 def test_keras_file_round_trip(tmp_path):
     import keras
     for kind in ("affine3d", "flow3d"):
