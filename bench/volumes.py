@@ -4,7 +4,10 @@ What ``SpatialTransformer(kind="affine3d")`` runs,
 ``stn.kinds.keras_warp(volumes, theta, "affine3d", image_gradient=False)``,
 on a batch of 4 single-channel float32 volumes of 32^3 and of 64^3 voxels
 (output the input's size), forward and forward + backward with respect to
-the 12 parameters only (a transformer on the raw input). Beside it, the
+the 12 parameters only (a transformer on the raw input): on TensorFlow the
+sampler's own XLA function, on JAX the ``keras.ops`` sampler under
+``jax.jit``, on PyTorch the layer's seam to ``grid_sample``
+(``stn.sampler3d.sample``) after the ``keras.ops`` grid. Beside it, the
 reference: ``torch.nn.functional.affine_grid`` + ``grid_sample`` on the same
 volumes in PyTorch's own NCDHW layout (``align_corners=False``, zeros),
 gradient to theta only. Each contender lives in its own process, timed in
@@ -27,7 +30,7 @@ PATH = {
     "grid_sample": "torch affine_grid + grid_sample (NCDHW), eager + backward()",
     "tensorflow": "tf.function + tape -> keras_warp -> kinds3d.tf_volume_sample (XLA)",
     "jax": "jax.jit(jax.grad) of kinds.warp_ops (keras.ops)",
-    "torch": "eager kinds.warp_ops (keras.ops) + backward()",
+    "torch": "eager kinds.warp_ops -> sampler3d.sample (grid_sample seam) + backward()",
 }
 
 
@@ -81,7 +84,7 @@ def _serve(contender: str, size: int) -> None:
     serve(label, {"forward": forward, "forward_backward": forward_backward}, sync=sync)
 
 
-def run(repeats: int = 15, sizes=SIZES) -> dict:
+def run(repeats: int = 10, sizes=SIZES) -> dict:
     """Prints one table per size, with ratios to PyTorch's grid_sample; returns the seconds."""
     print(f"\n== volumes: the 3-D affine warp, batch {BATCH}, {CHANNELS} channel, float32, "
           f"gradient to the 12 parameters; medians of {repeats} rounds in alternation, "

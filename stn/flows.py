@@ -29,7 +29,7 @@ import numpy as np
 from keras import ops
 
 from stn.sampler import centre_points
-from stn.sampler3d import centre_points3d, trilinear_sample
+from stn.sampler3d import centre_points3d, sample
 
 
 def _check(field, size, ndim: int):
@@ -72,7 +72,7 @@ def flow3d_warp(volumes, field, out_size=None):
     volumes = ops.convert_to_tensor(volumes)
     field = ops.cast(field, volumes.dtype)
     size = volumes.shape[1:4] if out_size is None else out_size
-    return trilinear_sample(volumes, flow3d_grid(field, *(int(s) for s in size)))
+    return sample(volumes, flow3d_grid(field, *(int(s) for s in size)))
 
 
 def _interpolate(field: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -21,11 +21,12 @@ with channels last.
 
 Sizes (depth, height, width, channels) must be static; the batch may not
 be. Differentiable in the volumes and in the grid on JAX, PyTorch and
-TensorFlow by each backend's autodiff. On TensorFlow the same code runs
-(XLA-compiled by :func:`stn.kinds.keras_warp`): a hand-written TF kernel
-was not measured faster (``python -m bench volumes``).
+TensorFlow by each backend's autodiff. On TensorFlow the same code runs,
+as its own XLA function (:func:`stn.kinds3d.tf_volume_sample`); on PyTorch
+the warps call PyTorch's own ``grid_sample`` through :func:`sample`.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -102,6 +103,24 @@ def trilinear_sample(volumes, grid):
     return out  # (B, d, h, w, C)
 
 
+def sample(volumes, grid):
+    """:func:`trilinear_sample`, through the one seam for a backend's own kernel.
+
+    On PyTorch, ``torch.nn.functional.grid_sample`` (5-D, ``align_corners=False``,
+    zeros: this module's convention) on the volumes permuted to NCDHW: the
+    ``keras.ops`` sampler's eight gathers ran at 4-9x its time, eagerly
+    (``python -m bench volumes``). Elsewhere, :func:`trilinear_sample`.
+    ``tests/test_volumes.py`` holds the two equal on PyTorch.
+    """
+    if keras.backend.backend() != "torch":
+        return trilinear_sample(volumes, grid)
+    import torch.nn.functional as F
+    x = ops.transpose(volumes, (0, 4, 1, 2, 3))  # (B, C, D, H, W)
+    out = F.grid_sample(x, ops.cast(grid, volumes.dtype), mode="bilinear",
+                        padding_mode="zeros", align_corners=False)
+    return ops.transpose(out, (0, 2, 3, 4, 1))  # (B, d, h, w, C)
+
+
 def affine3d_warp(volumes, theta, out_size=None):
     """Warps ``volumes`` ``[B, D, H, W, C]`` by ``theta`` ``[B, 12]`` to ``[B, d, h, w, C]``.
 
@@ -111,7 +130,7 @@ def affine3d_warp(volumes, theta, out_size=None):
     volumes = ops.convert_to_tensor(volumes)
     theta = ops.cast(theta, volumes.dtype)
     size = volumes.shape[1:4] if out_size is None else out_size
-    return trilinear_sample(volumes, affine3d_grid(theta, *(int(s) for s in size)))
+    return sample(volumes, affine3d_grid(theta, *(int(s) for s in size)))
 
 
 def affine3d_points(params, points) -> np.ndarray:

@@ -129,6 +129,11 @@ def worker(out: Path, tf_file: Path) -> None:
         jax.config.update("jax_enable_x64", True)  # float64 for the finite differences
     forward = {"affine3d": K.warp_ops(*case(), "affine3d", OUT_SIZE),
                "flow3d": K.warp_ops(*flow_case(), "flow3d")}
+    from stn import sampler3d
+    volumes, theta = case()
+    grid = sampler3d.affine3d_grid(keras.ops.convert_to_tensor(theta), *OUT_SIZE)
+    forward["portable"] = sampler3d.trilinear_sample(keras.ops.convert_to_tensor(volumes), grid)
+    forward["seam"] = sampler3d.sample(keras.ops.convert_to_tensor(volumes), grid)
     np.savez(out / "forward.npz", **{k: keras.ops.convert_to_numpy(v) for k, v in forward.items()})
     errors = {kind: gradient_errors(kind, lambda x, p, kind=kind: K.warp_ops(
         x, p, kind, OUT_SIZE if kind == "affine3d" else None)) for kind in ("affine3d", "flow3d")}
@@ -393,6 +398,8 @@ def test_every_backend_gives_the_same_warps(backend):
     np.testing.assert_allclose(got["affine3d"], warps(*case(), "affine3d", OUT_SIZE)[0],
                                rtol=0, atol=1e-5)
     np.testing.assert_allclose(got["flow3d"], warps(*flow_case(), "flow3d")[0], rtol=0, atol=1e-5)
+    # The backend's own kernel (PyTorch's grid_sample) against the keras.ops sampler.
+    np.testing.assert_allclose(got["seam"], got["portable"], rtol=0, atol=1e-5)
 
 
 def test_every_backends_gradients_match_finite_differences(backend):
