@@ -4,7 +4,7 @@
     python evaluate.py --run-dir runs/seed-original_seed          # figures in RUN/images
 
 Writes RUN/results.json (accuracy, confusion matrix, per-class recall, pose
-alignment; definitions in stn/evaluation.py) and the figures as PNG files.
+alignment; definitions in stn/analysis/evaluation.py) and the figures as PNG files.
 The test set is rebuilt from the run's protocol and seed, so it is the one
 the run was tested on.
 """
@@ -40,7 +40,7 @@ def say(message: str) -> None:
 
 def save_figures(evaluation, images: Path) -> list[Path]:
     """Renders every figure of the run into ``images`` as PNG."""
-    from stn import figures
+    from stn.viz import figures
 
     images.mkdir(parents=True, exist_ok=True)
     written = []
@@ -55,7 +55,7 @@ def save_figures(evaluation, images: Path) -> list[Path]:
 
 def check_outputs(run_dir: Path, images: Path) -> None:
     """Raises RunError now if results.json or the figures could not be written at the end."""
-    from stn.runs import check_writable_dir
+    from stn.train.runs import check_writable_dir
 
     if run_dir.is_dir():  # else evaluate_run says it is not a run directory
         check_writable_dir(run_dir, "--run-dir")  # results.json goes there
@@ -64,9 +64,9 @@ def check_outputs(run_dir: Path, images: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn import evaluation
-    from stn.mnist import MnistError
-    from stn.runs import RunError
+    from stn.analysis import evaluation
+    from stn.data.mnist import MnistError
+    from stn.train.runs import RunError
 
     run_dir = Path(args.run_dir)
     images = Path(args.images) if args.images else run_dir / "images"
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     results_path = evaluation.write_results(result)
     say(f"writing figures to {images}/ ...")
     save_figures(result, images)
-    from stn import animation
+    from stn.viz import animation
     began = time.perf_counter()
     gif = animation.render_run(run_dir, images)  # None for a model with no transformer
     if gif:

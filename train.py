@@ -31,10 +31,10 @@ MODEL_FLAGS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a value Config refuses is an argparse error (exit 2) here."""
-    from stn import cli
-    from stn.config import DEFAULT_PRESET, DEFAULT_RECIPE, MODEL_PRESETS, PRECISIONS, RECIPES
-    from stn.config import SETTINGS
-    from stn.protocols import PROTOCOLS
+    from stn.train import cli
+    from stn.train.config import DEFAULT_PRESET, DEFAULT_RECIPE, MODEL_PRESETS, PRECISIONS, RECIPES
+    from stn.train.config import SETTINGS
+    from stn.data.protocols import PROTOCOLS
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="with --dry-run and no --run-dir: keep the temporary run dir")
     cli.add_settings(p)
-    group = p.add_argument_group("model changes", "each flag given replaces the preset's value")
+    group = p.add_argument_group(f"{cli.RESEARCH_GROUP}: model changes",
+                                 "research options of the studies (experiments/screen.py); "
+                                 "each flag given replaces the preset's value")
     for name, (kind, metavar, text) in MODEL_FLAGS.items():
         group.add_argument(cli.flag(name), type=kind, metavar=metavar,
                            help=f"{text} (default: the preset's)")
@@ -83,8 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def make_run_config(args: argparse.Namespace, precision: str):
     """The run's Config: the recipe, with the flags given, the classifier in ``precision``."""
-    from stn import cli
-    from stn.config import make_config
+    from stn.train import cli
+    from stn.train.config import make_config
 
     fields = dict(cli.settings(args), seed=args.seed, max_train_examples=args.max_train_examples,
                   deterministic=args.deterministic, strategy=args.strategy,
@@ -109,10 +111,10 @@ def remove_dry_run(run_dir: str, keep: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.mnist import MnistError
-    from stn.precision import resolve_precision
-    from stn.runs import RunError
-    from stn.training import TrainingDiverged, train_and_evaluate
+    from stn.data.mnist import MnistError
+    from stn.train.precision import resolve_precision
+    from stn.train.runs import RunError
+    from stn.train.training import TrainingDiverged, train_and_evaluate
 
     temporary = args.dry_run and not args.run_dir
     run_dir = args.run_dir or (tempfile.mkdtemp(prefix="stn-dry-run-") if temporary

@@ -9,7 +9,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import backends, default_run, input_gradient, kinds, pipeline, sampler, scaling, training, volumes  # noqa: E402  (after the log-level setting)
-from stn import runs  # noqa: E402
+from stn.train import runs  # noqa: E402
 
 BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
               "training": training.run, "pipeline": pipeline.run,

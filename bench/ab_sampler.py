@@ -2,7 +2,7 @@
 
     python -m bench.ab_sampler OTHER_CHECKOUT [THIS_CHECKOUT] [--rounds 3]
 
-Times ``stn.transform.transform`` (affine, batch 500, 40x40x1, float32) in
+Times ``stn.layer.transform.transform`` (affine, batch 500, 40x40x1, float32) in
 one ``jit_compile`` function, forward and forward + backward to theta, as
 the code of each checkout defines it (a fresh process per checkout, its
 ``stn`` first on ``sys.path``), alternating checkouts ``--rounds`` times,
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # code, whose bench/ may not exist or may differ.
 _WORKER = r"""
 import time, numpy as np, tensorflow as tf
-from stn import transform as T
+from stn import transform as T  # the old path: older checkouts have no stn.layer
 rng = np.random.default_rng(0)
 x = tf.constant(rng.random((500, 40, 40, 1)).astype(np.float32))
 theta = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (500, 1))
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     args = p.parse_args(argv)
     for checkout in (args.other, args.this):
-        if not (checkout / "stn" / "transform.py").exists():
-            p.error(f"{checkout} is not a checkout of this repository (no stn/transform.py)")
+        if not any((checkout / "stn" / sub / "transform.py").exists() for sub in ("layer", "")):
+            p.error(f"{checkout} is not a checkout of this repository (no stn/layer/transform.py)")
     times = {args.other: [], args.this: []}
     for _ in range(args.rounds):
         for checkout in times:

@@ -1,7 +1,7 @@
 """Benchmark: the layer's warp on each Keras backend (JAX, PyTorch, TensorFlow), CPU.
 
 What ``SpatialTransformer`` runs on each backend, timed side by side:
-``stn.kinds.keras_warp(images, params, kind, image_gradient=False)`` on a
+``stn.layer.kinds.keras_warp(images, params, kind, image_gradient=False)`` on a
 batch of 500 40x40x1 float32 images (the default training batch), forward
 and forward + backward with respect to the parameters only (a training
 step's transformer on the raw input). On TensorFlow that is today's fast
@@ -37,7 +37,7 @@ PATH = {
 def _inputs(kind: str):
     import numpy as np
 
-    from stn import kinds as K
+    from stn.layer import kinds as K
     rng = np.random.default_rng(0)
     images = rng.random((BATCH, SIZE, SIZE, 1)).astype(np.float32)
     params = K.identity(kind, BATCH) + rng.uniform(-0.3, 0.3, (BATCH, K.get_kind(kind).size))
@@ -47,7 +47,7 @@ def _inputs(kind: str):
 def _tensorflow(kind, images, params):
     import tensorflow as tf
 
-    from stn import kinds as K
+    from stn.layer import kinds as K
     x, p = tf.constant(images), tf.constant(params)
 
     @tf.function
@@ -68,7 +68,7 @@ def _jax(kind, images, params):
     import jax
     import jax.numpy as jnp
 
-    from stn import kinds as K
+    from stn.layer import kinds as K
     x, p = jnp.asarray(images), jnp.asarray(params)
     warp = jax.jit(lambda x, p: K.keras_warp(x, p, kind, image_gradient=False))
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.square(
@@ -80,7 +80,7 @@ def _jax(kind, images, params):
 def _torch(kind, images, params):
     import torch
 
-    from stn import kinds as K
+    from stn.layer import kinds as K
     x, p = torch.from_numpy(images), torch.from_numpy(params)
 
     def forward():

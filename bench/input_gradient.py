@@ -2,14 +2,14 @@
 
 A spatial transformer's training step differentiates the classifier with
 respect to its *input* image (the gradient must reach the sampler); a plain
-CNN does not. Rows, each a full compiled training step (``stn.training.Steps``,
+CNN does not. Rows, each a full compiled training step (``stn.train.training.Steps``,
 batch of the recipe, random data), timed in alternation:
 
 - ``CNN, weights only``: the baseline step;
 - ``CNN + input gradient, <path>``: the same step also computing the
   gradient of the loss with respect to the images, by TensorFlow's own
-  backward convolution (``tf``) or by stn.conv's matrix products
-  (``stn.conv``);
+  backward convolution (``tf``) or by stn.layer.conv's matrix products
+  (``stn.layer.conv``);
 - ``ST-CNN affine, <path>``: the ST model's step with its classifier's first
   layer on that path;
 - ``its localization net alone`` and ``its sampler alone``: the ST model's
@@ -28,15 +28,15 @@ import numpy as np
 import tensorflow as tf
 
 from bench.timing import measure_interleaved, to_numpy
-from stn import config as C
-from stn import conv
-from stn import data as stn_data
-from stn import kinds
+from stn.train import config as C
+from stn.layer import conv
+from stn.data import pipeline as stn_data
+from stn.layer import kinds
 from stn.model import build_model, find_transformer
-from stn.precision import auto_precision
-from stn.training import Steps, _losses, _sums
+from stn.train.precision import auto_precision
+from stn.train.training import Steps, example_losses, batch_sums
 
-PATHS = {"tf": False, "stn.conv": True}
+PATHS = {"tf": False, "stn.conv": True}  # row labels of results/bench.txt
 """Input-gradient paths by row label: ``build_model(fast_input_gradient=...)``."""
 
 
@@ -51,11 +51,11 @@ class InputGradientSteps(Steps):
         with tf.GradientTape() as tape:
             tape.watch(images)
             logits = self.model(images, training=True)
-            losses = _losses(labels, logits)
+            losses = example_losses(labels, logits)
             loss = tf.reduce_mean(losses)
         *grads, image_grad = tape.gradient(loss, [*self.model.trainable_variables, images])
         self._apply(grads)
-        loss_sum, correct, count = _sums(losses, logits, labels)
+        loss_sum, correct, count = batch_sums(losses, logits, labels)
         return loss_sum + 0.0 * tf.reduce_sum(image_grad), correct, count
 
 
@@ -130,7 +130,7 @@ def default_rows(precision: str, repeats: int) -> dict:
 
 
 def layer_rows(precision: str, repeats: int) -> dict:
-    """The first layer's input gradient alone: TensorFlow's vs each stn.conv formulation."""
+    """The first layer's input gradient alone: TensorFlow's vs each stn.layer.conv formulation."""
     dtype = tf.bfloat16 if precision == "mixed_bfloat16" else tf.float32
     results = {}
     for name, size, k, filters, padding in (("paper 9x9x64, 28x28", 28, 9, 64, "VALID"),

@@ -1,4 +1,4 @@
-"""Benchmark 1b: each transformer kind (stn.kinds) against the affine.
+"""Benchmark 1b: each transformer kind (stn.layer.kinds) against the affine.
 
 Batch 500 of 40x40x1, float32, on our XLA code paths (bench.sampler.PATHS):
 the forward pass (``kinds.warp_xla``), and forward + backward with respect to
@@ -17,8 +17,8 @@ import sys
 
 from bench.sampler import BATCH, HEIGHT, WIDTH, code_paths, inputs
 from bench.timing import measure_in_processes, serve, to_numpy
-from stn import kinds as K
-from stn.kinds3d import image_kinds
+from stn.layer import kinds as K
+from stn.layer.kinds3d import image_kinds
 
 TARGET = 1.5
 """Forward + backward of every kind within this factor of the affine's."""

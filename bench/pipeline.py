@@ -16,8 +16,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from stn import config as C
-from stn import data as stn_data
+from stn.train import config as C
+from stn.data import pipeline as stn_data
 
 BATCH = C.RECIPES["default"].batch_size  # the default run's epoch:
 STEPS = -(-55_000 // BATCH)  # its 55,000 training images

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.timing import Timing, decline, measure_in_processes, serve, to_numpy
-from stn import kinds as K
+from stn.layer import kinds as K
 
 BATCH, HEIGHT, WIDTH = 500, 40, 40
 

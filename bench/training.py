@@ -20,14 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from bench.timing import Timing, measure, measure_interleaved, to_numpy
-from stn import config as C
-from stn import kinds
-from stn import data as stn_data
-from stn import protocols
-from stn.layers import SpatialTransformer
+from stn.train import config as C
+from stn.layer import kinds
+from stn.data import pipeline as stn_data
+from stn.data import protocols
+from stn.layer.layers import SpatialTransformer
 from stn.model import build_model
-from stn.precision import auto_precision
-from stn.training import Steps
+from stn.train.precision import auto_precision
+from stn.train.training import Steps
 
 BATCH = C.RECIPES["default"].batch_size  # as `make train` trains
 

@@ -7,7 +7,7 @@ on a batch of 4 single-channel float32 volumes of 32^3 and of 64^3 voxels
 the 12 parameters only (a transformer on the raw input): on TensorFlow the
 sampler's own XLA function, on JAX the ``keras.ops`` sampler under
 ``jax.jit``, on PyTorch the layer's seam to ``grid_sample``
-(``stn.sampler3d.sample``) after the ``keras.ops`` grid. Beside it, the
+(``stn.layer.sampler3d.sample``) after the ``keras.ops`` grid. Beside it, the
 reference: ``torch.nn.functional.affine_grid`` + ``grid_sample`` on the same
 volumes in PyTorch's own NCDHW layout (``align_corners=False``, zeros),
 gradient to theta only. Each contender lives in its own process, timed in
@@ -37,7 +37,7 @@ PATH = {
 def _inputs(size: int):
     import numpy as np
 
-    from stn import kinds as K
+    from stn.layer import kinds as K
     rng = np.random.default_rng(0)
     volumes = rng.random((BATCH, size, size, size, CHANNELS)).astype(np.float32)
     theta = K.identity("affine3d", BATCH) + rng.uniform(-0.3, 0.3, (BATCH, 12))

@@ -28,8 +28,9 @@ whose record holds exactly its config is not retrained):
 
 ``results/alignment.json`` holds one row per run in the issue's shape,
 these runs beside the paper-method rows of Table 1 (``results/table1/``)
-and the default run (``results/seed_seed/``; before the ``upright`` recipe,
-``results/seed_seed_default/``, recipe ``default``).
+and the default run (``results/seed_seed/``, preset ``pooled``; before the
+fast-default screen ``results/seed_seed_upright/``, preset ``seed-conv``; before
+the ``upright`` recipe ``results/seed_seed_default/``, preset ``seed``, recipe ``default``).
 """
 
 import argparse
@@ -97,7 +98,7 @@ def method_name(group: str) -> str:
 def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: str):
     """A Table 1 cell's Config (``model`` a row, ``protocol`` a column), or a preset on a
     protocol by name (the floor), with ``fields`` replaced; recipe ``table1``."""
-    from stn.config import make_config
+    from stn.train.config import make_config
 
     if model in grid.MODELS:
         return grid.cell_config(model, protocol, seed, "table1", precision, **fields)
@@ -107,7 +108,8 @@ def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: s
 
 def run_unit(name: str, config, runs_dir: Path, results_dir: Path, mnist_path=None) -> Path:
     """Trains (or resumes) and evaluates one unit; copies its record to ``results_dir``."""
-    from stn import evaluation, training
+    from stn.analysis import evaluation
+    from stn.train import training
 
     run_dir, kept = runs_dir / name, results_dir / name
     if grid.is_done(config, kept):
@@ -142,7 +144,7 @@ def row(model: str, method: str, protocol: str, seed: int, kept: Path) -> dict:
 
 def default_row(kept: Path) -> dict:
     """The row of a default run (``make train``; ``train.py --seed N``) from its record."""
-    from stn import runs
+    from stn.train import runs
 
     config = runs.read_config(kept)
     method = config.recipe if config.alignment_weight else "paper"  # "upright": make train's
@@ -157,7 +159,8 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
             kept = ROOT / "results" / "table1" / grid.run_name("ST-CNN Aff", protocol, seed)
             if (kept / "results.json").exists():
                 rows.append(row("ST-CNN Aff", "paper", protocol, seed, kept))
-    for record in ("seed_seed_default", "seed_seed"):  # make train's run before and now
+    # make train's runs, oldest first: the seed model, then seed-conv (upright), now pooled.
+    for record in ("seed_seed_default", "seed_seed_upright", "seed_seed"):
         for seed in SEEDS:  # seed 0, then `train.py --seed 1` ...
             default = ROOT / "results" / (record + (f"_s{seed}" if seed else ""))
             if (default / "results.json").exists():
@@ -181,8 +184,9 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
     Reads the models of the ``paper`` units, of the method's seed-0 runs and
     of its variants' on their protocols.
     """
-    from stn import evaluation, runs
-    from stn.figures import transformers_figure
+    from stn.analysis import evaluation
+    from stn.train import runs
+    from stn.viz.figures import transformers_figure
     from stn.model import transformer_outputs
 
     written = []
@@ -211,7 +215,7 @@ def write_figures(runs_dir: Path, images_dir: Path, n: int = 12, mnist_path=None
 
 
 def main(argv=None) -> int:
-    from stn import cli
+    from stn.train import cli
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,8 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=Path("results/alignment.json"))
     cli.add_data_flags(p)
     args = p.parse_args(argv)
-    from stn import runs
-    from stn.precision import resolve_precision
+    from stn.train import runs
+    from stn.train.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     selected = [u for g in (args.only or units()) for u in units()[g]]

@@ -11,7 +11,7 @@ wording, and the paper's FCN (no invariance of its own) says they are not
 its data: 12.46% on our ``p`` against its 3.1%, 2.18% on ``e`` against
 3.2%. So the FCN is trained, with the ``table1`` recipe and seed 0 as in
 ``experiments/table1.py``, on every registered member of the severity
-families (``stn.protocols.SEVERITIES``): P with the corners' std 1-5 px,
+families (``stn.data.protocols.SEVERITIES``): P with the corners' std 1-5 px,
 E with the control points' std 1.5-4 px, each with and without P's scale
 of 0.75-1 first (protocols ``p-s<std>[-scale]``, ``e-s<std>[-scale]``).
 
@@ -23,7 +23,7 @@ then trained at each chosen setting as a second ruler (paper: 1.5% on P,
 1.4% on E); it chooses nothing. Test errors are recorded, never used.
 
 Each unit (a model on a protocol) is an ordinary run of
-``stn.training.train_and_evaluate`` in ``<runs-dir>/<protocol>/<preset>/``
+``stn.train.training.train_and_evaluate`` in ``<runs-dir>/<protocol>/<preset>/``
 (checkpoints: a killed unit resumes from its last epoch); its
 ``config.json``, ``history.csv`` and ``metrics.json`` are copied to
 ``<results>/calibration/<protocol>/<preset>/``, and a unit whose copy holds
@@ -47,9 +47,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from experiments import ROOT
-from stn import protocols  # light: NumPy and TensorFlow, no Keras model
+from stn.data import protocols  # light: NumPy and TensorFlow, no Keras model
 
-RULER, SECOND = "paper-fcn", "paper-cnn"  # model presets (stn.config.MODEL_PRESETS)
+RULER, SECOND = "paper-fcn", "paper-cnn"  # model presets (stn.train.config.MODEL_PRESETS)
 MODEL_NAMES = {RULER: "FCN", SECOND: "CNN"}
 PAPER = {  # Jaderberg et al. 2015, Table 1, % test error: family -> preset -> error
     "p": {RULER: 3.1, SECOND: 1.5},
@@ -81,7 +81,7 @@ def describe(name: str) -> dict:
 
 def unit_config(preset: str, protocol: str, precision: str, fields: dict):
     """The unit's Config: as a Table 1 baseline cell, on ``protocol``."""
-    from stn.config import make_config
+    from stn.train.config import make_config
 
     return make_config(preset, protocol, {"dtype": precision}, recipe="table1", seed=0,
                        **fields)
@@ -93,7 +93,7 @@ def _done(config, kept: Path) -> bool:
     Raises:
       SystemExit: ``kept`` holds a finished record of another config.
     """
-    from stn import runs
+    from stn.train import runs
 
     if not (kept / runs.METRICS).exists():
         return False
@@ -107,7 +107,7 @@ def _done(config, kept: Path) -> bool:
 def run_unit(preset: str, protocol: str, config, runs_dir: Path, kept: Path, mnist_path,
              verbose: int) -> bool:
     """Trains (or resumes) one unit and copies its record to ``kept``; False if done."""
-    from stn import training
+    from stn.train import training
 
     if _done(config, kept):
         return False
@@ -183,7 +183,7 @@ def collect(results: Path, config_of, root: Path) -> list[dict]:
 
 
 def write_json(results: Path, units: list[dict], precision: str, fields: dict) -> Path:
-    from stn import runs
+    from stn.train import runs
 
     path = results / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def write_figure(results: Path, path: Path) -> Path:
 # --- the command ----------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn import cli
+    from stn.train import cli
 
     p = argparse.ArgumentParser(prog="python -m experiments.calibrate_pe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     if args.figure:
         print(f"wrote {write_figure(results, png)}")
         return 0
-    from stn.precision import resolve_precision
+    from stn.train.precision import resolve_precision
 
     precision, fields = resolve_precision(args.precision)[0], overrides(args)
     if args.list:

@@ -39,8 +39,8 @@ def sign_test(wins: int, losses: int) -> float:
 
 def config_changes(a: Path, b: Path) -> dict:
     """``{field: [value in a, value in b]}`` for the Config fields that differ."""
-    from stn import runs
-    from stn.config import config_to_dict
+    from stn.train import runs
+    from stn.train.config import config_to_dict
 
     old, new = (config_to_dict(runs.read_config(d)) for d in (a, b))
     return {k: list(v) for k, v in runs.config_changes(old, new).items()}
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     result = compare(args.a, args.b)
     print(report(result))
     if args.json:
-        from stn import runs
+        from stn.train import runs
 
         runs.write_json(Path(args.json), result)
     return 0

@@ -20,7 +20,7 @@ from experiments import ROOT
 
 def export(run_dir: Path, out_dir: Path) -> Path:
     """Copies ``run_dir``'s model to ``out_dir``; returns the ``.keras`` path."""
-    from stn import runs
+    from stn.train import runs
 
     for name in (runs.MODEL, runs.METRICS, "results.json"):
         if not (run_dir / name).exists():

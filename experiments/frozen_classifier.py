@@ -8,13 +8,13 @@ the cell's model (``experiments/grid.py``: ``cell_config``, float32 or the
 ``--precision`` given):
 
 1. **upright**: the whole model trains on the protocol's digits *unwarped*
-   (:meth:`stn.protocols.Protocol.scaled` at strength 0), so the classifier
+   (:meth:`stn.data.protocols.Protocol.scaled` at strength 0), so the classifier
    learns upright digits only and the transformer has nothing to undo;
 2. **frozen**: the classifier's weights are frozen; only the localization
    net trains, on the protocol's full warps, fresh every epoch.
 
 After each stage it reports the validation error and the transformer's
-rotation-spread ratio on the validation split (:mod:`stn.pose`; 1 = none of
+rotation-spread ratio on the validation split (:mod:`stn.analysis.pose`; 1 = none of
 the rotation undone, 0 = all). A diagnostic, not a method for the table:
 the test split is never read.
 
@@ -49,7 +49,7 @@ def train_stage(model, data, protocol, epochs: int, batch_size: int, learning_ra
     """``epochs`` of Adam on fresh warps of ``protocol``; one validation row per epoch."""
     import keras
 
-    from stn import data as stn_data
+    from stn.data import pipeline as stn_data
 
     model.compile(keras.optimizers.Adam(learning_rate),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -74,7 +74,7 @@ def validation_numbers(model, split) -> dict:
     """Validation error (%) and the transformer's rotation-spread ratio."""
     import numpy as np
 
-    from stn import evaluation
+    from stn.analysis import evaluation
 
     predictions = evaluation.predict(model, split.images).argmax(-1)
     error = 100.0 * float(np.mean(predictions != split.labels))
@@ -83,7 +83,7 @@ def validation_numbers(model, split) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn.config import PRECISIONS
+    from stn.train.config import PRECISIONS
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,10 +120,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
 
-    from stn import data as stn_data
-    from stn import protocols, runs
+    from stn.data import pipeline as stn_data
+    from stn.data import protocols
+    from stn.train import runs
     from stn.model import build_model
-    from stn.precision import resolve_precision
+    from stn.train.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     config = grid.cell_config(args.model, args.protocol, args.seed, precision=precision)

@@ -7,7 +7,7 @@ Shared by the studies that train, read or compare its cells
 
 from pathlib import Path
 
-MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
+MODELS = {  # the table's rows -> model presets (stn.train.config.MODEL_PRESETS)
     "FCN": "paper-fcn",
     "CNN": "paper-cnn",
     "ST-FCN Aff": "st-fcn-affine",
@@ -17,23 +17,27 @@ MODELS = {  # the table's rows -> model presets (stn.config.MODEL_PRESETS)
     "ST-CNN Proj": "st-cnn-projective",
     "ST-CNN TPS": "st-cnn-tps",
 }
-PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal"}  # columns -> stn.protocols
+PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal",  # columns -> stn.data.protocols
+             "TC": "tc"}
 # Our literal readings of the appendix's P and E, the table's columns until
 # the FCN ruler calibrated them (issue 25; docs/protocols.md): their cells are
 # kept, as results/table1_literal.{json,md}, beside the calibrated table.
 LITERAL = {"P": "p", "E": "e"}
 READINGS = {"calibrated": PROTOCOLS, "literal": LITERAL}
-PAPER = {  # Jaderberg et al. 2015, Table 1 (left), % error
-    "FCN": (2.1, 5.2, 3.1, 3.2),
-    "CNN": (1.2, 0.8, 1.5, 1.4),
-    "ST-FCN Aff": (1.2, 0.8, 1.5, 2.7),
-    "ST-FCN Proj": (1.3, 0.9, 1.4, 2.6),
-    "ST-FCN TPS": (1.1, 0.8, 1.4, 2.4),
-    "ST-CNN Aff": (0.7, 0.5, 0.8, 1.2),
-    "ST-CNN Proj": (0.8, 0.6, 0.8, 1.3),
-    "ST-CNN TPS": (0.7, 0.5, 0.8, 1.1),
+# TC: the paper gives one number per family in Sect. 4.1 (ST-FCN 2.0, ST-CNN
+# 1.7), not per transformation; each kind's row carries its family's number.
+PAPER = {  # Jaderberg et al. 2015, Table 1 (left) and Sect. 4.1 (TC), % error
+    "FCN": (2.1, 5.2, 3.1, 3.2, 13.2),
+    "CNN": (1.2, 0.8, 1.5, 1.4, 3.5),
+    "ST-FCN Aff": (1.2, 0.8, 1.5, 2.7, 2.0),
+    "ST-FCN Proj": (1.3, 0.9, 1.4, 2.6, 2.0),
+    "ST-FCN TPS": (1.1, 0.8, 1.4, 2.4, 2.0),
+    "ST-CNN Aff": (0.7, 0.5, 0.8, 1.2, 1.7),
+    "ST-CNN Proj": (0.8, 0.6, 0.8, 1.3, 1.7),
+    "ST-CNN TPS": (0.7, 0.5, 0.8, 1.1, 1.7),
 }
-SEED_CELLS = (("CNN", "RTS"), ("ST-CNN Aff", "RTS"), ("ST-CNN Aff", "R"))  # also seeds 1, 2
+SEED_CELLS = (("CNN", "RTS"), ("ST-CNN Aff", "RTS"), ("ST-CNN Aff", "R"),  # also seeds 1, 2
+              ("CNN", "TC"), ("ST-CNN Aff", "TC"))
 EXTRA_SEEDS = (1, 2)
 
 
@@ -64,6 +68,18 @@ def run_name(model: str, protocol: str, seed: int = 0, reading: str = "calibrate
 # network the R, P and E cells use, reading a digit at its original scale, and
 # costs 2.25x fewer pixels. The baselines (FCN, CNN) read the 42x42 canvas.
 RTS_TRANSFORMER_OUTPUT = 28
+# On TC (60x60) the transformer crops and downsamples, as the paper's
+# attention does: its output side is chosen on validation by
+# `python -m experiments.screen tc-output` (docs/protocols.md, "TC"). Until
+# that screen has run: 28, MNIST's own size, as on RTS.
+TC_TRANSFORMER_OUTPUT = 28
+TRANSFORMER_OUTPUT = {"RTS": RTS_TRANSFORMER_OUTPUT, "TC": TC_TRANSFORMER_OUTPUT}
+# Config fields every TC cell (and the TC calibration's FCN) replaces in the
+# recipe, the same for all models. The CNN reads the whole 60x60 canvas: 3.1x
+# the multiply-adds of its RTS cell, an estimated 35-44 min at the recipe's 45
+# epochs against a 20-minute budget per cell (docs/protocols.md, "TC"), so the
+# TC column trains 20 epochs, every model alike.
+TC_FIELDS: dict = {"epochs": 20}
 
 
 def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1",
@@ -73,18 +89,20 @@ def cell_config(model: str, protocol: str, seed: int = 0, recipe: str = "table1"
     ``fields`` are Config fields, or ModelConfig fields (``classifier_dropout``,
     ...) that replace the preset's.
     """
-    from stn.config import make_config, model_config
+    from stn.train.config import make_config, model_config
 
     overrides = {"dtype": precision}
-    if protocol == "RTS" and model_config(MODELS[model]).transformer:
-        overrides["transformer_output_size"] = RTS_TRANSFORMER_OUTPUT
+    if protocol == "TC":
+        fields = {**TC_FIELDS, **fields}
+    if protocol in TRANSFORMER_OUTPUT and model_config(MODELS[model]).transformer:
+        overrides["transformer_output_size"] = TRANSFORMER_OUTPUT[protocol]
     return make_config(MODELS[model], READINGS[reading][protocol], overrides, recipe=recipe,
                        seed=seed, **fields)
 
 
 def is_done(config, results: Path) -> bool:
     """True if ``results`` holds a finished evaluation of exactly ``config``."""
-    from stn import runs
+    from stn.train import runs
 
     try:
         return (results / "results.json").exists() and runs.read_config(results) == config

@@ -5,7 +5,7 @@
 
 Each digit of an affine protocol's split is read back through the exact
 inverse of its ground-truth warp onto the classifier's 28 x 28 canvas, with
-the sampler the transformers use (:func:`stn.kinds.warp`): the digit is
+the sampler the transformers use (:func:`stn.layer.kinds.warp`): the digit is
 resampled twice, as a transformer's output is. A classifier trained on
 undistorted digits (the jittered floor, ``python -m experiments.alignment
 --only floor-jitter``) then reads it, and the same digits undistorted. The
@@ -52,7 +52,7 @@ def undo(split, size: int = SIZE, chunk: int = 1000):
     import numpy as np
     import tensorflow as tf
 
-    from stn import kinds
+    from stn.layer import kinds
 
     params = perfect_params(split.warps, split.images.shape[1], size)
     return np.concatenate([
@@ -65,8 +65,9 @@ def measure(model, protocol: str, split_name: str, mnist_path=None) -> dict:
     undistorted."""
     import numpy as np
 
-    from stn import data as stn_data
-    from stn import evaluation, protocols
+    from stn.data import pipeline as stn_data
+    from stn.analysis import evaluation
+    from stn.data import protocols
 
     if protocols.PROTOCOLS[protocol].kind != "affine":
         raise ValueError(f"protocol {protocol!r} is not affine: its warps have no exact inverse "
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist", metavar="PATH", help="MNIST file or folder (see docs/protocols.md)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
-    from stn import runs
+    from stn.train import runs
 
     rows = []
     try:

@@ -3,7 +3,7 @@
 A spatial transformer learns theta without labels, from the classifier's
 loss alone. Here the same localization architectures are instead trained
 *with* the ground-truth answer: theta = F, the forward map of each warp,
-which undoes it exactly (stn.warps: chain(A, F) is the identity). Whatever
+which undoes it exactly (stn.data.warps: chain(A, F) is the identity). Whatever
 pose spread remains on the validation split is a floor that the
 unsupervised transformer with the same localization net should not be
 expected to beat.
@@ -15,7 +15,7 @@ Affine protocols only (seed, r, rts, none): the regression target is the
 6-parameter forward map F, which the projective and elastic warps of p and
 e do not have.
 
-Prints the pose-alignment statistics of stn.pose (residual std and
+Prints the pose-alignment statistics of stn.analysis.pose (residual std and
 ratio to the raw warps) for each architecture, and writes them as JSON
 with --json.
 """
@@ -31,7 +31,7 @@ def regress_theta(localization, data, epochs: int, batch_size: int):
     """Trains ``localization`` (input -> 6) to output F; returns validation theta."""
     import keras
 
-    from stn import warps
+    from stn.data import warps
 
     target = warps.invert(data.train.warps).reshape(-1, 6).astype("float32")  # F
     size = data.train.canvas
@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--json", help="write the statistics to this file")
     args = p.parse_args()
 
-    from stn import protocols
+    from stn.data import protocols
 
     affine = [name for name, proto in protocols.PROTOCOLS.items() if proto.kind == "affine"]
     if args.protocol not in affine:
@@ -61,9 +61,10 @@ def main() -> None:
 
     import keras
 
-    from stn import data as stn_data
-    from stn import pose, runs
-    from stn.layers import conv_localization, dense_localization, fc_localization
+    from stn.data import pipeline as stn_data
+    from stn.analysis import pose
+    from stn.train import runs
+    from stn.layer.layers import conv_localization, dense_localization, fc_localization
 
     data = stn_data.load_data(args.protocol, args.seed)
     nets = {"seed (Flatten -> Dense 20 tanh)": dense_localization,

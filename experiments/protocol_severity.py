@@ -2,7 +2,7 @@
 
 A warp that moves part of the digit outside the canvas destroys it: no
 transformer can bring it back. For each protocol, the test split's
-ground-truth warps are followed as maps (``stn.kinds``: each output point
+ground-truth warps are followed as maps (``stn.layer.kinds``: each output point
 reads the input at the warp's point map): an input pixel that no output
 point inside the canvas reads (on a grid 4x finer than the canvas, nearest
 pixel) is lost. Reported over the 10,000 test digits: the share of the
@@ -33,13 +33,13 @@ def reached(params, kind: str, canvas: int, chunk: int = 500):
 
     Args:
       params: ``[n, P]`` sampling parameters of ``kind`` (output -> input).
-      kind: a name in stn.kinds.KINDS.
+      kind: a name in stn.layer.kinds.KINDS.
       canvas: side ``S`` of the square canvas, input and output.
       chunk: warps per batch (bounds the memory of the point maps).
     """
     import numpy as np
 
-    from stn import kinds
+    from stn.layer import kinds
 
     side = canvas * FINER
     axis = (np.arange(side) + 0.5) * 2.0 / side - 1.0  # fine output points, normalized
@@ -108,7 +108,8 @@ def run_errors(run_dir: Path, lost, split, seed: int) -> dict:
     """The run's test errors on ``split`` (of its protocol and ``seed``), split by ink loss."""
     import numpy as np
 
-    from stn import evaluation, runs
+    from stn.analysis import evaluation
+    from stn.train import runs
 
     config = runs.read_config(run_dir)
     if (config.protocol, config.seed) != (split.protocol, seed):
@@ -133,7 +134,9 @@ def main(argv=None) -> int:
                    help="trained run directories, all on the one protocol given (and --seed): "
                         "their test errors split by the digits' ink loss")
     args = p.parse_args(argv)
-    from stn import evaluation, protocols, runs
+    from stn.analysis import evaluation
+    from stn.data import protocols
+    from stn.train import runs
 
     unknown = [name for name in args.protocols if name not in protocols.PROTOCOLS]
     if unknown:

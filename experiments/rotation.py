@@ -1,6 +1,6 @@
 """Why is rotation not undone? Per class, how much of each turn the transformer undoes.
 
-A rotation-spread ratio well above 0 (stn.pose) has two readings: the
+A rotation-spread ratio well above 0 (stn.analysis.pose) has two readings: the
 transformer may bring each *class* to a pose of its own (consistent but not
 upright), or it may turn every digit back only part of the way. This tells
 them apart on a trained run's test split: for all digits and for each class,
@@ -23,7 +23,7 @@ raw turn's size: what the turns left cost the classifier.
     python -m experiments.rotation RUN... --split validation
 
 The runs need their ``model.keras`` (``runs/``, rebuilt by
-``experiments/table1.py``); rotation is measured as in ``stn.pose``.
+``experiments/table1.py``); rotation is measured as in ``stn.analysis.pose``.
 """
 
 import argparse
@@ -47,12 +47,12 @@ def rotation_stats(raw, residual) -> dict:
 
     Returns:
       ``{"n", "mean", "std", "slope"}``: the residual's circular mean and the
-      std of its deviations from it (stn.pose.centre_angles), and the least
+      std of its deviations from it (stn.analysis.pose.centre_angles), and the least
       squares slope of those deviations on the raw rotations' deviations.
     """
     import numpy as np
 
-    from stn import pose
+    from stn.analysis import pose
 
     mean, deviation = pose.centre_angles(residual)
     _, raw_deviation = pose.centre_angles(raw)
@@ -69,7 +69,7 @@ def principal_tilt(digits):
     Returns:
       ``(tilt, eccentricity)``, float ``[n]`` each: the angle (degrees) of
       the principal axis from the vertical (rows grow downward), positive
-      when the top leans left (-x), the sign that :mod:`stn.pose` gives the
+      when the top leans left (-x), the sign that :mod:`stn.analysis.pose` gives the
       residual rotation of a map standing the digit up; and ``(l1 - l2) / (l1 + l2)``
       of the moments' eigenvalues, 0 for round ink, 1 for a line.
     """
@@ -95,7 +95,7 @@ def tilt_stats(raw, residual, tilt) -> dict:
     """
     import numpy as np
 
-    from stn import pose
+    from stn.analysis import pose
 
     _, deviation = pose.centre_angles(residual)
     _, raw_deviation = pose.centre_angles(raw)
@@ -130,8 +130,9 @@ def diagnose(run_dir: Path, mnist_path=None, split: str = "test") -> dict:
     """Rotation statistics of one run's transformer on a split, overall and per class."""
     import numpy as np
 
-    from stn import data as stn_data
-    from stn import evaluation, runs
+    from stn.data import pipeline as stn_data
+    from stn.analysis import evaluation
+    from stn.train import runs
 
     config = runs.read_config(run_dir)
     if split == "test":
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="the split measured (default: %(default)s)")
     args = p.parse_args(argv)
-    from stn import runs
+    from stn.train import runs
 
     reports = []
     for run in args.runs:

@@ -6,8 +6,8 @@
     python -m experiments.table1 --list               # the cells and whether they are done
 
 Each cell (a model of the table on a distortion) is an ordinary run of
-``stn.training.train_and_evaluate`` in ``runs/table1/<run>/`` with the
-``table1`` recipe (stn.config.RECIPES), evaluated by ``stn.evaluation``; its
+``stn.train.training.train_and_evaluate`` in ``runs/table1/<run>/`` with the
+``table1`` recipe (stn.train.config.RECIPES), evaluated by ``stn.analysis.evaluation``; its
 ``config.json``, ``history.csv``, ``metrics.json`` and ``results.json`` are
 copied to ``results/table1/<run>/``. The grid is resumable cell by cell: a
 finished cell (its results.json present with the same config) is skipped, a
@@ -21,7 +21,10 @@ error and rotation-spread ratio) and ``results/table1.md`` (ours beside the
 paper's in each cell, the seeds and the CPU time).
 
 The P and E columns use the calibrated readings (protocols ``p-cal`` and
-``e-cal``, issue 25: ``python -m experiments.calibrate_pe``); the cells of
+``e-cal``: ``python -m experiments.calibrate_pe``), the TC column the
+calibrated clutter (protocol ``tc``: ``python -m experiments.calibrate_tc``;
+60 x 60 images, the transformers' output side ``grid.TC_TRANSFORMER_OUTPUT``
+chosen by ``python -m experiments.screen tc-output``); the cells of
 our literal readings (``p``, ``e``) are kept as a second table,
 ``results/table1_literal.{json,md}``, same shape, rebuilt with
 ``--reading literal``.
@@ -41,7 +44,7 @@ from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, READINGS, SEED_CEL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SETTINGS = ("learning_rate", "epochs")  # the training settings it has flags for (stn.cli)
+SETTINGS = ("learning_rate", "epochs")  # the training settings it has flags for (stn.train.cli)
 KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run", "epochs",
              "train_seconds")
@@ -50,7 +53,8 @@ CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run",
 def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, results_dir: Path,
              mnist_path=None, verbose: int = 1, reading: str = "calibrated") -> Path:
     """Trains (or resumes) and evaluates one cell; copies its record to ``results_dir``."""
-    from stn import evaluation, training
+    from stn.analysis import evaluation
+    from stn.train import training
 
     name = run_name(model, protocol, seed, reading)
     run_dir, kept = runs_dir / name, results_dir / name
@@ -112,7 +116,9 @@ def markdown(records: list[dict], columns=tuple(PROTOCOLS)) -> str:
                 cells.append(f"{mark}{r['error_percent']:.2f}{mark} ({paper})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     seconds = sum(r["train_seconds"] for r in records)
-    lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's. "
+    missing = len(main) < len(MODELS) * len(columns)
+    lines += ["", f"% test error, ours (the paper's); bold: at or below the paper's"
+              f"{'; -: not run yet' if missing else ''}. "
               f"{len(main)} of {len(MODELS) * len(columns)} cells; training time of "
               f"all {len(records)} runs: {seconds / 3600:.2f} CPU-hours."]
     lines += _seed_lines(records)
@@ -135,7 +141,7 @@ def _seed_lines(records: list[dict]) -> list[str]:
 
 def write_table(records: list[dict], results_dir: Path, reading: str = "calibrated") -> None:
     """``table1.{json,md}`` and ``table1_runs.json``; ``table1_literal.{json,md}`` (literal)."""
-    from stn import runs
+    from stn.train import runs
 
     main = [{k: r[k] for k in CELL_KEYS} for r in records if r["seed"] == 0]
     stem = "table1" if reading == "calibrated" else f"table1_{reading}"
@@ -154,15 +160,17 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None,
 
     Files are named by the column's protocol (``r``, ``rts``, ``p-cal``, ...).
     ``<protocol>_warps.png``: four digits under random warps of the protocol
-    (``stn.figures.augmentation_figure``), for every column.
+    (``stn.viz.figures.augmentation_figure``), for every column.
     ``<protocol>.png``: the paper's Figure 3 in spirit, the same test digits
     and each ST-CNN's transformer output, drawn for each protocol whose
     three ST-CNN cells are trained (their ``model.keras`` in ``runs_dir``).
     """
     import numpy as np
 
-    from stn import data as stn_data
-    from stn import figures, runs, tiles
+    from stn.data import pipeline as stn_data
+    from stn.viz import figures
+    from stn.train import runs
+    from stn.data import tiles
     from stn.model import transformer_outputs
 
     written = []
@@ -194,7 +202,7 @@ def write_figures(runs_dir: Path, images_dir: Path, mnist_path=None,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from stn import cli
+    from stn.train import cli
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,7 +240,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def overrides(args) -> dict:
     """The Config fields the command line sets in every cell."""
-    from stn import cli
+    from stn.train import cli
 
     return {**cli.settings(args, SETTINGS),
             **{k: v for k, v in (("max_train_examples", args.max_train_examples),
@@ -256,7 +264,7 @@ def _selected(args) -> list[tuple[str, str, int]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from stn.precision import resolve_precision
+    from stn.train.precision import resolve_precision
 
     precision = resolve_precision(args.precision)[0]
     fields = overrides(args)

@@ -4,7 +4,7 @@
     python -m experiments.volumes --models st --epochs 2
     python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
 
-The protocol (thickness, placement, rotation ranges) is :mod:`stn.volumes`,
+The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
 the two models :mod:`stn.volume_model`. Each model is one *unit*, trained
 into ``<run-dir>/<model>/`` (``model.keras``, ``metrics.json``,
 ``config.json``): a unit whose ``metrics.json`` exists is read back, not
@@ -62,7 +62,7 @@ def cpu_model() -> str:
 def _renderer():
     import tensorflow as tf
 
-    from stn import volumes
+    from stn.data import volumes
     return tf.function(volumes.render, jit_compile=True)
 
 
@@ -89,7 +89,9 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
     import keras
     import numpy as np
 
-    from stn import runs, volume_model, volumes
+    from stn import volume_model
+    from stn.data import volumes
+    from stn.train import runs
 
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
@@ -156,8 +158,9 @@ def draw(run_dir: Path, split, path: Path, count: int = 4) -> None:
 def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", "baseline"),
         mnist_path: str | None = None) -> dict:
     """Trains (or reads back) each model, writes ``json_path`` and draws ``figure``."""
-    from stn import mnist, runs, volumes
-    from stn.backends import require_tensorflow
+    from stn.data import mnist, volumes
+    from stn.layer.backends import require_tensorflow
+    from stn.train import runs
     require_tensorflow("experiments.volumes")
     limits = {"train": plan.train_size, "validation": plan.validation_size,
               "test": plan.test_size}

@@ -15,10 +15,10 @@ import weakref
 import keras
 import numpy as np
 
-from stn.backends import require_tensorflow
-from stn.config import ModelConfig, model_config
-from stn.mnist import NUM_CLASSES
-from stn.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
+from stn.layer.backends import require_tensorflow
+from stn.train.config import ModelConfig, model_config
+from stn.data.mnist import NUM_CLASSES
+from stn.layer.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
                         fc_localization)
 
 
@@ -28,7 +28,7 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
 
     Args:
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
-        stn.config.MODEL_PRESETS) or a full ModelConfig.
+        stn.train.config.MODEL_PRESETS) or a full ModelConfig.
       fast_input_gradient: the classifier's first convolution computes its
         input gradient by matrix products (stn.layers.Conv2D; on TensorFlow,
         else it is Keras's layer): same outputs and weights, a cheaper backward pass when that
@@ -80,11 +80,13 @@ def _first_conv(fast_input_gradient: bool) -> type:
 
 
 def _seed_classifier(x, config: ModelConfig, dtype, first_conv=keras.layers.Conv2D):
-    """Conv 3x3 -> conv 3x3 (ReLU, same padding) -> Dense(ReLU)."""
+    """Conv 3x3 -> conv 3x3 (ReLU, same padding; each max-pooled 2x2 if asked) -> Dense(ReLU)."""
     for i, filters in enumerate(config.conv_filters):
         conv = first_conv if i == 0 else keras.layers.Conv2D
         x = conv(filters, 3, strides=config.conv_strides, padding="same", activation="relu",
                  dtype=dtype, name=f"conv{i + 1}")(x)
+        if config.conv_pooling:
+            x = keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 
@@ -129,7 +131,7 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
     Returns:
       ``(params float32 [N, P], transformed float32 [N, h, w, C])`` as NumPy:
       the parameters of the layer's kind (``find_transformer(model).kind``,
-      stn.kinds), output -> input coordinates.
+      stn.layer.kinds), output -> input coordinates.
     """
     step = _TRANSFORMER_STEPS.get(model)
     if step is None:

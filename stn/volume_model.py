@@ -31,7 +31,7 @@ import keras
 
 from stn.layers import SpatialTransformer, theta_layer
 from stn.model import build_model
-from stn.volumes import CANVAS
+from stn.data.volumes import CANVAS
 
 OUTPUT_DEPTH = 20
 OUTPUT_SIZE = CANVAS // 2  # the CNN's input, both models

@@ -1,7 +1,7 @@
 """Fixtures shared by the test modules: one finished training run on real MNIST.
 
 Trained once per test session (a few seconds: 2 epochs of 2 steps on 200
-images) and shared by the tests that need a finished run (stn.monitor's logs
+images) and shared by the tests that need a finished run (stn.train.monitor's logs
 and trace, evaluate.py, a checkpoint of another model). It is read-only: a
 test that changes a run works on ``finished_run_copy``.
 """
@@ -16,7 +16,7 @@ import helpers
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """The run directory of ``helpers.FINISHED_CONFIG``, trained to the end (read-only)."""
-    from stn import training
+    from stn.train import training
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     training.train_and_evaluate(helpers.FINISHED_CONFIG, run_dir, verbose=0)

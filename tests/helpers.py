@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stn import config as C
-from stn import data as stn_data
-from stn import protocols
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.data import protocols
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS = 40

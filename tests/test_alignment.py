@@ -1,4 +1,4 @@
-"""stn.alignment: the label-free consistency term, its zero, and training with it."""
+"""stn.train.alignment: the label-free consistency term, its zero, and training with it."""
 
 import dataclasses
 import math
@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from stn import alignment as align
-from stn import config as C
-from stn import data as stn_data
-from stn import kinds, runs, training
+from stn.train import alignment as align
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.layer import kinds
+from stn.train import runs
+from stn.train import training
 from stn.model import build_model, find_transformer
 
 _MAKE_STEPS = training.make_steps
@@ -215,7 +217,7 @@ def test_one_localization_pass_serves_the_loss_and_the_term(monkeypatch):
         assert len(passes) == 2  # x and g.x; the model's forward and the term shared x's
         reference_logits = model(images, training=True)
         t = align.terms(layer, images, angles)
-        reference = (tf.reduce_sum(training._losses(labels, reference_logits)) / size
+        reference = (tf.reduce_sum(training.example_losses(labels, reference_logits)) / size
                      + term.penalty(t, size, 1))
     np.testing.assert_allclose(logits, reference_logits, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(gaps, tf.reduce_sum(t.gaps), rtol=1e-5)

@@ -3,19 +3,19 @@
 Each other backend runs in its own subprocess (``KERAS_BACKEND`` is read once,
 at import), which is this file run as a script: it writes its numbers to a
 directory, and the tests here (on TensorFlow) check them against the TF
-sampler (:mod:`stn.transform`, through ``stn.kinds.warp``):
+sampler (:mod:`stn.layer.transform`, through ``stn.layer.kinds.warp``):
 
-* the ``keras.ops`` warp (:mod:`stn.sampler`) of every kind equals the TF
+* the ``keras.ops`` warp (:mod:`stn.layer.sampler`) of every kind equals the TF
   sampler's within 1e-5 (float32);
 * its gradients, in images and in parameters, match float64 central
   differences;
 * a small ST-CNN (``stn.model.build_model``) takes one ``model.fit`` epoch,
   and its gradient reaches the localization net through the sampler;
-* ``stn.layers`` and ``stn.kinds`` import without TensorFlow;
+* ``stn.layers`` and ``stn.layer.kinds`` import without TensorFlow;
 * a ``.keras`` file saved on TensorFlow loads there with the same outputs,
   and the file it saves loads here with the same outputs.
 
-On TensorFlow itself, the fast path the layer runs (``stn.kinds.keras_warp``:
+On TensorFlow itself, the fast path the layer runs (``stn.layer.kinds.keras_warp``:
 XLA, hand-written gradients) is held equal to the ``keras.ops`` path.
 """
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stn import kinds as K  # imports Keras: its backend is fixed from here on
-from stn.kinds3d import image_kinds
+from stn.layer import kinds as K  # imports Keras: its backend is fixed from here on
+from stn.layer.kinds3d import image_kinds
 
 BACKENDS = ("jax", "torch")
 KINDS = image_kinds()  # the 2-D ones; tests/test_volumes.py holds the others
@@ -54,7 +54,7 @@ def small_st_cnn(kind: str = "projective"):
     """A small ST-CNN made of stn.layers only; the theta layer's kernel made non-zero."""
     import keras
 
-    from stn.layers import SpatialTransformer, conv_localization
+    from stn.layer.layers import SpatialTransformer, conv_localization
     keras.utils.set_random_seed(0)
     inputs = keras.Input((MODEL_SIZE, MODEL_SIZE, 1))
     x = SpatialTransformer(conv_localization(kind=kind), kind=kind, name="transformer")(inputs)
@@ -158,16 +158,16 @@ def worker(out: Path, tf_file: Path) -> None:
         assert str(result.dtype).endswith("float32"), result.dtype
         forward[kind] = keras.ops.convert_to_numpy(result)
     np.savez(out / "forward.npz", **forward)
-    import stn.layers  # noqa: F401
-    import stn.model  # noqa: F401  (the builders, and stn.config with the protocol registry)
+    import stn.layer.layers  # noqa: F401
+    import stn.model  # noqa: F401  (the builders, and stn.train.config with the protocol registry)
     (out / "imports.json").write_text(json.dumps({"tensorflow": "tensorflow" in sys.modules}))
     errors = {kind: _gradient_errors(kind) for kind in KINDS}
     (out / "gradients.json").write_text(json.dumps(errors))
     np.savez(out / "model.npz", **_fit_and_save(out, tf_file))
-    import stn.config
-    import stn.training
+    import stn.train.config
+    import stn.train.training
     try:  # TensorFlow only: a clear error, and nothing written
-        stn.training.train_and_evaluate(stn.config.make_config("st-cnn-affine", "r"),
+        stn.train.training.train_and_evaluate(stn.train.config.make_config("st-cnn-affine", "r"),
                                         out / "run", verbose=0)
         message = None
     except RuntimeError as e:
@@ -247,7 +247,7 @@ def test_keras_files_load_across_backends(backend, tf_model_file):
 @pytest.mark.parametrize("kind, image_gradient",
                          [(kind, True) for kind in KINDS] + [("affine", False), ("tps", False)])
 def test_the_tensorflow_fast_path_equals_the_keras_ops_path(kind, image_gradient):
-    """The one seam: on TF, keras_warp runs stn.transform under XLA."""
+    """The one seam: on TF, keras_warp runs stn.layer.transform under XLA."""
     import tensorflow as tf
 
     images, params = case(kind)

@@ -24,9 +24,13 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import config as C
-from stn import data as stn_data
-from stn import checkpoints, mnist, precision, runs, training
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.train import checkpoints
+from stn.data import mnist
+from stn.train import precision
+from stn.train import runs
+from stn.train import training
 
 ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
@@ -73,7 +77,7 @@ KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     import test_bad_input
-    from stn import training
+    from stn.train import training
 
     real_replace = os.replace
     def replace(src, dst):  # kill -9 once the checkpoint's temporary file is written
@@ -207,7 +211,7 @@ def test_unusable_run_dir_is_refused_before_loading_data(tmp_path, capsys, train
 @pytest.mark.parametrize("kind", ["file", "under a file", "unwritable run dir"])
 def test_unusable_evaluate_outputs_are_refused_before_any_work(run_copy, tmp_path, capsys,
                                                                evaluate_main, monkeypatch, kind):
-    from stn import evaluation
+    from stn.analysis import evaluation
 
     def forbidden(*args, **kwargs):
         pytest.fail("the evaluation started before the error was found")

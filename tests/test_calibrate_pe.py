@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import helpers
-from stn import protocols as P
+from stn.data import protocols as P
 
 UNIT_KEYS = {"protocol", "family", "sigma", "scale", "model", "preset", "val_error_percent",
              "test_error_percent", "train_seconds", "epochs", "run"}
@@ -97,7 +97,7 @@ def test_smoke_sweep_resumes_and_writes_json_and_figure(tmp_path, cal, capsys, m
     assert chosen["p"]["cnn_test_error_percent"] == cnn["test_error_percent"]
     assert (tmp_path / "cal.png").stat().st_size > 10_000
     # Resumption: a second invocation trains nothing and writes the same units.
-    from stn import training
+    from stn.train import training
 
     def no_training(*a, **k):
         raise AssertionError("a finished unit was trained again")

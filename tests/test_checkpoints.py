@@ -1,10 +1,11 @@
-"""stn.checkpoints: keyed by variable path, and the older index-keyed ones."""
+"""stn.train.checkpoints: keyed by variable path, and the older index-keyed ones."""
 
 import keras
 import numpy as np
 import pytest
 
-from stn import checkpoints, runs
+from stn.train import checkpoints
+from stn.train import runs
 from stn.model import build_model
 
 

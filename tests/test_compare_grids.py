@@ -16,7 +16,7 @@ def compare_grids():
 
 def _grid(root, epochs: int, val_accuracies: dict) -> None:
     """A results directory whose cells hold a config and metrics, as experiments.table1 keeps them."""
-    from stn import runs
+    from stn.train import runs
 
     for (model, protocol, seed), val_accuracy in val_accuracies.items():
         kept = root / "table1" / grid.run_name(model, protocol, seed)

@@ -1,4 +1,4 @@
-"""stn.conv: the first layer's input gradient by matrix products equals TensorFlow's."""
+"""stn.layer.conv: the first layer's input gradient by matrix products equals TensorFlow's."""
 
 import keras
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from stn import conv
-from stn.layers import Conv2D
+from stn.layer import conv
+from stn.layer.layers import Conv2D
 from stn.model import build_model
 
 # (size, kernel, channels, filters, stride, padding): the paper's first layer
@@ -71,7 +71,7 @@ def test_auto_picks_by_dtype_and_shape_and_rejects_unknown_methods():
 
 
 def _twin_models(preset: str, dtype: str = "float32", size: int = 28):
-    """The same weights with TensorFlow's first-layer gradient and with stn.conv's."""
+    """The same weights with TensorFlow's first-layer gradient and with stn.layer.conv's."""
     keras.utils.set_random_seed(0)
     ours = build_model(preset, input_size=size, dtype=dtype)
     keras.utils.set_random_seed(0)
@@ -129,7 +129,7 @@ def test_mixed_bfloat16_gradients_agree_to_its_rounding(preset, size):
 
 def test_a_model_saved_with_keras_conv2d_loads_and_gives_the_same_outputs(tmp_path):
     old = keras.saving.load_model(helpers.ROOT / "pretrained" / "st-cnn-affine_rts.keras")
-    assert type(old.get_layer("conv1")) is keras.layers.Conv2D  # saved before stn.conv
+    assert type(old.get_layer("conv1")) is keras.layers.Conv2D  # saved before stn.layer.conv
     size = old.input_shape[1]
     new = build_model("st-cnn-affine", input_size=size,
                       transformer_output_size=old.get_layer("transformer").output_size[0],

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stn import data as D
-from stn import kinds as K
-from stn import protocols as P
+from stn.data import pipeline as D
+from stn.layer import kinds as K
+from stn.data import protocols as P
 
 N_TRAIN, N_TEST = D.VALIDATION_SIZE + 120, 40
 

@@ -1,4 +1,4 @@
-"""stn.evaluation and evaluate.py: metrics, pose alignment, results.json, errors."""
+"""stn.analysis.evaluation and evaluate.py: metrics, pose alignment, results.json, errors."""
 
 import json
 from pathlib import Path
@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import config as C
-from stn import data as stn_data
-from stn import evaluation as E
-from stn import pose as P
-from stn import kinds, protocols, runs, warps
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.analysis import evaluation as E
+from stn.analysis import pose as P
+from stn.layer import kinds
+from stn.data import protocols
+from stn.train import runs
+from stn.data import warps
 from stn.model import build_model
 
 CANVAS = helpers.CANVAS

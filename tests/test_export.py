@@ -33,9 +33,9 @@ import tensorflow as tf
 
 import helpers
 import stn  # noqa: F401  (registers the layers load_model needs)
-from stn import config as C
-from stn import data as stn_data
-from stn.layers import Conv2D
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.layer.layers import Conv2D
 from stn.model import build_model, find_transformer
 
 PRETRAINED = helpers.ROOT / "pretrained"

@@ -1,16 +1,16 @@
-"""stn.figures on small synthetic inputs: panels, titles, labels, no pyplot."""
+"""stn.viz.figures on small synthetic inputs: panels, titles, labels, no pyplot."""
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
 import helpers
-from stn import config as C
-from stn import evaluation as E
-from stn import pose as P
-from stn import figures as F
-from stn import tiles
-from stn import warps
+from stn.train import config as C
+from stn.analysis import evaluation as E
+from stn.analysis import pose as P
+from stn.viz import figures as F
+from stn.data import tiles
+from stn.data import warps
 from stn.model import build_model, find_transformer
 
 CANVAS = helpers.CANVAS

@@ -18,8 +18,8 @@ def frozen():
 
 
 def test_stage_two_trains_the_localization_net_only(frozen):
-    from stn import data as stn_data
-    from stn import protocols
+    from stn.data import pipeline as stn_data
+    from stn.data import protocols
     from stn.model import build_model, find_transformer
 
     config = grid.cell_config("ST-CNN Aff", "R")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import helpers
-from stn.kinds3d import image_kinds
-from stn.layers import SpatialTransformer, conv_localization
+from stn.layer.kinds3d import image_kinds
+from stn.layer.layers import SpatialTransformer, conv_localization
 
 pytestmark = pytest.mark.slow
 SHAPE, OUT = (36, 48, 3), (24, 20)  # (H, W, C) in, (h, w) out

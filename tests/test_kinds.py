@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from scipy import interpolate, ndimage
 
-from stn import kinds as K
-from stn.kinds3d import image_kinds
-from stn import transform as T
-from stn import warps as W
+from stn.layer import kinds as K
+from stn.layer.kinds3d import image_kinds
+from stn.layer import transform as T
+from stn.data import warps as W
 
 RNG = np.random.default_rng(0)
 IN_SIZE, OUT_SIZE = (12, 14), (9, 11)
@@ -247,7 +247,7 @@ def _value_and_grad(warp, images, params, kind, out_size=(7, 9)):
 
 
 def _tf1_session(images, params, kind, image_shape, out_size):
-    """``_value_and_grad`` of :func:`stn.kinds.warp` in a TF1 graph and session."""
+    """``_value_and_grad`` of :func:`stn.layer.kinds.warp` in a TF1 graph and session."""
     with tf.Graph().as_default():
         x = tf.compat.v1.placeholder(images.dtype, image_shape)
         t = tf.compat.v1.placeholder(params.dtype, [None, params.shape[1]])

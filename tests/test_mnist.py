@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from stn import mnist
+from stn.data import mnist
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 REAL_KERAS_GET_FILE = mnist._keras_get_file  # before the fixture fakes it

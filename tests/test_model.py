@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stn import config as C
-from stn import kinds
-from stn.kinds3d import image_kinds
-from stn import transform as T
-from stn.layers import SpatialTransformer, conv_localization, dense_localization
+from stn.train import config as C
+from stn.layer import kinds
+from stn.layer.kinds3d import image_kinds
+from stn.layer import transform as T
+from stn.layer.layers import SpatialTransformer, conv_localization, dense_localization
 from stn.model import build_model, find_transformer, transformer_outputs
 
 RNG = np.random.default_rng(0)
@@ -27,6 +27,9 @@ def conv_params(k, c_in, c_out):
 SEED_LOCALIZATION = dense_params(40 * 40, 20) + dense_params(20, 6)
 SEED_CLASSIFIER = (conv_params(3, 1, 16) + conv_params(3, 16, 16)
                    + dense_params(16 * 40 * 40, 1024) + dense_params(1024, 10))
+# 40 -> conv3 40 -> pool 20 -> conv3 20 -> pool 10: 10 * 10 * 16 features.
+POOLED_CLASSIFIER = (conv_params(3, 1, 16) + conv_params(3, 16, 16)
+                     + dense_params(16 * 10 * 10, 1024) + dense_params(1024, 10))
 # 42 -> pool 21 -> conv5 17 -> pool 8 -> conv5 4: 4 * 4 * 20 features.
 PAPER_LOCALIZATION = (conv_params(5, 1, 20) + conv_params(5, 20, 20)
                       + dense_params(4 * 4 * 20, 50) + dense_params(50, 6))
@@ -48,6 +51,7 @@ FC_LOCALIZATION_28 = dense_params(28 * 28, 32) + 2 * dense_params(32, 32)
     ("seed-original", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
     # 40 -> pool 20 -> conv5 16 -> pool 8 -> conv5 4: the same 4 * 4 * 20 features as on 42.
     ("seed-conv", 40, PAPER_LOCALIZATION + SEED_CLASSIFIER),
+    ("pooled", 40, PAPER_LOCALIZATION + POOLED_CLASSIFIER),
     ("paper", 42, PAPER_LOCALIZATION + PAPER_CLASSIFIER),
     ("cnn", 40, SEED_CLASSIFIER),
     ("paper-cnn", 42, PAPER_CLASSIFIER),
@@ -90,7 +94,7 @@ def _homogeneous(params: np.ndarray, kind: str) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["affine", "projective"])
 def test_compose_reads_the_first_map_at_the_second_maps_image_of_each_point(kind):
-    from stn.layers import compose
+    from stn.layer.layers import compose
 
     rng = np.random.default_rng(5)
     size = kinds.KINDS[kind].size
@@ -107,7 +111,7 @@ def test_compose_reads_the_first_map_at_the_second_maps_image_of_each_point(kind
 
 
 def test_iterations_compose_the_nets_predictions_and_start_at_the_identity():
-    from stn.layers import compose
+    from stn.layer.layers import compose
 
     rng = np.random.default_rng(7)
     images = rng.random((4, 20, 20, 1)).astype(np.float32)
@@ -393,7 +397,7 @@ def test_mixed_bfloat16_keeps_the_transformer_and_logits_in_float32():
     ("fpu avx2 avx512f avx512_vnni", "float32"),
 ])
 def test_auto_precision_reads_the_cpu_flags(tmp_path, flags, expected):
-    from stn.precision import auto_precision
+    from stn.train.precision import auto_precision
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU decides instead of the CPU flags")
@@ -436,8 +440,8 @@ def test_layer_under_a_global_mixed_precision_policy(policy, kind):
 
 
 def test_mixed_float16_model_trains_with_loss_scaling():
-    from stn.optimizers import make_optimizer
-    from stn.training import Steps
+    from stn.train.optimizers import make_optimizer
+    from stn.train.training import Steps
 
     keras.utils.set_random_seed(0)
     # The paper's layers with 8 filters, not 64: float16 convolutions are
@@ -468,8 +472,8 @@ def test_localization_lr_scale_multiplies_only_the_localization_steps(dtype):
     # lr * g / (|g| + eps), so the localization net's must be `scale` times
     # the unscaled one's and every other step identical. A LossScaleOptimizer
     # wrapper (mixed_float16) must not lose the scaling.
-    from stn.optimizers import make_optimizer
-    from stn.training import Steps
+    from stn.train.optimizers import make_optimizer
+    from stn.train.training import Steps
 
     images = tf.constant(RNG.random((16, 28, 28, 1)).astype(np.float32))
     labels = tf.constant(np.arange(16, dtype=np.int32) % 10)

@@ -1,4 +1,4 @@
-"""stn.monitor and stn.animation: TensorBoard logs, resuming them, trace.npz, training.gif."""
+"""stn.train.monitor and stn.viz.animation: TensorBoard logs, resuming them, trace.npz, the gif."""
 
 import collections
 import io
@@ -14,8 +14,14 @@ import tensorflow as tf
 from PIL import Image
 
 import helpers
-from stn import animation, kinds, monitor, runs, tiles, trace as stn_trace, training
-from stn import config as C
+from stn.viz import animation
+from stn.layer import kinds
+from stn.train import monitor
+from stn.train import runs
+from stn.data import tiles
+from stn.train import trace as stn_trace
+from stn.train import training
+from stn.train import config as C
 from stn.model import build_model, transformer_outputs
 
 CONFIG = helpers.FINISHED_CONFIG  # of the shared finished run (conftest.py)
@@ -205,24 +211,24 @@ def test_smaller_output_and_no_tensorboard(tmp_path, monkeypatch, capsys):
 
 
 def test_training_imports_no_plotting(tmp_path):
-    # A training run (stn.training, a model with a transformer, its Monitor
+    # A training run (stn.train.training, a model with a transformer, its Monitor
     # and one epoch's logs) needs neither matplotlib nor scikit-learn: with
     # both made unimportable it still works (Keras imports them only if it
-    # can), and stn.figures and stn.evaluation are never imported.
+    # can), and stn.viz.figures and stn.analysis.evaluation are never imported.
     code = f"""
 import sys
 for name in ("matplotlib", "sklearn"):
     sys.modules[name] = None  # any import of them raises ImportError
 sys.path.insert(0, {str(helpers.ROOT / "tests")!r})
 from pathlib import Path
-import stn.training
+import stn.train.training
 from test_monitor import monitored
 watch = monitored(Path({str(tmp_path)!r}), "seed")
 watch.epoch_end({{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.1, "val_loss": 2.0,
                  "val_accuracy": 0.1, "seconds": 1.0}})
 watch.close()
 assert (Path({str(tmp_path)!r}) / "trace.npz").exists()
-loaded = sorted(m for m in ("stn.figures", "stn.evaluation") if m in sys.modules)
+loaded = sorted(m for m in ("stn.viz.figures", "stn.analysis.evaluation") if m in sys.modules)
 assert not loaded, loaded
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

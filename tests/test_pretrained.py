@@ -8,8 +8,8 @@ import pytest
 
 import helpers
 import stn  # noqa: F401  (registers the layers load_model needs)
-from stn import data as stn_data
-from stn import evaluation
+from stn.data import pipeline as stn_data
+from stn.analysis import evaluation
 from stn.model import find_transformer
 
 PRETRAINED = helpers.ROOT / "pretrained"

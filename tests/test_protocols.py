@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stn import kinds as K
-from stn import protocols as P
-from stn import transform as T
-from stn import warps as W
+from stn.layer import kinds as K
+from stn.data import protocols as P
+from stn.layer import transform as T
+from stn.data import warps as W
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,9 @@ def test_registry_names_kinds_and_canvases():
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
                      "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family,
-                     "p-cal": (28, "projective", 8), "e-cal": (28, "tps", 32)}
+                     "p-cal": (28, "projective", 8), "e-cal": (28, "tps", 32),
+                     **{f"tc-{n}x{k}": (60, "affine", 6) for n, k in P.TC_SETTINGS},
+                     "tc": (60, "affine", 6), "t-60": (60, "affine", 6)}
     for name, protocol in P.PROTOCOLS.items():
         assert protocol.name == name and protocol.description
         assert P.get_protocol(name) is protocol and P.get_protocol(protocol) is protocol
@@ -56,7 +58,9 @@ def test_affine_protocol_ranges_are_as_documented():
                       "r": ((-90, 90), (0, 0), (0, 0), (1, 1)),
                       "rts": ((-45, 45), (0, 0), (-7, 7), (0.7, 1.2)),
                       "none": ((0, 0), (0, 0), (0, 0), (1, 1)),
-                      "none-28": ((0, 0), (0, 0), (0, 0), (1, 1))}
+                      "none-28": ((0, 0), (0, 0), (0, 0), (1, 1)),
+                      **{name: ((0, 0), (0, 0), (-16, 16), (1, 1)) for name in (
+                          "tc", "t-60", *(f"tc-{n}x{k}" for n, k in P.TC_SETTINGS))}}
     p, e = P.PROTOCOLS["p"], P.PROTOCOLS["e"]
     assert (p.scale, p.corner_std, e.control_std) == ((0.75, 1.0), 5.0, 1.5)
 
@@ -87,7 +91,7 @@ def test_sample_is_a_pure_function_of_the_generator(name):
 # The first, second and last matrices of the seed, rts and none protocols'
 # split "test" (10,000 warps) at seed 0, and the first train warp (55,000)
 # resampled for epoch 0, recorded with the code before the protocol registry
-# (stn.warps.sample_params + compose, commit 1a52156), as stored (float32).
+# (stn.data.warps.sample_params + compose, commit 1a52156), as stored (float32).
 BEFORE = {
     "seed": ([0.88193333, 0.6321828, 0.016833311, -0.35229754, 0.9823117, 0.20037292],
              [0.77363175, -0.3289814, -0.059503894, 0.36231264, 0.75769347, -0.011792587],
@@ -101,7 +105,7 @@ BEFORE = {
 
 @pytest.mark.parametrize("name", list(BEFORE))
 def test_affine_protocols_draw_the_warps_of_before_the_registry(name):
-    from stn.data import _rng  # the data module's keyed generators
+    from stn.data.pipeline import _rng  # the data module's keyed generators
     test_first, test_last, resample_first = BEFORE[name]
     protocol = P.PROTOCOLS[name]
     test = protocol.sample(10_000, _rng(0, "warps", "test")).astype(np.float32)
@@ -380,7 +384,7 @@ def test_severity_zero_is_the_identity_or_the_pure_scale(family):
                                   "e-cal"])
 def test_severity_families_keep_their_ground_truth_in_the_splits(name):
     # The splits store the protocol's draws, and their images are those warps.
-    from stn import data as D
+    from stn.data import pipeline as D
 
     rng = np.random.default_rng(5)
     train, test = ((rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
@@ -475,3 +479,16 @@ def test_p_and_e_warps_move_the_image_and_keep_it_in_range():
     ones = np.ones((200, 28, 28, 1), np.float32)
     warped = P.apply("p", ones, P.PROTOCOLS["p"].sample(200, np.random.default_rng(15)))
     assert np.mean(warped[:, 0, 0, 0] < 0.5) > 0.5
+
+
+def test_tc_is_the_clutter_calibrations_choice_or_its_stated_prior():
+    import json
+
+    path = ROOT / "results" / "calibration_tc.json"
+    if path.exists():  # after `python -m experiments.calibrate_tc`: its choice, complete
+        chosen = json.loads(path.read_text())["chosen"]
+        assert chosen["complete"]
+        assert (chosen["pieces"], chosen["piece_size"]) == P.TC_CALIBRATED
+    else:  # before: the prior the docstring states (A.2's density on 60 px)
+        assert P.TC_CALIBRATED == (8, 6)
+    assert f"= {P.tc_name(*P.TC_CALIBRATED)}" in P.PROTOCOLS["tc"].description

@@ -22,7 +22,7 @@ def test_variant_names_say_what_changed(screen):
 
 
 def test_default_run_variants_are_make_trains_config_with_the_changes(screen):
-    from stn.config import make_config
+    from stn.train.config import make_config
 
     default = screen.DEFAULT_RUN
     assert screen.variant_config(default, "seed", {}, "float32", {}) == make_config()
@@ -61,7 +61,7 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     assert rows[1]["val_rotation_spread_ratio"] is None  # no transformer
     assert rows[1]["val_median_scale"] is None and rows[1]["val_shift_std_px"] is None
     assert rows[0]["val_shift_std_px"] >= 0.0  # R has no shifts: about 0 after one step
-    from stn import runs
+    from stn.train import runs
 
     config = runs.read_config(tmp_path / "runs" / "tiny" / screen.variant_name(
         "ST-FCN Aff", "R", rows[0]["fields"]))

@@ -24,12 +24,17 @@ def table1():
 
 def test_the_grid_is_the_papers():
     cells = grid.all_cells(seeds=False)
-    assert len(cells) == 32 and len(set(cells)) == 32
+    assert len(cells) == 40 and len(set(cells)) == 40  # 8 models x R, RTS, P, E, TC
+    assert grid.paper_error("FCN", "TC") == 13.2 and grid.paper_error("CNN", "TC") == 3.5
+    assert grid.paper_error("ST-FCN Proj", "TC") == 2.0  # one number per family in the paper
+    assert grid.paper_error("ST-CNN Aff", "TC") == 1.7
+    assert grid.run_name("ST-CNN Aff", "TC", 1) == "st-cnn-affine_tc_seed1"
     assert grid.paper_error("ST-CNN TPS", "E") == 1.1
     assert grid.paper_error("FCN", "RTS") == 5.2
     assert grid.run_name("ST-CNN Proj", "P") == "st-cnn-projective_p-cal"
     assert grid.cell_config("ST-CNN Proj", "E").protocol == "e-cal"
-    assert len(grid.all_cells()) == 32 + 2 * len(grid.SEED_CELLS)
+    assert len(grid.all_cells()) == 40 + 2 * len(grid.SEED_CELLS)
+    assert {("CNN", "TC"), ("ST-CNN Aff", "TC")} <= set(grid.SEED_CELLS)
     # The literal readings' cells: the P and E columns, seed 0, their old names.
     literal = grid.all_cells(reading="literal")
     assert len(literal) == 16 and {p for _, p, _ in literal} == {"P", "E"}
@@ -48,6 +53,17 @@ def test_rts_transformers_sample_a_28px_digit_and_baselines_read_the_canvas():
     assert (st.input_size, st.transformer_output_size) == (42, 28)
     assert grid.cell_config("CNN", "RTS").model.transformer_output_size is None
     assert grid.cell_config("ST-FCN TPS", "R").model.transformer_output_size is None
+
+
+def test_tc_cells_read_60px_and_their_transformers_crop_to_the_chosen_side():
+    for model in grid.MODELS:
+        config = grid.cell_config(model, "TC")
+        assert (config.protocol, config.model.input_size) == ("tc", 60)
+        expected = grid.TC_TRANSFORMER_OUTPUT if config.model.transformer else None
+        assert config.model.transformer_output_size == expected
+        for key, value in grid.TC_FIELDS.items():
+            assert getattr(config, key) == value
+    assert grid.cell_config("CNN", "TC", epochs=3).epochs == 3  # a cell's own field wins
 
 
 def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
@@ -71,7 +87,8 @@ def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
             assert (kept / name).exists(), name
     assert cells[("ST-FCN TPS", "R")]["paper_error_percent"] == 1.1
     table = (tmp_path / "results" / "table1.md").read_text()
-    assert "| ST-FCN TPS |" in table and "2 of 32 cells" in table
+    assert "| ST-FCN TPS |" in table and "2 of 40 cells" in table
+    assert "-: not run yet" in table
     # A second call trains nothing: both cells are done.
     capsys.readouterr()
     assert table1.main(args) == 0
@@ -79,11 +96,25 @@ def test_tiny_grid_runs_resumes_and_writes_the_table(tmp_path, table1, capsys):
     assert out.count(": done, in ") == 2 and "===" not in out
 
 
+def test_tiny_tc_cell_runs_and_is_tabled_in_the_tc_column(tmp_path, table1):
+    args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--cells", "ST-FCN Aff/TC", *TINY]
+    assert table1.main(args) == 0
+    record = json.loads((tmp_path / "results" / "table1.json").read_text())["cells"]
+    assert [(c["model"], c["protocol"], c["paper_error_percent"]) for c in record] == [
+        ("ST-FCN Aff", "TC", 2.0)]
+    from stn.train import runs
+
+    config = runs.read_config(tmp_path / "results" / "table1" / "st-fcn-affine_tc")
+    assert (config.protocol, config.model.input_size) == ("tc", 60)
+    assert "| model | R | RTS | P | E | TC |" in (tmp_path / "results" / "table1.md").read_text()
+
+
 def test_learning_rate_flag_rebuilds_cells_at_another_rate(tmp_path, table1):
     args = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
             "--cells", "FCN/E", "--learning-rate", "0.001", *TINY]
     assert table1.main(args) == 0
-    from stn import runs
+    from stn.train import runs
 
     config = runs.read_config(tmp_path / "results" / "table1" / "paper-fcn_e-cal")
     assert (config.learning_rate, config.recipe) == (0.001, "table1")
@@ -127,13 +158,15 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, re
 
     records, literal = records_of("calibrated"), records_of("literal")
     assert len(main_cells(literal)) == 16
+    columns = tuple(grid.PROTOCOLS)
     if results_dir != "results":  # older grids: all four columns at the literal readings
         records += literal
+        columns = ("R", "RTS", "P", "E")  # before TC
     else:  # the literal readings' table beside the calibrated one
         assert (results / "table1_literal.md").read_text() == table1.markdown(literal, ("P", "E"))
         assert json.loads((results / "table1_literal.json").read_text()) == {
             "cells": main_cells(literal)}
-    markdown = table1.markdown(records)
+    markdown = table1.markdown(records, columns)
     assert (results / "table1.md").read_text() == markdown
     assert json.loads((results / "table1.json").read_text()) == {"cells": main_cells(records)}
     assert len(main_cells(records)) == 32
@@ -166,8 +199,9 @@ def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
     import tensorflow as tf
 
     from experiments import rotation
-    from stn import alignment, kinds
-    from stn import pose as stn_pose
+    from stn.train import alignment
+    from stn.layer import kinds
+    from stn.analysis import pose as stn_pose
 
     bar = np.zeros((1, 28, 28), np.float32)  # its top leaning left: x grows with the row
     for t in np.linspace(-9, 9, 400):
@@ -176,7 +210,7 @@ def test_principal_tilt_reads_a_bar_and_its_sign_is_the_pose_metrics():
     assert tilt[0] == pytest.approx(np.degrees(np.arctan(0.3)), abs=1.0)
     assert eccentricity[0] > 0.95
     assert rotation.principal_tilt(np.ones((1, 28, 28)))[1][0] == pytest.approx(0.0, abs=1e-12)
-    # The map that stands the bar up has a residual rotation of +tilt in stn.pose.
+    # The map that stands the bar up has a residual rotation of +tilt in stn.analysis.pose.
     theta = alignment.rotation_params(tf.constant([-np.radians(tilt[0])], tf.float32))
     upright = kinds.warp(tf.constant(bar[..., None]), theta).numpy()[..., 0]
     assert abs(rotation.principal_tilt(upright)[0][0]) < 1.0
@@ -206,8 +240,8 @@ def test_perfect_params_read_a_warped_digit_back_onto_its_own_canvas():
     import tensorflow as tf
 
     from experiments import perfect_transformer as perfect
-    from stn import data as stn_data
-    from stn import kinds
+    from stn.data import pipeline as stn_data
+    from stn.layer import kinds
 
     y, x = np.mgrid[:28, :28]
     blob = np.exp(-((x - 13.5) ** 2 + (y - 12.0) ** 2) / 20.0).astype(np.float32)  # a smooth digit
@@ -223,7 +257,7 @@ def test_perfect_params_read_a_warped_digit_back_onto_its_own_canvas():
 
 def test_protocol_severity_reached_pixels_of_known_warps():
     from experiments import protocol_severity as severity
-    from stn import kinds
+    from stn.layer import kinds
 
     identity = kinds.identity("affine", 1)
     # Output x reads input x + 1 (half the canvas to the right): the left half is never read.
@@ -255,8 +289,8 @@ def test_protocol_severity_splits_errors_by_ink_lost():
 def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
     import types
 
-    from stn import config as C
-    from stn import runs
+    from stn.train import config as C
+    from stn.train import runs
 
     from experiments import protocol_severity as severity
     runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p"), command=None)

@@ -1,8 +1,9 @@
-"""train.py and stn.training on real MNIST: smoke run, resume, errors, engines."""
+"""train.py and stn.train.training on real MNIST: smoke run, resume, errors, engines."""
 
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import config as C
-from stn import data as stn_data
-from stn import runs, training
+from stn.train import config as C
+from stn.data import pipeline as stn_data
+from stn.train import runs
+from stn.train import training
 
 ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
@@ -62,6 +64,24 @@ def test_help_lists_every_flag(capsys, train_main):
                  "--warp-ramp-epochs"):
         assert flag in out
 
+
+def test_help_lists_the_research_settings_apart(capsys, train_main):
+    from stn.train import cli
+    from stn.train.config import RESEARCH_SETTINGS, SETTINGS
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    out = capsys.readouterr().out
+    everyday, research = out.split("\ntraining settings:")[1].split(f"\n{cli.RESEARCH_GROUP}:", 1)
+    assert len(RESEARCH_SETTINGS) == 12 and set(RESEARCH_SETTINGS) < set(SETTINGS)
+    def listed(flag, text):
+        return re.search(rf"^  {flag}[ ,\n]", text, re.M) is not None
+
+    for name in SETTINGS:
+        assert listed(cli.flag(name), research) == (name in RESEARCH_SETTINGS), name
+        assert listed(cli.flag(name), everyday) == (name not in RESEARCH_SETTINGS), name
+    for flag in ("--alignment-weight", "--congeal-weight", "--output-jitter",
+                 "--transformer-iterations", "--warp-ramp-epochs", "--localization-lr-scale"):
+        assert listed(flag, research) and not listed(flag, everyday)
 
 def test_dry_run_on_real_mnist(tmp_path, capsys, train_main):
     run_dir = tmp_path / "dry"
@@ -282,7 +302,7 @@ KILLED = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     import test_training
-    from stn import training
+    from stn.train import training
     training.train_and_evaluate(test_training.resume_config(), sys.argv[1], verbose=0)
 """).format(tests=str(ROOT / "tests"))
 
@@ -320,7 +340,8 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from stn import config as C, training
+    from stn.train import config as C
+    from stn.train import training
     replicas = {}
     for strategy in ("mirrored", "default"):
         config = C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=1,

@@ -5,14 +5,16 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from stn import kinds
-from stn import transform as T
+from stn.layer import kinds
+from stn.layer import sampler as S
+from stn.layer import transform as T
+from stn.layer import transform_grids as G
 
 RNG = np.random.default_rng(0)
 
 
 def reference(images, theta, out_size):
-    """Independent NumPy/SciPy version of the convention in stn.transform.
+    """Independent NumPy/SciPy version of the convention in stn.layer.transform.
 
     Builds the normalized output grid, maps it with theta, converts to
     SciPy's pixel coordinates (centres at integers) and samples with
@@ -266,7 +268,7 @@ def test_nan_theta_gives_nan_not_a_crash(mode):
 
 def _sample_by_autodiff(images, u, v):
     """The sampler's forward pass, differentiated by TensorFlow itself."""
-    rows, weights, _ = T._neighbours(u, v, T._dims(images))
+    rows, weights, _ = T._neighbours(u, v, T.image_dims(images))
     corners = tf.gather(T._quads(images), rows)  # (B, h, w, 4, C)
     return tf.reduce_sum(corners * weights[..., None], axis=3)
 
@@ -312,15 +314,15 @@ def test_sampler_gradient_matches_finite_differences():
 
 def _projective_grid_by_autodiff(theta, height, width):
     """The projective grid as an einsum, differentiated by TensorFlow itself."""
-    theta = T._as_homography(theta)
-    points = T._pixel_centre_points(height, width, theta.dtype)  # (h, w, 2)
+    theta = G.as_homography(theta)
+    points = G.pixel_centre_points(height, width, theta.dtype)  # (h, w, 2)
     target = tf.concat([points, tf.ones_like(points[..., :1])], axis=-1)  # (h, w, 3)
     mapped = tf.einsum("hwk,bjk->bhwj", target, theta)  # (B, h, w, 3)
     numerator, d = mapped[..., :2], mapped[..., 2:]
     valid = tf.abs(d) >= T.MIN_DENOMINATOR
     ratio = numerator / tf.where(valid, d, tf.ones_like(d))
-    grid = tf.where(valid, ratio, -T._FAR * tf.ones_like(ratio))
-    return T._keep_nan(numerator + d, tf.clip_by_value(grid, -T._FAR, T._FAR))
+    grid = tf.where(valid, ratio, -S.FAR * tf.ones_like(ratio))
+    return G.keep_nan(numerator + d, tf.clip_by_value(grid, -S.FAR, S.FAR))
 
 
 def _homographies():

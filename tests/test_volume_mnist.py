@@ -1,4 +1,4 @@
-"""3-D MNIST (stn.volumes, stn.volume_model, experiments.volumes): analytic cases, a tiny run."""
+"""3-D MNIST (stn.data.volumes, stn.volume_model, experiments.volumes): analytic cases, tiny run."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stn import volume_model as M
-from stn import volumes as V
+from stn.data import volumes as V
 
 RNG = np.random.default_rng(0)
 

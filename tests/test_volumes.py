@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import stn  # noqa: F401  (registers the 3-D kinds and the layer)
-from stn import kinds as K
+from stn.layer import kinds as K
 
 IN_SIZE, OUT_SIZE = (5, 6, 7), (4, 8, 5)  # (D, H, W), (d, h, w)
 BACKENDS = ("jax", "torch")
@@ -47,7 +47,7 @@ def volume_model(kind: str = "affine3d"):
     """A small model with a 3-D transformer; its last localization layer made non-zero."""
     import keras
 
-    from stn.flows import flow_localization
+    from stn.layer.flows import flow_localization
     from stn.layers import SpatialTransformer, theta_layer
     keras.utils.set_random_seed(0)
     inputs = keras.Input((*IN_SIZE, 2))
@@ -129,7 +129,7 @@ def worker(out: Path, tf_file: Path) -> None:
         jax.config.update("jax_enable_x64", True)  # float64 for the finite differences
     forward = {"affine3d": K.warp_ops(*case(), "affine3d", OUT_SIZE),
                "flow3d": K.warp_ops(*flow_case(), "flow3d")}
-    from stn import sampler3d
+    from stn.layer import sampler3d
     volumes, theta = case()
     grid = sampler3d.affine3d_grid(keras.ops.convert_to_tensor(theta), *OUT_SIZE)
     forward["portable"] = sampler3d.trilinear_sample(keras.ops.convert_to_tensor(volumes), grid)
@@ -279,7 +279,7 @@ def test_the_tensorflow_seam_equals_the_keras_ops_path(kind):
 
 
 def test_the_affine3d_numpy_map_is_the_grid():
-    from stn.sampler3d import centre_points3d
+    from stn.layer.sampler3d import centre_points3d
     _, theta = case(np.float64)
     grid = np.asarray(K.get_kind("affine3d").grid(theta, *OUT_SIZE))
     points = K.get_kind("affine3d").points(theta, centre_points3d(*OUT_SIZE).reshape(-1, 3))
@@ -356,7 +356,7 @@ def test_random_flow_matches_scipy_map_coordinates(kind, ndim):
 
 
 def test_flow_points_are_the_field_at_the_pixel_centres():
-    from stn.sampler import centre_points
+    from stn.layer.sampler import centre_points
     field = np.random.default_rng(4).normal(0, 0.1, (2, 4, 5, 2))
     points = centre_points(4, 5).reshape(-1, 2)
     got = K.get_kind("flow").points(field, points)

@@ -1,4 +1,4 @@
-"""Affine warp geometry (stn.warps): compose/decompose, inverse, chain, directions.
+"""Affine warp geometry (stn.data.warps): compose/decompose, inverse, chain, directions.
 
 The warp protocols themselves (sampling, ranges, apply) are tested in
 test_protocols.py; here they only supply realistic parameters.
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import helpers
-from stn import kinds as K
-from stn import protocols as P
-from stn import transform as T
-from stn import warps as W
+from stn.layer import kinds as K
+from stn.data import protocols as P
+from stn.layer import transform as T
+from stn.data import warps as W
 
 AFFINE = [name for name, protocol in P.PROTOCOLS.items() if protocol.kind == "affine"]
 
@@ -62,7 +62,7 @@ def params_of(n=1, **values):
 def test_warps_is_numpy_only():
     # Loaded as a lone file: `import stn` itself registers the Keras layers.
     code = ("import importlib.util, sys\n"
-            "spec = importlib.util.spec_from_file_location('warps', 'stn/warps.py')\n"
+            "spec = importlib.util.spec_from_file_location('warps', 'stn/data/warps.py')\n"
             "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "assert 'tensorflow' not in sys.modules and 'stn' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=helpers.ROOT)

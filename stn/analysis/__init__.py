@@ -1,0 +1,1 @@
+"""Analysis of trained models: evaluation (metrics, results.json) and pose alignment."""

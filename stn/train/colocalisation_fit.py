@@ -1,0 +1,219 @@
+"""Fitting for co-localisation: the embedding CNN, and one optimisation of a class.
+
+:mod:`stn.colocalisation` holds the data, boxes, loss and model; this module
+trains the embedding CNN (the ``paper-cnn`` classifier on plain 28 x 28
+MNIST digits) and runs one co-localisation optimisation (:func:`optimise`),
+returning its record. No files: the runner (``experiments/colocalisation.py``)
+keeps them.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stn.train import colocalisation as C
+from stn.layer import kinds
+from stn.data.pipeline import MNIST_SIZE, VALIDATION_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One co-localisation optimisation (a unit of the study).
+
+    ``images`` digits of class ``digit`` from the MNIST test split, placed
+    (and cluttered for TC) from ``seed``; ``steps`` full-batch Adam steps at
+    ``learning_rate``, each on every image as an anchor with a random
+    partner and a fresh random crop (stn.colocalisation.random_crops).
+    """
+    dataset: str = "T"
+    digit: int = 1
+    seed: int = 0
+    images: int = 100
+    steps: int = 600
+    learning_rate: float = 1e-3
+    crop_scales: tuple[float, float] = (1 / 6, 2 / 3)
+    embedding_layers: tuple[str, ...] = C.EMBEDDING_LAYERS
+    normalise: bool = True  # unit-length embeddings (stn.colocalisation.embedding)
+    # Random crops: "range" = scale uniform in crop_scales, inside the canvas
+    # (stn.colocalisation.random_crops); "same" = at the localised crop's own
+    # scale, its centre uniform over the canvas.
+    negatives: str = "range"
+    # The crop's scale at most this (a crop of the image, not of its zero
+    # padding); the gradient passes as if unlimited. None: no limit (the paper).
+    max_scale: float | None = None
+    # Weight of a penalty on the part of the box outside the canvas (ours):
+    # the mean over images of `outside`. 0: off, the paper's loss alone.
+    box_penalty: float = 10.0
+    snapshots: int = 6  # parameters recorded at this many steps, for the figure
+    shown: int = 4  # of the first this-many images
+
+    def __post_init__(self):
+        if self.dataset not in C.DATASETS:
+            raise ValueError(f"dataset must be one of {C.DATASETS}, got {self.dataset!r}")
+        if not 0 <= self.digit <= 9:
+            raise ValueError(f"digit must be 0-9, got {self.digit}")
+        if self.negatives not in ("range", "same"):
+            raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
+        if self.images < 2 or self.steps < 1:
+            raise ValueError("need at least 2 images and 1 step "
+                             f"(got images={self.images}, steps={self.steps})")
+
+
+def unit_data(settings: Settings, mnist, split: str = "test"):
+    """``(images [N, 84, 84, 1], boxes [N, 4], index [N])`` of a unit, pure in its settings.
+
+    Digits of the class from ``split`` (``"test"``, or ``"validation"``: the
+    first 5,000 training images, for choosing settings); TC's clutter from
+    the ``train`` split (training images 5,000 on), so a piece never comes
+    from a digit being localised. Drawn from a generator keyed by the seed,
+    the dataset and the digit.
+    """
+    (x_train, y_train), (x_test, y_test) = mnist
+    digits, labels = ((x_test, y_test) if split == "test"
+                      else (x_train[:VALIDATION_SIZE], y_train[:VALIDATION_SIZE]))
+    key = [settings.seed, C.DATASETS.index(settings.dataset), settings.digit,
+           0 if split == "test" else 1]
+    return C.class_images(digits, labels, settings.digit, settings.images, settings.dataset,
+                          x_train[VALIDATION_SIZE:], np.random.default_rng(key))
+
+
+def train_embedding_cnn(mnist, epochs: int = 2, seed: int = 0,
+                        max_examples: int | None = None, verbose: int = 0):
+    """The ``paper-cnn`` classifier trained on plain 28 x 28 training digits.
+
+    Adam at 1e-3, batch 128, on the ``train`` split (training images 5,000
+    on: the validation and test digits stay unseen). Returns ``(model,
+    record)``, the record holding its test accuracy on the 10,000 test digits.
+    """
+    from stn.model import build_model
+
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), (x_test, y_test) = mnist
+    x, y = x_train[VALIDATION_SIZE:][:max_examples], y_train[VALIDATION_SIZE:][:max_examples]
+    model = build_model("paper-cnn", input_size=MNIST_SIZE, fast_input_gradient=True)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    began = time.perf_counter()
+    model.fit((x / 255.0).astype(np.float32)[..., None], y, batch_size=128, epochs=epochs,
+              verbose=verbose)
+    seconds = time.perf_counter() - began
+    accuracy = model.evaluate((x_test / 255.0).astype(np.float32)[..., None], y_test,
+                              batch_size=1000, verbose=0)[1]
+    return model, {"preset": "paper-cnn", "epochs": epochs, "train_examples": len(x),
+                   "seed": seed, "test_accuracy": round(float(accuracy), 4),
+                   "train_seconds": round(seconds, 1)}
+
+
+def limited(theta, max_scale):
+    """``theta [N, 3]`` with its scale at most ``max_scale``, gradient straight through."""
+    if max_scale is None:
+        return theta
+    excess = tf.nn.relu(theta[:, :1] - max_scale)
+    return theta - tf.pad(tf.stop_gradient(excess), [[0, 0], [0, 2]])
+
+
+def outside(theta):
+    """``[N]``: how far each attention box ``theta [N, 3]`` leaves the canvas.
+
+    Half the sum of the squared excesses, normalized units: of the scale
+    over 1, and of each ``|t|`` over ``1 - s`` (the box's edge past the
+    canvas's). Zero for every box inside the canvas.
+    """
+    s, t = theta[:, :1], theta[:, 1:]
+    beyond = tf.concat([tf.nn.relu(s - 1.0), tf.nn.relu(tf.abs(t) - (1.0 - s))], axis=1)
+    return tf.reduce_sum(tf.square(beyond), axis=1) / 2.0
+
+
+def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale, box_penalty):
+    """The compiled step: ``(partner [N], crops [N, 3]) -> loss``.
+
+    With ``same_scale``, each crop's scale is replaced by its image's
+    localised scale (no gradient through it).
+    """
+    out = (MNIST_SIZE, MNIST_SIZE)
+
+    @tf.function(reduce_retracing=True)
+    def step(partner, crops):
+        with tf.GradientTape() as tape:
+            theta = limited(layer.params(images, training=True), max_scale)
+            localised, _ = layer.transform_and_theta(images, training=True, params=theta)
+            anchor = embed(localised, training=False)
+            if same_scale:
+                crops = tf.concat([tf.stop_gradient(theta[:, :1]), crops[:, 1:]], axis=1)
+            negative = embed(kinds.keras_warp(images, crops, C.KIND, out,
+                                              image_gradient=False), training=False)
+            loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
+                                  tf.stop_gradient(negative))
+            if box_penalty:
+                loss += box_penalty * tf.reduce_mean(outside(theta))
+        variables = layer.trainable_variables
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def negative_crops(rng: np.random.Generator, n: int, settings: Settings) -> np.ndarray:
+    """float32 ``[n, 3]``: the step's random crops (their scale replaced if ``same``)."""
+    if settings.negatives == "same":
+        return np.concatenate([np.ones((n, 1)), rng.uniform(-1, 1, (n, 2))],
+                              axis=1).astype(np.float32)
+    return C.random_crops(rng, n, settings.crop_scales)
+
+
+def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
+             embed: keras.Model, log=None) -> dict:
+    """Fits a fresh transformer to ``images``; scores its boxes against ``boxes``.
+
+    Args:
+      settings: the unit.
+      images: float32 ``[N, 84, 84, 1]``; boxes: ``[N, 4]`` (read only to score).
+      embed: ``[B, 28, 28, 1] -> [B, D]``, frozen (stn.colocalisation.embedding).
+      log: called with a line of progress now and then, or None.
+
+    Returns:
+      The record: ``localised_fraction`` and ``mean_iou`` at the end, the
+      final ``ious``, the loss every 25 steps, and ``snapshots`` (at
+      ``settings.snapshots`` steps from 0 to the end: the localised fraction
+      and the first ``settings.shown`` images' parameters), the seconds.
+    """
+    keras.utils.set_random_seed(settings.seed)
+    rng = np.random.default_rng([settings.seed, 7])
+    layer = C.transformer()
+    layer.build((None, C.CANVAS, C.CANVAS, 1))
+    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    optimizer.build(layer.trainable_variables)
+    x = tf.constant(images, tf.float32)
+    step = _step_fn(layer, embed, optimizer, x, settings.negatives == "same",
+                    settings.max_scale, settings.box_penalty)
+    params_fn = tf.function(lambda batch: limited(layer.params(batch, training=False),
+                                                  settings.max_scale))
+    at = set(np.linspace(0, settings.steps, settings.snapshots).round().astype(int).tolist())
+    snapshots, losses, window = [], [], []
+    began = time.perf_counter()
+    for k in range(settings.steps + 1):
+        if k in at:
+            params = params_fn(x).numpy().astype(np.float64)
+            ious = C.iou(C.predicted_boxes(params), boxes)
+            snapshots.append({"step": k, "localised_fraction": float(np.mean(ious > C.LOCALISED_IOU)),
+                              "params": params[:settings.shown].round(5).tolist()})
+            if log:
+                log(f"  step {k}: loss {losses[-1] if losses else float('nan'):.3f}, "
+                    f"localised {snapshots[-1]['localised_fraction']:.2f}")
+        if k == settings.steps:
+            break
+        window.append(float(step(tf.constant(C.partners(rng, len(images))),
+                                 tf.constant(negative_crops(rng, len(images), settings)))))
+        if len(window) == 25:
+            losses.append(round(float(np.mean(window)), 4))
+            window = []
+    seconds = time.perf_counter() - began
+    return {"localised_fraction": float(np.mean(ious > C.LOCALISED_IOU)),
+            "mean_iou": round(float(np.mean(ious)), 4), "ious": ious.round(4).tolist(),
+            "final_params": params.round(5).tolist(), "loss_every_25_steps": losses,
+            "snapshots": snapshots, "seconds": round(seconds, 1),
+            "localization_parameters": int(layer.localization.count_params())}

@@ -1,0 +1,336 @@
+"""Training: ``train_and_evaluate(config, run_dir)``.
+
+Adam on softmax cross-entropy, the step compiled as a graph (``tf.function``;
+the sampler and the optimizer's update inside it are XLA-compiled, the whole
+step only with ``--xla``, which is slower on CPU: see ``bench/``), one
+checkpoint per epoch, and exact
+resumption: epoch ``e``'s batch order, warps and dropout masks are functions
+of ``(seed, e)`` and of the checkpointed state, so a run interrupted at any
+point (even by ``kill -9``) and restarted with the same command ends with
+the same history as an uninterrupted run.
+"""
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stn.train import alignment as align
+from stn.data import pipeline as stn_data
+from stn.train import checkpoints
+from stn.train import monitor
+from stn.data import protocols
+from stn.train import runs
+from stn.layer.backends import require_tensorflow
+from stn.train.config import Config
+from stn.model import build_model, find_transformer
+from stn.train.optimizers import make_optimizer, steps_per_epoch
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=None,
+                       command: list[str] | None = None, verbose: int = 1,
+                       test: bool = True) -> dict:
+    """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
+
+    Order of writes per epoch: the history row, then the checkpoint, then
+    the TensorBoard logs and trace.npz (stn.train.monitor). A run killed between
+    the first two resumes from the previous checkpoint and drops the extra
+    row, so history and checkpoint always agree; the logs and trace are
+    caught up to the checkpoint and never hold an epoch twice.
+
+    Args:
+      config: the run's Config (see stn.train.config.make_config).
+      run_dir: directory of the run (see stn.train.runs for its files).
+      mnist_path: optional MNIST file or folder (stn.data.mnist.load_mnist).
+      cache_dir: MNIST cache directory (stn.data.mnist.load_mnist).
+      command: the command line, recorded in config.json.
+      verbose: 1 for a progress bar per epoch, 0 for silence.
+      test: evaluate the test split at the end; screens, which choose on
+        validation, leave it out (metrics.json then has no test numbers).
+
+    Returns:
+      The final metrics, also written to ``run_dir/metrics.json``.
+
+    Raises:
+      stn.train.runs.RunError: run_dir holds another config or a bad checkpoint.
+      TrainingDiverged: NaN or Inf loss.
+    """
+    require_tensorflow("stn.train.training.train_and_evaluate")  # tf.data and tf.function
+    run_dir = Path(run_dir)
+    resumed = runs.init_run_dir(run_dir, config, command)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                              cache_dir=cache_dir, max_train_examples=config.max_train_examples)
+    strategy = _strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(config.model)
+        optimizer = make_optimizer(config, steps_per_epoch(config, len(data.train)))
+        optimizer.build(model.trainable_variables)
+    start = checkpoints.restore_checkpoint(run_dir, model, optimizer)
+    history = runs.read_history(run_dir)[:start]
+    if verbose and resumed:
+        print(f"Resuming {run_dir} after epoch {start} of {config.epochs}.")
+    # TensorBoard logs and trace.npz, caught up to the checkpoint (stn.train.monitor).
+    watch = monitor.Monitor(run_dir, config, data, model, optimizer, history, verbose)
+    steps = make_steps(config, model, optimizer, strategy)
+    if verbose:
+        print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
+              f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
+              f"{len(data.train):,} training images")
+
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        train = train_epoch(steps, data.train, config, epoch, verbose)
+        val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
+        history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
+                        "seconds": round(time.perf_counter() - began, 3)})
+        runs.write_history(run_dir, history)
+        checkpoints.save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        watch.epoch_end(history[-1])  # after the checkpoint: logs never run ahead of it
+        if verbose:
+            gap = (f" consistency {train['train_consistency_px']:.2f} px"
+                   if "train_consistency_px" in train else "")
+            print(f"epoch {epoch + 1}/{config.epochs}: train loss {train['train_loss']:.4f} "
+                  f"acc {train['train_accuracy']:.4f}{gap} | val loss {val[0]:.4f} "
+                  f"acc {val[1]:.4f}")
+
+    watch.close()
+    runs.save_model(run_dir, model)
+    metrics = {"epochs": config.epochs,
+               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
+               "train_seconds": round(sum(row["seconds"] for row in history), 1)}
+    if test:
+        loss, accuracy = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
+        metrics.update(test_loss=loss, test_accuracy=accuracy)
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    if verbose:
+        scored = (f"test accuracy {metrics['test_accuracy']:.4f} (error "
+                  f"{100 * (1 - metrics['test_accuracy']):.2f}%)" if test
+                  else f"validation accuracy {metrics['val_accuracy']:.4f} (test not evaluated)")
+        print(f"{scored}, {metrics['train_seconds']:.0f} s of training; run in {run_dir}")
+    return metrics
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    """The default (one device) strategy, or MirroredStrategy.
+
+    Mirrored uses every GPU, or, with none, every logical CPU device (two
+    logical CPUs are how the tests exercise it).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
+    """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
+    # Each field of the term is the Config setting alignment_<field>.
+    alignment = (align.Alignment(**{f.name: getattr(config, f"alignment_{f.name}")
+                                    for f in dataclasses.fields(align.Alignment)})
+                 if config.alignment_weight else None)
+    return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
+                 label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
+                 congeal_weight=config.congeal_weight)
+
+
+class Steps:
+    """The compiled train and eval steps of one model on one strategy.
+
+    Args:
+      model: logits model.
+      optimizer: a Keras optimizer, built for ``model.trainable_variables``.
+      strategy: a tf.distribute strategy (``tf.distribute.get_strategy()``
+        for one device); model and optimizer must be built in its scope.
+      jit_compile: compile the steps with XLA (one device only).
+      label_smoothing: of the training loss's targets.
+      xla_update: compile the optimizer's update alone with XLA (one device;
+        the default); False keeps TensorFlow's op-by-op update (bench/).
+      alignment: the label-free alignment term (stn.train.alignment), or None.
+        Needs a model whose first layer is its SpatialTransformer.
+      seed: of the alignment's rotations, drawn per step from
+        ``(seed, optimizer.iterations)`` so a resumed run draws the same.
+      congeal_weight: of the class-congealing term (stn.train.alignment.congealing);
+        0: off. Needs the same transformer as ``alignment``.
+    """
+
+    def __init__(self, model, optimizer, strategy=None, jit_compile: bool = False,
+                 label_smoothing: float = 0.0, xla_update: bool = True,
+                 alignment: align.Alignment | None = None, seed: int = 0,
+                 congeal_weight: float = 0.0):
+        strategy = strategy or tf.distribute.get_strategy()
+        self.model, self.optimizer, self.strategy = model, optimizer, strategy
+        self.label_smoothing = label_smoothing
+        self.alignment, self.seed, self.congeal_weight = alignment, seed, congeal_weight
+        self.transformer = _input_transformer(model) if alignment or congeal_weight else None
+        # The model after its transformer: with a term, the step runs the
+        # transformer itself, so that one localization pass serves the
+        # classification loss and the term (bench 8).
+        self.head = (keras.Model(self.transformer.output, model.output)
+                     if self.transformer is not None else None)
+        # The image pull's factor this epoch (Alignment.pull_scale), set by train_epoch.
+        self.pull_scale = tf.Variable(1.0, trainable=False, name="pull_scale")
+        self._train = tf.function(self._train_step, jit_compile=jit_compile)
+        self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
+        # The optimizer's update as one XLA cluster: Adam's dozen element-wise
+        # ops over each variable fuse into one pass over memory, which for
+        # the default model's 26M parameters is 3x faster on CPU (bench/).
+        # Mirrored strategies update through cross-replica merge calls,
+        # which XLA cannot compile; they keep the plain update.
+        mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
+        self._apply = (tf.function(self._apply_gradients, jit_compile=True)
+                       if xla_update and not (mirrored or jit_compile)
+                       else self._apply_gradients)
+
+    def _apply_gradients(self, gradients):
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(gradients, variables))
+
+    def _replica_train(self, images, labels):
+        # The mean over the *global* batch: each replica divides its sum by
+        # the total size, and the gradients are summed across replicas.
+        size = tf.distribute.get_replica_context().all_reduce(
+            "sum", tf.cast(tf.shape(labels)[0], tf.float32))
+        with tf.GradientTape() as tape:
+            loss, losses, logits, extra = self._loss(images, labels, size)
+            # Loss scaling (LossScaleOptimizer, mixed_float16); else unchanged.
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(tape.gradient(scaled, self.model.trainable_variables))
+        return (*batch_sums(losses, logits, labels), *extra)
+
+    def _loss(self, images, labels, size):
+        """``(loss, per-example losses, logits, extra)`` of one replica's batch.
+
+        ``extra``: ``()``, or with an alignment term the sum of its gaps.
+        """
+        extra = ()
+        if self.transformer is None:
+            logits = self.model(images, training=True)
+        else:  # the same as self.model(images), its transformer's map kept
+            params = self.transformer.params(images, training=True)
+            outputs, _ = self.transformer.transform_and_theta(images, True, params)
+            logits = self.head(outputs, training=True)
+        losses = example_losses(labels, logits, self.label_smoothing)
+        loss = tf.reduce_sum(losses) / size
+        if self.alignment is not None:
+            gaps, penalty = self._alignment_terms(images, size, params)
+            loss += penalty
+            extra = (tf.reduce_sum(gaps),)
+        if self.congeal_weight:
+            loss += self.congeal_weight * tf.reduce_sum(align.congealing(outputs, labels)) / size
+        return loss, losses, logits, extra
+
+    def _alignment_terms(self, images, size, params):
+        """Per-example consistency gaps ``[b]`` and the weighted penalty (this replica's share).
+
+        ``params``: the transformer's map of ``images`` from the forward pass.
+        """
+        seed = tf.stack([tf.constant(self.seed, tf.int64),
+                         tf.cast(self.optimizer.iterations, tf.int64)])
+        angles = align.draw_angles(tf.shape(images)[0], self.alignment.degrees, seed)
+        zooms = (align.draw_zooms(tf.shape(images)[0], self.alignment.zoom, seed)
+                 if self.alignment.zoom > 1.0 else None)
+        t = align.terms(self.transformer, images, angles, zooms=zooms, params=params)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return t.gaps, self.alignment.penalty(t, size, replicas, self.pull_scale)
+
+    def _train_step(self, images, labels):
+        sums = self.strategy.run(self._replica_train, (images, labels))
+        return [self.strategy.reduce("sum", s, axis=None) for s in sums]
+
+    def _replica_eval(self, images, labels):
+        logits = self.model(images, training=False)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return batch_sums(losses, logits, labels)
+
+    def _eval_step(self, images, labels):
+        sums = self.strategy.run(self._replica_eval, (images, labels))
+        return [self.strategy.reduce("sum", s, axis=None) for s in sums]
+
+    def train(self, images, labels):
+        """One step on a batch; returns (loss sum, number correct, count[, gap sum]).
+
+        The fourth, with an alignment term: the sum of the per-example
+        consistency gaps (stn.train.alignment.consistency).
+        """
+        return self._train(images, labels)
+
+    def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
+        """Mean loss and accuracy over a dataset of (images, labels)."""
+        total = np.zeros(3)
+        for images, labels in self.strategy.experimental_distribute_dataset(dataset):
+            total += [float(s) for s in self._eval(images, labels)]
+        return total[0] / total[2], total[1] / total[2]
+
+
+def example_losses(labels, logits, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy, against smoothed targets if asked."""
+    if not label_smoothing:
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    targets = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    return keras.losses.categorical_crossentropy(targets, logits, from_logits=True,
+                                                 label_smoothing=label_smoothing)
+
+
+def _input_transformer(model):
+    """The model's SpatialTransformer, which must read the model's input images."""
+    layer = find_transformer(model)
+    if layer is None or layer.input is not model.inputs[0]:
+        raise ValueError(f"the alignment term needs a model whose first layer is its "
+                         f"SpatialTransformer; {model.name!r} has "
+                         f"{'none' if layer is None else 'one after other layers'}")
+    return layer
+
+
+def batch_sums(losses, logits, labels):
+    """(sum of losses, number correct, number of examples), float32."""
+    correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+    return (tf.reduce_sum(tf.cast(losses, tf.float32)),
+            tf.reduce_sum(tf.cast(correct, tf.float32)),
+            tf.cast(tf.size(labels), tf.float32))
+
+
+def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
+    """One epoch of training; returns its history fields (mean loss, accuracy, ...).
+
+    With an alignment term, also ``train_consistency_px``: the RMS gap of
+    the consistency term (stn.train.alignment) in input pixels, a label-free
+    measure of how far the transformer is from one pose per digit.
+    """
+    protocol = protocols.get_protocol(config.protocol).scaled(
+        stn_data.warp_strength(epoch, config.warp_ramp_epochs))
+    dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
+                                     resample=config.resample_warps, protocol=protocol)
+    n_steps = steps_per_epoch(config, len(split))
+    dataset = dataset.take(n_steps)
+    if steps.alignment:
+        steps.pull_scale.assign(steps.alignment.pull_scale(epoch, config.epochs))
+    # A live bar on a terminal; one line per epoch in a log file.
+    bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
+                              unit_name="step",
+                              stateful_metrics=["loss", "accuracy"])
+    total = np.zeros(4 if steps.alignment else 3)
+    for step, (images, labels) in enumerate(steps.strategy.experimental_distribute_dataset(dataset)):
+        sums = [float(s) for s in steps.train(images, labels)]
+        if not np.isfinite(sums[0]):
+            kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
+            raise TrainingDiverged(
+                f"loss is {sums[0]} at epoch {epoch + 1}, step {step + 1}: training stopped "
+                f"({kept}). Lower --learning-rate and start a new --run-dir.")
+        total += sums
+        bar.update(step + 1, [("loss", total[0] / total[2]), ("accuracy", total[1] / total[2])])
+    row = {"train_loss": total[0] / total[2], "train_accuracy": total[1] / total[2]}
+    if steps.alignment:
+        row["train_consistency_px"] = float(np.sqrt(total[3] / total[2])
+                                            * config.model.input_size / 2)
+    return row

@@ -1,0 +1,1 @@
+"""Pictures: figures, the pose figure, the training animation, the architecture drawing."""

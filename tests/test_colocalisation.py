@@ -1,0 +1,188 @@
+"""Co-localisation: data, boxes against analytic cases, the loss against NumPy, a tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stn.train import colocalisation as C
+from stn.layer import kinds
+
+
+def test_place_digits_puts_each_digit_in_its_box():
+    rng = np.random.default_rng(0)
+    digits = rng.integers(1, 256, (5, 28, 28)).astype(np.uint8)  # no zero pixel
+    images, boxes = C.place_digits(digits, np.random.default_rng(1))
+    assert images.shape == (5, 84, 84) and images.dtype == np.float32
+    for image, digit, (x0, y0, x1, y1) in zip(images, digits, boxes.astype(int)):
+        assert (x1 - x0, y1 - y0) == (28, 28)
+        np.testing.assert_array_equal(image[y0:y1, x0:x1], np.float32(digit / 255.0))
+        assert image.sum() == pytest.approx(digit.sum() / 255.0, rel=1e-5)  # black elsewhere
+    again, same = C.place_digits(digits, np.random.default_rng(1))
+    np.testing.assert_array_equal(again, images)
+    np.testing.assert_array_equal(same, boxes)
+
+
+def test_clutter_pastes_square_pieces_of_the_sources():
+    blank = np.zeros((3, 84, 84), np.float32)
+    sources = np.full((2, 28, 28), 255, np.uint8)
+    one = C.add_clutter(blank, sources, np.random.default_rng(0), pieces=1)
+    for image in one:  # exactly one 6x6 square of ones
+        rows, cols = np.nonzero(image)
+        assert len(rows) == 36 and np.all(image[rows, cols] == 1.0)
+        assert rows.max() - rows.min() == 5 and cols.max() - cols.min() == 5
+    assert blank.sum() == 0  # the input is not changed
+    many = C.add_clutter(blank, sources, np.random.default_rng(0))
+    assert many.max() == 1.0 and np.all((many > 0).sum(axis=(1, 2)) <= C.PIECES * 36)
+    assert np.all((many > 0).sum(axis=(1, 2)) >= 36)
+
+
+def test_iou_of_analytic_boxes():
+    a = np.array([[0, 0, 2, 2], [0, 0, 4, 4], [0, 0, 1, 1], [5, 5, 9, 9]], float)
+    b = np.array([[1, 0, 3, 2], [1, 1, 3, 3], [2, 2, 3, 3], [5, 5, 9, 9]], float)
+    np.testing.assert_allclose(C.iou(a, b), [2 / 6, 4 / 16, 0.0, 1.0])
+    np.testing.assert_allclose(C.iou(b, a), C.iou(a, b))
+
+
+def test_identity_parameters_box_the_whole_canvas():
+    np.testing.assert_allclose(C.predicted_boxes(kinds.identity("attention", 2)),
+                               [[0, 0, 84, 84]] * 2, atol=1e-12)
+
+
+def _digit_params(col, row):
+    """Attention parameters of the 28 x 28 box at (col, row) on 84 x 84."""
+    return np.array([[1 / 3, (col + 14) / 42 - 1, (row + 14) / 42 - 1]])
+
+
+def test_the_true_boxes_parameters_box_the_digit_and_crop_it_exactly():
+    rng = np.random.default_rng(3)
+    digits = rng.integers(0, 256, (1, 28, 28)).astype(np.uint8)
+    images, boxes = C.place_digits(digits, rng)
+    x0, y0 = boxes[0, :2]
+    params = _digit_params(x0, y0)
+    np.testing.assert_allclose(C.predicted_boxes(params), boxes, atol=1e-9)
+    # The sampler reads the digit's own pixel centres: the crop is the digit.
+    crop = kinds.warp_ops(images[..., None], params.astype(np.float32), "attention", (28, 28))
+    np.testing.assert_allclose(np.asarray(crop)[0, ..., 0], digits[0] / 255.0, atol=1e-5)
+    half = _digit_params(x0 + 14, y0)  # shifted by half a box: IoU 14 * 28 / (42 * 28)
+    np.testing.assert_allclose(C.iou(C.predicted_boxes(half), boxes), [1 / 3], atol=1e-9)
+
+
+def test_triplet_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    a, p, r = (rng.normal(size=(7, 5)).astype(np.float32) for _ in range(3))
+    expected = np.mean([max(0.0, np.sum((a[i] - p[i]) ** 2) - np.sum((a[i] - r[i]) ** 2) + 1.0)
+                        for i in range(7)])
+    assert float(C.triplet_loss(a, p, r)) == pytest.approx(expected, rel=1e-5)
+    assert float(C.triplet_loss(a, a, a + 10.0)) == 0.0  # far negatives: no loss
+
+
+def test_random_crops_and_partners():
+    rng = np.random.default_rng(0)
+    crops = C.random_crops(rng, 500)
+    boxes = C.predicted_boxes(crops)
+    assert np.all(boxes >= -1e-4) and np.all(boxes <= 84 + 1e-4)
+    side = boxes[:, 2] - boxes[:, 0]
+    assert side.min() >= 14 - 1e-3 and side.max() <= 56 + 1e-3
+    partner = C.partners(rng, 10)
+    assert np.all(partner != np.arange(10)) and partner.min() >= 0 and partner.max() < 10
+
+
+def test_localization_net_starts_at_the_identity():
+    net = C.localization_net()
+    out = np.asarray(net(np.random.default_rng(0).random((3, 84, 84, 1)).astype(np.float32)))
+    np.testing.assert_allclose(out, kinds.identity("attention", 3), atol=1e-7)
+    assert net.count_params() == 656 + 5192 + 72 + 27
+
+
+def test_embedding_concatenates_the_named_layers():
+    import keras
+
+    from stn.model import build_model
+
+    cnn = build_model("paper-cnn", input_size=28)
+    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype(np.float32)
+    got = np.asarray(C.embedding(cnn)(x))
+    parts = keras.Model(cnn.inputs, [cnn.get_layer(n).output for n in C.EMBEDDING_LAYERS])(x)
+    want = np.concatenate([np.asarray(p).reshape(2, -1) for p in parts], axis=1)
+    assert got.shape == (2, 6400 + 256 + 10)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_unit_data_is_pure_in_its_settings():
+    from stn.train import colocalisation_fit as F
+
+    rng = np.random.default_rng(0)
+    mnist = ((rng.integers(0, 256, (5100, 28, 28)).astype(np.uint8),
+              np.tile(np.arange(10, dtype=np.uint8), 510)),
+             (rng.integers(0, 256, (200, 28, 28)).astype(np.uint8),
+              np.tile(np.arange(10, dtype=np.uint8), 20)))
+    settings = F.Settings(dataset="TC", digit=3, images=8)
+    images, boxes, index = F.unit_data(settings, mnist)
+    assert images.shape == (8, 84, 84, 1) and np.all(mnist[1][1][index] == 3)
+    again = F.unit_data(settings, mnist)
+    np.testing.assert_array_equal(again[0], images)
+    other = F.unit_data(F.Settings(dataset="TC", digit=3, images=8, seed=1), mnist)
+    assert not np.array_equal(other[0], images)
+
+
+def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
+    from experiments import colocalisation as E
+
+    argv = ["--datasets", "T", "TC", "--digits", "1", "--images", "6", "--steps", "4",
+            "--cnn-epochs", "1", "--cnn-examples", "256",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--figure", str(tmp_path / "coloc.png")]
+    assert E.main(argv) == 0
+    summary = json.loads((tmp_path / "results" / "colocalisation.json").read_text())
+    assert [(r["dataset"], r["digit"], r["seed"]) for r in summary["runs"]] == [
+        ("T", 1, 0), ("TC", 1, 0)]
+    assert 0.0 < summary["embedding_cnn"]["test_accuracy"] <= 1.0
+    unit = tmp_path / "results" / "colocalisation" / "T_digit1_seed0.json"
+    record = json.loads(unit.read_text())
+    assert record["localised_fraction"] == pytest.approx(np.mean(np.array(record["ious"]) > 0.5))
+    assert [s["step"] for s in record["snapshots"]][::len(record["snapshots"]) - 1] == [0, 4]
+    np.testing.assert_allclose(record["snapshots"][0]["params"], kinds.identity("attention", 4))
+    assert not np.allclose(record["final_params"], kinds.identity("attention", 6))  # it moved
+    assert (tmp_path / "coloc.png").stat().st_size > 0
+    before = unit.stat().st_mtime_ns
+    capsys.readouterr()
+    assert E.main(argv) == 0
+    assert "T_digit1_seed0.json: done" in capsys.readouterr().out
+    assert unit.stat().st_mtime_ns == before
+
+
+def test_limited_scale_clips_forward_and_passes_the_gradient():
+    import tensorflow as tf
+
+    from stn.train import colocalisation_fit as F
+
+    theta = tf.Variable([[1.5, 0.2, -0.1], [0.5, 0.0, 0.3]])
+    with tf.GradientTape() as tape:
+        out = F.limited(theta, 1.0)
+        total = tf.reduce_sum(out * tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    np.testing.assert_allclose(out.numpy(), [[1.0, 0.2, -0.1], [0.5, 0.0, 0.3]], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(total, theta).numpy(), [[1, 2, 3], [4, 5, 6]])
+    assert F.limited(theta, None) is theta
+
+
+def test_same_scale_crops_keep_their_centre_on_the_canvas():
+    from stn.train import colocalisation_fit as F
+
+    crops = F.negative_crops(np.random.default_rng(0), 50, F.Settings(negatives="same"))
+    assert np.all(crops[:, 0] == 1.0) and np.all(np.abs(crops[:, 1:]) <= 1.0)
+    with pytest.raises(ValueError, match="negatives"):
+        F.Settings(negatives="other")
+
+
+def test_outside_is_zero_inside_the_canvas_and_analytic_beyond():
+    import tensorflow as tf
+
+    from stn.train import colocalisation_fit as F
+
+    theta = tf.constant([[1.0, 0.0, 0.0], [1 / 3, 2 / 3, -2 / 3], [0.5, 0.7, 0.0],
+                         [1.2, 0.0, 0.1]])
+    # Third: the right edge 0.2 past (0.7 + 0.5 - 1); fourth: scale 0.2 over
+    # 1 and both |t| over 1 - s = -0.2 by 0.2 and 0.3.
+    np.testing.assert_allclose(F.outside(theta).numpy(),
+                               [0.0, 0.0, 0.04 / 2, (0.04 + 0.04 + 0.09) / 2], atol=1e-6)
