@@ -1,10 +1,10 @@
-"""The volume and dense-field kinds, registered in :data:`stn.kinds.KINDS`.
+"""The volume and dense-field kinds, registered in :data:`stn.layer.kinds.KINDS`.
 
 =========== ====== ==== ========================================================
 kind        params ndim parameters (output -> input coordinates)
 =========== ====== ==== ========================================================
 affine3d    12     3    ``[3, 4]`` row-major (:mod:`stn.layer.sampler3d`)
-flow        2/px   2    a displacement per output pixel, ``[B, h, w, 2]`` (:mod:`stn.layer.flows`)
+flow        2/px   2    a displacement per output pixel, ``[B, h, w, 2]`` (stn.layer.flows)
 flow3d      3/vox  3    a displacement per output voxel, ``[B, d, h, w, 3]``
 =========== ====== ==== ========================================================
 
