@@ -81,11 +81,18 @@ def check_theta_shape(shape, kind, net_name: str | None = None) -> None:
     per_image = tuple(shape)[1:]
     if any(d is None for d in per_image):
         return
-    width = math.prod(per_image)
     kind = kinds.get_kind(kind)
+    name = f" {net_name!r}" if net_name else ""
+    if kind.dense:  # a displacement field: one kind.size-vector per output pixel
+        if len(per_image) == kind.ndim + 1 and per_image[-1] == kind.size:
+            return
+        raise ValueError(f"the localization net{name} outputs shape {tuple(shape)}, but the "
+                         f"dense kind {kind.name!r} needs a field [batch, {kind.ndim} spatial "
+                         f"axes, {kind.size}]: one {kind.size}-vector per output pixel "
+                         f"(stn.layer.flows.flow_localization makes one)")
+    width = math.prod(per_image)
     if width == kind.size:
         return
-    name = f" {net_name!r}" if net_name else ""
     multiple = (f"; {width} is {width // kind.size} times {kind.size}, which would be read as "
                 f"{width // kind.size} times the batch" if width % kind.size == 0 and width else "")
     raise ValueError(f"the localization net{name} outputs {width} values per image (shape "
