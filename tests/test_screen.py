@@ -1,6 +1,7 @@
 """experiments.screen on a tiny study: two variants, a few steps, real MNIST."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,10 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     assert rows[1]["val_rotation_spread_ratio"] is None  # no transformer
     assert rows[1]["val_median_scale"] is None and rows[1]["val_shift_std_px"] is None
     assert rows[0]["val_shift_std_px"] >= 0.0  # R has no shifts: about 0 after one step
+    # Chosen on validation: the test split was never evaluated, nor printed.
+    assert "test accuracy" not in capsys.readouterr().out
+    for row in rows:
+        assert "test_accuracy" not in json.loads((Path(row["run"]) / "metrics.json").read_text())
     from stn.train import runs
 
     config = runs.read_config(tmp_path / "runs" / "tiny" / screen.variant_name(
