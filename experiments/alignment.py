@@ -29,8 +29,9 @@ config is read back, not retrained):
 
 ``results/alignment.json`` holds one row per run in the issue's shape,
 these runs beside the paper-method rows of Table 1 (``results/table1/``)
-and the default run (``results/seed_seed/``; before the ``upright`` recipe,
-``results/seed_seed_default/``, recipe ``default``).
+and the default run (``results/seed_seed/``, preset ``pooled``; before the
+fast-default screen ``results/seed_seed_upright/``, preset ``seed-conv``; before
+the ``upright`` recipe ``results/seed_seed_default/``, preset ``seed``, recipe ``default``).
 """
 
 import argparse
@@ -145,7 +146,8 @@ def collect(results_dir: Path, precision: str) -> list[dict]:
             kept = ROOT / "results" / "table1" / grid.run_name("ST-CNN Aff", protocol, seed)
             if (kept / "results.json").exists():
                 rows.append(row("ST-CNN Aff", "paper", protocol, seed, kept))
-    for record in ("seed_seed_default", "seed_seed"):  # make train's run before and now
+    # make train's runs, oldest first: the seed model, then seed-conv (upright), now pooled.
+    for record in ("seed_seed_default", "seed_seed_upright", "seed_seed"):
         for seed in SEEDS:  # seed 0, then `train.py --seed 1` ...
             default = ROOT / "results" / (record + (f"_s{seed}" if seed else ""))
             if (default / "results.json").exists():

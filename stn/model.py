@@ -80,11 +80,13 @@ def _first_conv(fast_input_gradient: bool) -> type:
 
 
 def _seed_classifier(x, config: ModelConfig, dtype, first_conv=keras.layers.Conv2D):
-    """Conv 3x3 -> conv 3x3 (ReLU, same padding) -> Dense(ReLU)."""
+    """Conv 3x3 -> conv 3x3 (ReLU, same padding; each max-pooled 2x2 if asked) -> Dense(ReLU)."""
     for i, filters in enumerate(config.conv_filters):
         conv = first_conv if i == 0 else keras.layers.Conv2D
         x = conv(filters, 3, strides=config.conv_strides, padding="same", activation="relu",
                  dtype=dtype, name=f"conv{i + 1}")(x)
+        if config.conv_pooling:
+            x = keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     return keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype, name="dense")(x)
 

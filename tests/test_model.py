@@ -26,6 +26,9 @@ def conv_params(k, c_in, c_out):
 SEED_LOCALIZATION = dense_params(40 * 40, 20) + dense_params(20, 6)
 SEED_CLASSIFIER = (conv_params(3, 1, 16) + conv_params(3, 16, 16)
                    + dense_params(16 * 40 * 40, 1024) + dense_params(1024, 10))
+# 40 -> conv3 40 -> pool 20 -> conv3 20 -> pool 10: 10 * 10 * 16 features.
+POOLED_CLASSIFIER = (conv_params(3, 1, 16) + conv_params(3, 16, 16)
+                     + dense_params(16 * 10 * 10, 1024) + dense_params(1024, 10))
 # 42 -> pool 21 -> conv5 17 -> pool 8 -> conv5 4: 4 * 4 * 20 features.
 PAPER_LOCALIZATION = (conv_params(5, 1, 20) + conv_params(5, 20, 20)
                       + dense_params(4 * 4 * 20, 50) + dense_params(50, 6))
@@ -47,6 +50,7 @@ FC_LOCALIZATION_28 = dense_params(28 * 28, 32) + 2 * dense_params(32, 32)
     ("seed-original", 40, SEED_LOCALIZATION + SEED_CLASSIFIER),
     # 40 -> pool 20 -> conv5 16 -> pool 8 -> conv5 4: the same 4 * 4 * 20 features as on 42.
     ("seed-conv", 40, PAPER_LOCALIZATION + SEED_CLASSIFIER),
+    ("pooled", 40, PAPER_LOCALIZATION + POOLED_CLASSIFIER),
     ("paper", 42, PAPER_LOCALIZATION + PAPER_CLASSIFIER),
     ("cnn", 40, SEED_CLASSIFIER),
     ("paper-cnn", 42, PAPER_CLASSIFIER),

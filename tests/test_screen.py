@@ -54,8 +54,8 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     for row in rows:
         assert set(row) == {"model", "protocol", "fields", "run", "val_error_percent",
                             "val_rotation_spread_ratio", "val_median_scale", "val_shift_std_px",
-                            "val_scale_spread_ratio", "train_seconds"}
-        assert 0.0 <= row["val_error_percent"] <= 100.0
+                            "val_scale_spread_ratio", "train_seconds", "train_flops"}
+        assert 0.0 <= row["val_error_percent"] <= 100.0 and row["train_flops"] > 0
     assert rows[0]["val_rotation_spread_ratio"] > 0.0  # a transformer: its ratio
     assert 0.2 < rows[0]["val_median_scale"] < 5.0  # and the scale of what it shows
     assert rows[0]["val_scale_spread_ratio"] is None  # R draws no scales: no ratio

@@ -77,6 +77,9 @@ class ModelConfig:
     classifier: str = "seed"
     conv_filters: tuple[int, ...] = (16, 16)
     conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
+    # A 2x2 max-pool after each of the "seed" classifier's convolutions (the
+    # dense layer then reads a quarter, then a sixteenth, of the features).
+    conv_pooling: bool = False
     dense_units: int = 1024
     # Dropout rate on the classifier's last hidden layer, before the logits
     # (0: none, no layer; issue 26: the classifier overfits aligned digits).
@@ -133,6 +136,10 @@ MODEL_PRESETS = {
     # can see a rotation that the seed's Dense 20 net cannot (issue 26,
     # results/pose_bound_seed.json): a candidate for an upright default run.
     "seed-conv": ModelConfig(preset="seed-conv", localization="conv"),
+    # `seed-conv` with a 2x2 max-pool after each convolution: 1.7 M parameters
+    # and 1/9 of its training FLOPs, as accurate and as upright (the
+    # fast-default screen, docs/performance.md): make train's model.
+    "pooled": ModelConfig(preset="pooled", localization="conv", conv_pooling=True),
     # The `seed` classifier with no transformer: the baseline to beat.
     "cnn": ModelConfig(preset="cnn", transformer=False),
     # The paper's distorted-MNIST models (Table 1, appendix A.4): baselines...
@@ -150,8 +157,10 @@ MODEL_PRESETS = {
 }
 
 
-DEFAULT_PRESET, DEFAULT_RECIPE = "seed-conv", "upright"
-"""``make train``'s model and recipe (train.py's; ``seed``, ``default`` until 2026-12-06)."""
+DEFAULT_PRESET, DEFAULT_RECIPE = "pooled", "upright"
+"""``make train``'s model and recipe (train.py's), chosen by the fast-default screen
+(docs/performance.md); before it ``seed-conv`` and ``upright``, before that ``seed``
+and ``default``, whose records stay in results/."""
 
 
 def model_config(preset: str = "seed", **overrides: Any) -> ModelConfig:
