@@ -111,7 +111,7 @@ def test_without_test_the_test_split_is_never_evaluated(unit, capsys, monkeypatc
     forbid_the_test_split(monkeypatch)
     record = runner.run(unit, test=False, verbose=1)
     assert record.trained and set(record.metrics) == {"epochs", "val_loss", "val_accuracy",
-                                                      "train_seconds"}
+                                                      "train_seconds", "warnings"}
     assert runner.error_percent(record.metrics, "test") is None
     out = capsys.readouterr().out
     assert "test accuracy" not in out and "(test not evaluated)" in out
@@ -121,7 +121,7 @@ def test_without_test_the_test_split_is_never_evaluated(unit, capsys, monkeypatc
     monkeypatch.undo()
     tested = runner.run(unit, test=True, verbose=0)
     assert list(tested.metrics) == ["epochs", "val_loss", "val_accuracy", "test_loss",
-                                    "test_accuracy", "train_seconds"]  # metrics.json's order
+                                    "test_accuracy", "train_seconds", "warnings"]  # the order
     assert runner.error_percent(tested.metrics, "test") == round(
         100 * (1 - tested.metrics["test_accuracy"]), 2)
     assert {k: tested.metrics[k] for k in record.metrics} == record.metrics

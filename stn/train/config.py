@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Any
 
-from stn.layer import kinds
+from stn.layer import kinds, kinds3d
 from stn.data import datasets, protocols
 
 
@@ -96,7 +96,7 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        _check_choice("kind", self.kind, tuple(kinds.KINDS))
+        _check_choice("kind", self.kind, kinds3d.image_kinds())
         _check_choice("localization", self.localization, ("dense", "conv", "fc"))
         _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
         _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
@@ -148,11 +148,11 @@ MODEL_PRESETS = {
     "paper": ModelConfig(preset="paper", localization="conv", **_PAPER_CNN),
     **{f"st-cnn-{kind}": ModelConfig(preset=f"st-cnn-{kind}", kind=kind, localization="conv",
                                      **_PAPER_CNN)
-       for kind in kinds.KINDS},
+       for kind in kinds3d.image_kinds()},
     # ... ST-FCN: fully connected localization net and classifier.
     **{f"st-fcn-{kind}": ModelConfig(preset=f"st-fcn-{kind}", kind=kind, localization="fc",
                                      **_PAPER_FCN)
-       for kind in kinds.KINDS},
+       for kind in kinds3d.image_kinds()},
 }
 
 
