@@ -59,8 +59,9 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
       cache_dir: MNIST cache directory (stn.data.mnist.load_mnist).
       command: the command line, recorded in config.json.
       verbose: 1 for progress (stn.train.progress) and a line per epoch, 0 for silence.
-      test: evaluate the test split at the end; screens, which choose on
-        validation, leave it out (metrics.json then has no test numbers).
+      test: evaluate the test split at the end. Screens, which choose on the
+        validation split, pass False: the test split is then never
+        evaluated, and metrics.json holds no test numbers.
 
     Returns:
       The final metrics, also written to ``run_dir/metrics.json``; its
@@ -125,13 +126,13 @@ def _train_and_evaluate(config: Config, run_dir: Path, mnist_path, cache_dir, co
     watch.close()
     runs.save_model(run_dir, model)
     metrics = {"epochs": config.epochs,
-               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
-               "train_seconds": round(sum(row["seconds"] for row in history), 1),
-               "warnings": divergence_warnings(
-                   history, config, config.epochs * steps_per_epoch(config, len(data.train)))}
-    if test:
+               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"]}
+    if test:  # the keys in the order of the records in results/ (test, then time)
         loss, accuracy = steps.evaluate(source.eval_dataset(data.test, config.batch_size))
         metrics.update(test_loss=loss, test_accuracy=accuracy)
+    metrics["train_seconds"] = round(sum(row["seconds"] for row in history), 1)
+    metrics["warnings"] = divergence_warnings(
+        history, config, config.epochs * steps_per_epoch(config, len(data.train)))
     runs.write_json(run_dir / runs.METRICS, metrics)
     if verbose:
         scored = (f"test accuracy {metrics['test_accuracy']:.4f} (error "
