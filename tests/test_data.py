@@ -135,6 +135,53 @@ def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
     assert not np.allclose(data.test.warps, data.validation.warps[:N_TEST])
 
 
+@pytest.mark.parametrize("protocol", ["seed", "e", "tc"])
+def test_images_are_built_on_first_read_equal_to_a_one_call_build(monkeypatch, mnist, protocol):
+    # Chunks of 1024 (5 for validation's 5,000, the last one short) against
+    # one call over the whole split, clutter pasted after: the split's own
+    # arrays give the same images, bit for bit, however they are cut.
+    monkeypatch.setattr(D, "WARP_CHUNK", 1024)
+    data = D.build_data(mnist, protocol, seed=2, max_train_examples=50)
+    canvas = data.protocol.canvas
+    for name in D.SPLITS:
+        split = getattr(data, name)
+        assert not split.images_built and split.canvas == canvas  # the canvas builds nothing
+        assert not split.images_built
+        eager = P.apply(protocol, D.pad(split.canonical, canvas).numpy(), split.warps)
+        if split.clutter is not None:
+            eager = data.protocol.paste(eager, split.sources, split.clutter)
+        lazy = split.images
+        assert split.images_built and split.images is lazy and not lazy.flags.writeable
+        assert lazy.shape == (len(split), canvas, canvas, 1) and lazy.dtype == np.float32
+        np.testing.assert_array_equal(lazy, eager)
+    assert data.train.clutter is None or np.any(data.train.images > 0)
+
+
+def test_split_given_an_array_holds_it_and_deferred_builds_once():
+    split = tiny_split(4)
+    assert split.images_built
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.array(split.images)
+    lazy = D.Split(D.Deferred(build, split.images.shape), split.labels, split.warps,
+                   split.canonical, split.protocol)
+    assert lazy.canvas == 40 and not calls and not lazy.images_built
+    np.testing.assert_array_equal(lazy.images, split.images)
+    np.testing.assert_array_equal(lazy.images, split.images)
+    assert calls == [1] and lazy.images_built
+
+
+def test_a_resampling_epoch_never_builds_the_train_images(mnist):
+    data = D.build_data(mnist, "seed", seed=0, max_train_examples=30)
+    collect(D.train_dataset(data.train, 8, seed=0, epoch=0, resample=True))
+    assert not data.train.images_built
+    images, _, _ = collect(D.train_dataset(data.train, 8, seed=0, epoch=0))
+    assert data.train.images_built  # the fixed pipeline reads them
+    np.testing.assert_array_equal(images, data.train.images[D.epoch_order(30, 0, 0)])
+
+
 def test_unknown_protocol_is_a_value_error_listing_names(mnist):
     with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
         D.load_data("bogus")  # fails before looking for MNIST

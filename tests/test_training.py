@@ -250,10 +250,11 @@ def test_deterministic_runs_give_identical_metrics(tmp_path):
 
 
 def test_warp_curriculum_hands_each_epoch_its_strength(tmp_path, monkeypatch):
-    real, seen = stn_data.train_dataset, []
+    real, seen, splits = stn_data.train_dataset, [], []
 
     def spy(split, batch_size, *, epoch, protocol=None, **kwargs):
         seen.append((epoch, protocol.name))
+        splits.append(split)
         return real(split, batch_size, epoch=epoch, protocol=protocol, **kwargs)
 
     monkeypatch.setattr(stn_data, "train_dataset", spy)
@@ -261,6 +262,8 @@ def test_warp_curriculum_hands_each_epoch_its_strength(tmp_path, monkeypatch):
                           max_steps_per_epoch=1)
     training.train_and_evaluate(config, tmp_path / "run", verbose=0)
     assert seen == [(0, "r@0"), (1, "r@0.5"), (2, "r")]
+    # A resampling run warps the digits per epoch: the fixed train images are never built.
+    assert len({id(s) for s in splits}) == 1 and not splits[0].images_built
     assert runs.read_config(tmp_path / "run").warp_ramp_epochs == 2.0
 
 

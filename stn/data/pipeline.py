@@ -24,9 +24,14 @@ sampling) and the one function that applies them: :mod:`stn.data.protocols`.
 * **Memory.** A :class:`Split` keeps its canonical digits as the original
   uint8 28 x 28 (55,000 of them are 43 MB, against 352 MB as padded
   float32) and pads them on demand (:meth:`Split.canonical_images`, and in
-  the resampling pipeline, per batch). The first pipeline over a split
-  copies the arrays it serves into TF tensors, once: the fixed pipeline
-  the warped images (352 MB for train), the resampling one only the digits.
+  the resampling pipeline, per batch). A split's fixed warped images are
+  built on first access to ``images`` (:class:`Deferred`), from the stored
+  digits, warps and clutter, chunk by chunk: the same array an eager build
+  gives, bit for bit. A run that resamples its warps never reads the train
+  split's images, so it never holds them (352 MB for 55,000 at 40 x 40).
+  The first pipeline over a split copies the arrays it serves into TF
+  tensors, once: the fixed pipeline the warped images, the resampling one
+  only the digits.
 * **Pipelines.** :func:`train_dataset` shuffles with a permutation from a
   generator keyed by ``(seed, "order", epoch)``, so epoch ``e`` is the same
   whether or not the run was interrupted; with ``resample=True`` it draws
@@ -35,7 +40,9 @@ sampling) and the one function that applies them: :mod:`stn.data.protocols`.
 """
 
 import dataclasses
+import threading
 import zlib
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -86,12 +93,59 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """An array made on first use: ``build()`` returns an array of ``shape``.
+
+    Pass one as a :class:`Split`'s ``images`` to build them only if read.
+    """
+    build: Callable[[], np.ndarray]
+    shape: tuple[int, ...]
+
+
+class _BuiltOnFirstUse:
+    """A dataclass field holding an array or a :class:`Deferred` that makes it.
+
+    Reading the field returns the array (read-only), building it the first
+    time from a Deferred and keeping it; the field has no default.
+    """
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:  # the class form: tells dataclasses there is no default
+            raise AttributeError(self.slot)
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            with _BUILD_LOCK:  # tf.data threads may read it too: build once
+                value = obj.__dict__[self.slot]
+                if isinstance(value, Deferred):
+                    value = _read_only(value.build())
+                    obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+    def is_built(self, obj) -> bool:
+        return not isinstance(obj.__dict__[self.slot], Deferred)
+
+    def shape(self, obj) -> tuple[int, ...]:
+        """The array's shape, without building it."""
+        return tuple(obj.__dict__[self.slot].shape)
+
+
+_BUILD_LOCK = threading.RLock()
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """One split of warped MNIST (read-only arrays).
 
     Attributes:
-      images: float32 ``[N, S, S, 1]``, the warped images in [0, 1].
+      images: float32 ``[N, S, S, 1]``, the warped images in [0, 1]. Given
+        as a :class:`Deferred`, they are built on first access (and kept).
       labels: int32 ``[N]``, digit classes 0..9.
       warps: float32 ``[N, P]``, the ground-truth sampling parameters of
         ``kind``, flat (``[N, 6]`` row-major affine matrices for the affine
@@ -107,7 +161,7 @@ class Split:
       sources: uint8 ``[M, 28, 28]``: all of the split's own digits, before
         any truncation (None without clutter).
     """
-    images: np.ndarray
+    images: np.ndarray = _BuiltOnFirstUse()
     labels: np.ndarray
     warps: np.ndarray
     canonical: np.ndarray
@@ -121,8 +175,13 @@ class Split:
 
     @property
     def canvas(self) -> int:
-        """Side ``S`` of the images in pixels."""
-        return self.images.shape[1]
+        """Side ``S`` of the images in pixels (read without building them)."""
+        return vars(Split)["images"].shape(self)[1]
+
+    @property
+    def images_built(self) -> bool:
+        """Whether ``images`` are held: given as an array, or read once."""
+        return vars(Split)["images"].is_built(self)
 
     def canonical_images(self, index=slice(None)) -> np.ndarray:
         """The unwarped digits, padded: float32 ``[n, S, S, 1]``.
@@ -161,21 +220,36 @@ def _rng(seed: int, *key) -> np.random.Generator:
     return np.random.default_rng([int(seed), *words])
 
 
+WARP_CHUNK = 4096
+"""Images padded, warped and cluttered per call when a split's images are
+built: the transients (padded digits, the sampler's output) stay near 50 MB
+at 40 x 40. A multiple of ``protocols.apply``'s chunk, so each image's warp
+is computed in the same sampler call shape as ever (bit-identical images)."""
+
+
 def _warp_digits(digits: np.ndarray, params: np.ndarray, protocol: protocols.Protocol,
-                 chunk_size: int = 8192) -> np.ndarray:
-    """Pads and warps uint8 digits chunk by chunk: float32 ``[N, S, S, 1]``."""
+                 clutter: np.ndarray | None = None,
+                 sources: np.ndarray | None = None) -> np.ndarray:
+    """Pads and warps uint8 digits chunk by chunk, then pastes the clutter.
+
+    Returns:
+      float32 ``[N, S, S, 1]``, a split's fixed images.
+    """
     canvas = protocol.canvas
     out = np.empty((len(digits), canvas, canvas, 1), np.float32)
-    for start in range(0, len(digits), chunk_size):
-        part = slice(start, start + chunk_size)
-        out[part] = protocols.apply(protocol, pad(digits[part], canvas).numpy(), params[part])
+    for start in range(0, len(digits), WARP_CHUNK):
+        part = slice(start, start + WARP_CHUNK)
+        warped = protocols.apply(protocol, pad(digits[part], canvas).numpy(), params[part])
+        out[part] = warped if clutter is None else protocol.paste(warped, sources, clutter[part])
     return out
 
 
 def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
                 protocol: protocols.Protocol, seed: int, limit: int | None = None) -> Split:
-    """Draws the split's fixed warps and clutter (for all of it), truncates, then warps.
+    """Draws the split's fixed warps and clutter (for all of it), truncates.
 
+    The images, those warps (and clutter) applied to the digits, are built
+    on first access (:class:`Deferred`), from the arrays the split keeps.
     Clutter is cut from the split's own digits (test from test), drawn from
     ``(seed, "clutter", name)``.
     """
@@ -183,19 +257,19 @@ def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
     record = protocol.clutter_record(len(digits), len(digits), _rng(seed, "clutter", name),
                                      own=np.arange(len(digits)))
     sources = None if record is None else _read_only(np.ascontiguousarray(digits, np.uint8))
-    digits, labels, params = digits[:limit], labels[:limit], params[:limit]
-    images = _warp_digits(digits, params, protocol)
-    if record is not None:
-        record = record[:limit]
-        images = protocol.paste(images, sources, record)
+    digits = _read_only(np.ascontiguousarray(digits[:limit], np.uint8))
+    params = _read_only(params[:limit])
+    record = None if record is None else _read_only(record[:limit])
+    canvas = protocol.canvas
     return Split(
-        images=_read_only(images),
-        labels=_read_only(np.asarray(labels, np.int32)),
-        warps=_read_only(params),
-        canonical=_read_only(np.ascontiguousarray(digits, np.uint8)),
+        images=Deferred(lambda: _warp_digits(digits, params, protocol, record, sources),
+                        (len(digits), canvas, canvas, 1)),
+        labels=_read_only(np.asarray(labels[:limit], np.int32)),
+        warps=params,
+        canonical=digits,
         protocol=protocol.name,
         kind=protocol.kind,
-        clutter=None if record is None else _read_only(record),
+        clutter=record,
         sources=sources)
 
 
