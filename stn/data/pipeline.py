@@ -29,9 +29,10 @@ sampling) and the one function that applies them: :mod:`stn.data.protocols`.
   digits, warps and clutter, chunk by chunk: the same array an eager build
   gives, bit for bit. A run that resamples its warps never reads the train
   split's images, so it never holds them (352 MB for 55,000 at 40 x 40).
-  The first pipeline over a split copies the arrays it serves into TF
-  tensors, once: the fixed pipeline the warped images, the resampling one
-  only the digits.
+  The first training pipeline over a split copies the arrays it gathers
+  from into TF tensors, once: the fixed pipeline the warped images, the
+  resampling one only the digits. Evaluation serves slices of the NumPy
+  arrays, with no TF copy of the split.
 * **Pipelines.** :func:`train_dataset` shuffles with a permutation from a
   generator keyed by ``(seed, "order", epoch)``, so epoch ``e`` is the same
   whether or not the run was interrupted; with ``resample=True`` it draws
@@ -40,14 +41,13 @@ sampling) and the one function that applies them: :mod:`stn.data.protocols`.
 """
 
 import dataclasses
-import threading
 import zlib
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from stn.data import protocols
+from stn.data.lazy import BuiltOnFirstUse, Deferred
 from stn.data.mnist import NUM_CLASSES  # noqa: F401  (re-exported: stn.data.pipeline.NUM_CLASSES)
 
 MNIST_SIZE = 28
@@ -93,52 +93,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@dataclasses.dataclass(frozen=True)
-class Deferred:
-    """An array made on first use: ``build()`` returns an array of ``shape``.
-
-    Pass one as a :class:`Split`'s ``images`` to build them only if read.
-    """
-    build: Callable[[], np.ndarray]
-    shape: tuple[int, ...]
-
-
-class _BuiltOnFirstUse:
-    """A dataclass field holding an array or a :class:`Deferred` that makes it.
-
-    Reading the field returns the array (read-only), building it the first
-    time from a Deferred and keeping it; the field has no default.
-    """
-
-    def __set_name__(self, owner, name):
-        self.slot = f"_{name}_value"
-
-    def __get__(self, obj, owner=None):
-        if obj is None:  # the class form: tells dataclasses there is no default
-            raise AttributeError(self.slot)
-        value = obj.__dict__[self.slot]
-        if isinstance(value, Deferred):
-            with _BUILD_LOCK:  # tf.data threads may read it too: build once
-                value = obj.__dict__[self.slot]
-                if isinstance(value, Deferred):
-                    value = _read_only(value.build())
-                    obj.__dict__[self.slot] = value
-        return value
-
-    def __set__(self, obj, value):
-        obj.__dict__[self.slot] = value
-
-    def is_built(self, obj) -> bool:
-        return not isinstance(obj.__dict__[self.slot], Deferred)
-
-    def shape(self, obj) -> tuple[int, ...]:
-        """The array's shape, without building it."""
-        return tuple(obj.__dict__[self.slot].shape)
-
-
-_BUILD_LOCK = threading.RLock()
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """One split of warped MNIST (read-only arrays).
@@ -161,7 +115,7 @@ class Split:
       sources: uint8 ``[M, 28, 28]``: all of the split's own digits, before
         any truncation (None without clutter).
     """
-    images: np.ndarray = _BuiltOnFirstUse()
+    images: np.ndarray = BuiltOnFirstUse()
     labels: np.ndarray
     warps: np.ndarray
     canonical: np.ndarray
