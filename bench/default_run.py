@@ -27,8 +27,8 @@ PREVIOUS = ("seed-conv", "upright")  # make train's preset and recipe before the
 
 def configs(precision: str) -> dict:
     """``name -> Config``: the previous default run, then make train's."""
-    previous = C.make_config(PREVIOUS[0], "seed", {"dtype": precision}, recipe=PREVIOUS[1])
-    today = C.make_config(C.DEFAULT_PRESET, "seed", {"dtype": precision}, recipe=C.DEFAULT_RECIPE)
+    previous = C.make_config(PREVIOUS[0], C.DEFAULT_PROTOCOL, {"dtype": precision}, recipe=PREVIOUS[1])
+    today = C.make_config(C.DEFAULT_PRESET, C.DEFAULT_PROTOCOL, {"dtype": precision}, recipe=C.DEFAULT_RECIPE)
     return {f"previous default ({PREVIOUS[0]}, recipe {PREVIOUS[1]})": previous,
             f"make train ({C.DEFAULT_PRESET}, recipe {C.DEFAULT_RECIPE})": today}
 
@@ -36,7 +36,7 @@ def configs(precision: str) -> dict:
 def run(epochs: int = 2) -> dict:
     """Median seconds per epoch of each, over ``epochs`` after an untimed first one."""
     precision = auto_precision()
-    train = stn_data.load_data("seed", 0).train
+    train = stn_data.load_data("predecessor", 0).train
     steps = {}
     for name, config in configs(precision).items():
         keras.utils.set_random_seed(0)

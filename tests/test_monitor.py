@@ -178,7 +178,8 @@ def monitored(tmp_path, preset, verbose=0, **overrides):
     model = build_model(preset, dense_units=8, **overrides)
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    config = C.make_config(preset, "seed", model_overrides={"dense_units": 8, **overrides})
+    config = C.make_config(preset, "seed", model_overrides={"dense_units": 8, **overrides},
+                           recipe="cosine")
     return monitor.Monitor(tmp_path, config, synthetic_data(), model, optimizer, [],
                            verbose=verbose)
 

@@ -24,7 +24,7 @@ arrays, in chunks) and its per-epoch resampler (tensors inside tf.data).
 ================ ====== =========== ================================================
 protocol         canvas kind        warps (all draws independent)
 ================ ====== =========== ================================================
-``seed``         40     affine      rotation +-30 deg, shear +-20 deg, translation
+``predecessor``  40     affine      rotation +-30 deg, shear +-20 deg, translation
                                     +-10 px in x and y, scale 0.8 to 1.2; uniform
 ``r``            28     affine      rotation +-90 deg, uniform
 ``rts``          42     affine      rotation +-45 deg, scale 0.7 to 1.2,
@@ -56,8 +56,8 @@ protocol         canvas kind        warps (all draws independent)
 :class:`Protocol`, :class:`AffineProtocol` (named distortions: rotation,
 shear, translation, scale; :data:`DISTORTIONS`), :class:`PerspectiveProtocol`
 (with :func:`homography` and :data:`CORNERS`) and :class:`ElasticProtocol`.
-``seed`` is the predecessor's protocol, on its 40 px canvas; ``none`` pads
-only.
+``predecessor`` is the TF 1.14 predecessor's protocol, on its 40 px canvas
+(its old name ``seed`` is still read: :data:`ALIASES`); ``none`` pads only.
 
 **The paper's Table 1** (Jaderberg et al. 2015, Sec. 4.1 and appendix A.4):
 
@@ -238,7 +238,7 @@ def calibrated_tc() -> ClutteredProtocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    AffineProtocol("seed", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
+    AffineProtocol("predecessor", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
                    "shift +-10 px, scale 0.8-1.2", rotation=(-30.0, 30.0),
                    shear=(-20.0, 20.0), translation=(-10.0, 10.0), scale=(0.8, 1.2)),
     AffineProtocol("r", 28, "paper's R: rotation +-90 deg", rotation=(-90.0, 90.0)),
@@ -265,20 +265,28 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                    f"+-{TC_SHIFT:g} px on {TC_CANVAS} px", translation=(-TC_SHIFT, TC_SHIFT)),
 )}
 """Every warp protocol by name: the one home of the protocols."""
+ALIASES = {"seed": "predecessor"}
+"""Old protocol names, still read (``--protocol``, records): old name -> name in :data:`PROTOCOLS`."""
+
+
+def canonical_name(name: str) -> str:
+    """The :data:`PROTOCOLS` name of ``name``: itself, or the one its old name (:data:`ALIASES`)
+    now has; an unknown name passes through (the lookup reports it)."""
+    return ALIASES.get(name, name)
 
 
 def get_protocol(protocol: "str | Protocol") -> Protocol:
-    """Looks up a protocol by name (a :class:`Protocol` passes through).
+    """Looks up a protocol by name or old name (a :class:`Protocol` passes through).
 
     Raises:
       ValueError: unknown name; the message lists the valid ones.
     """
     if isinstance(protocol, Protocol):
         return protocol
-    if protocol not in PROTOCOLS:
+    if canonical_name(protocol) not in PROTOCOLS:
         raise ValueError(f"unknown warp protocol {protocol!r}; "
                          f"choose one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol]
+    return PROTOCOLS[canonical_name(protocol)]
 
 
 # --- warping --------------------------------------------------------------------
