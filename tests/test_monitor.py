@@ -97,7 +97,7 @@ def test_tensorboard_logs_every_epoch_once(run):
     width, height, png = values(board / "validation", "stn_outputs")[2]
     image = Image.open(io.BytesIO(png))
     assert image.size == (int(width), int(height)) == (2 * (10 * 42 - 2), 2 * (4 * 42 - 2))
-    assert b'"preset": "seed"' in values(board / "train", "config")[0].item()
+    assert b'"preset": "predecessor"' in values(board / "train", "config")[0].item()
 
 
 @pytest.mark.slow
