@@ -6,8 +6,17 @@ time. Both runs are trained here epoch by epoch in alternation, input
 pipeline and the alignment term's extra localization pass included, as
 ``train.py`` trains them (``stn.train.training.make_steps``, ``train_epoch``);
 a whole run is its epochs times the median epoch.
+
+Two environment variables make it affordable on a slow CPU and let one
+machine stand in for another: ``STN_BENCH_STEPS=K`` times the first K steps
+of each epoch (the epoch's time is then K steps' times its step count), and
+``STN_BENCH_PRECISION=float32`` trains in float32 whatever the CPU (what a
+CPU without bf16 arithmetic runs; add ``ONEDNN_MAX_CPU_ISA=AVX2`` to keep
+oneDNN's kernels to AVX2, as on a CPU without AVX-512).
 """
 
+import dataclasses
+import os
 import time
 
 import keras
@@ -27,18 +36,24 @@ PREVIOUS = ("seed-conv", "upright")  # make train's preset and recipe before the
 
 def configs(precision: str) -> dict:
     """``name -> Config``: the previous default run, then make train's."""
-    previous = C.make_config(PREVIOUS[0], C.DEFAULT_PROTOCOL, {"dtype": precision}, recipe=PREVIOUS[1])
-    today = C.make_config(C.DEFAULT_PRESET, C.DEFAULT_PROTOCOL, {"dtype": precision}, recipe=C.DEFAULT_RECIPE)
+    previous = C.make_config(PREVIOUS[0], C.DEFAULT_PROTOCOL, {"dtype": precision},
+                             recipe=PREVIOUS[1])
+    today = C.make_config(C.DEFAULT_PRESET, C.DEFAULT_PROTOCOL, {"dtype": precision},
+                          recipe=C.DEFAULT_RECIPE)
     return {f"previous default ({PREVIOUS[0]}, recipe {PREVIOUS[1]})": previous,
             f"make train ({C.DEFAULT_PRESET}, recipe {C.DEFAULT_RECIPE})": today}
 
 
 def run(epochs: int = 2) -> dict:
     """Median seconds per epoch of each, over ``epochs`` after an untimed first one."""
-    precision = auto_precision()
-    train = stn_data.load_data("predecessor", 0).train
-    steps = {}
+    precision = os.environ.get("STN_BENCH_PRECISION") or auto_precision()
+    timed_steps = int(os.environ.get("STN_BENCH_STEPS", 0)) or None
+    train = stn_data.load_data(C.DEFAULT_PROTOCOL, 0).train
+    steps, scale = {}, {}
     for name, config in configs(precision).items():
+        full = steps_per_epoch(config, len(train))
+        scale[name] = full / min(timed_steps, full) if timed_steps else 1.0
+        config = dataclasses.replace(config, max_steps_per_epoch=timed_steps)
         keras.utils.set_random_seed(0)
         model = build_model(config.model)
         optimizer = make_optimizer(config, steps_per_epoch(config, len(train)))
@@ -50,12 +65,14 @@ def run(epochs: int = 2) -> dict:
             start = time.perf_counter()
             train_epoch(step, train, config, epoch, verbose=0)
             if epoch:
-                times[name].append(time.perf_counter() - start)
+                times[name].append((time.perf_counter() - start) * scale[name])
     first = next(iter(times))
     base = float(np.median(times[first])) * steps[first][0].epochs
     base_flops = training_flops(steps[first][0])["run"]
-    print(f"\n== 8. the default run's training, {precision}, {len(train):,} images; epochs "
-          f"timed in alternation, median of {epochs} ==")
+    part = f" (first {timed_steps} steps of each, scaled)" if timed_steps else ""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    print(f"\n== 8. the default run's training, {precision}{', oneDNN ' + isa if isa else ''}, "
+          f"{len(train):,} images; epochs{part} timed in alternation, median of {epochs} ==")
     results = {}
     for name, seconds in times.items():
         config = steps[name][0]

@@ -1,10 +1,20 @@
-"""The classifiers: an optional spatial transformer, then a conv net.
+"""The classifiers: optional spatial transformers, then a conv net or an FCN.
 
 Importable in a notebook::
 
     import stn.model
     model = stn.model.build_model("seed")          # keras.Model, logits
     params, upright = stn.model.transformer_outputs(model, images)
+
+**Parallel transformers** (``ModelConfig.transformers = N``, paper appendix
+A.1): N transformers side by side, each reading all the input channels with
+its own localization net, their outputs concatenated along the channels
+(transformer 1's C channels first), so the classifier reads ``N * C``
+channels. The layers are named ``transformer`` when N is 1 (the name every
+saved model and checkpoint knows) and ``transformer_1`` ... ``transformer_N``
+otherwise; :func:`find_transformers` lists them in that order, and
+:func:`find_transformer` and :func:`transformer_outputs` take the ``index``
+of one (needed when N > 1).
 
 The model knows nothing of files, plots or command lines.
 """
@@ -17,14 +27,16 @@ import numpy as np
 
 from stn.layer.backends import require_tensorflow
 from stn.train.config import ModelConfig, model_config
-from stn.data.mnist import NUM_CLASSES
 from stn.layer.layers import (Conv2D, SpatialTransformer, conv_localization, dense_localization,
                         fc_localization)
 
 
 def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool | None = None,
                 **overrides) -> keras.Model:
-    """Builds a classifier from float32 images ``[B, S, S, 1]`` to logits ``[B, 10]``.
+    """Builds a classifier from float32 images ``[B, S, S, C]`` to logits ``[B, K]``.
+
+    ``S``, ``C`` and ``K`` are the config's ``input_size``, ``channels`` and
+    ``classes`` (the dataset sets the last two: stn.data.datasets).
 
     Args:
       preset: a preset name (``seed``, ``paper``, ``st-cnn-tps``, ...; see
@@ -39,17 +51,17 @@ def build_model(preset: str | ModelConfig = "seed", *, fast_input_gradient: bool
     config = (dataclasses.replace(preset, **overrides) if isinstance(preset, ModelConfig)
               else model_config(preset, **overrides))
     size = config.input_size
-    inputs = keras.Input((size, size, 1), name="images")
+    inputs = keras.Input((size, size, config.channels), name="images")
     x = inputs
     if config.transformer:
-        x = _transformer(config)(x)
+        x = _transformers(config, inputs)
     if fast_input_gradient is None:
         fast_input_gradient = config.transformer
     classifier = _CLASSIFIERS[config.classifier]
     x = classifier(x, config, keras.DTypePolicy(config.dtype), _first_conv(fast_input_gradient))
     if config.classifier_dropout:
         x = keras.layers.Dropout(config.classifier_dropout, name="classifier_dropout")(x)
-    logits = keras.layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
+    logits = keras.layers.Dense(config.classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"stn_{config.preset}")
 
 
@@ -63,7 +75,16 @@ def _localization(config: ModelConfig) -> keras.layers.Layer:
     return conv_localization(**common)
 
 
-def _transformer(config: ModelConfig) -> SpatialTransformer:
+def _transformers(config: ModelConfig, inputs):
+    """``[B, h, w, N * C]``: the N parallel transformers' outputs, concatenated."""
+    if config.transformers == 1:
+        return _transformer(config, "transformer")(inputs)
+    outputs = [_transformer(config, f"transformer_{i + 1}")(inputs)
+               for i in range(config.transformers)]
+    return keras.layers.Concatenate(axis=-1, name="transformers")(outputs)
+
+
+def _transformer(config: ModelConfig, name: str) -> SpatialTransformer:
     size = config.transformer_output_size
     return SpatialTransformer(_localization(config), kind=config.kind,
                               output_size=(size, size) if size else None,
@@ -71,7 +92,7 @@ def _transformer(config: ModelConfig) -> SpatialTransformer:
                               image_gradient=False,  # its input is the raw images
                               output_jitter=config.output_jitter,
                               iterations=config.transformer_iterations,
-                              dtype="float32", name="transformer")
+                              dtype="float32", name=name)
 
 
 def _first_conv(fast_input_gradient: bool) -> type:
@@ -113,45 +134,75 @@ def _fcn_classifier(x, config: ModelConfig, dtype, first_conv=None):
 _CLASSIFIERS = {"seed": _seed_classifier, "paper": _paper_classifier, "fcn": _fcn_classifier}
 
 
-def find_transformer(model: keras.Model) -> SpatialTransformer | None:
-    """The model's SpatialTransformer layer, or None if it has none."""
-    found = [layer for layer in model.layers if isinstance(layer, SpatialTransformer)]
-    return found[0] if found else None
+def find_transformers(model: keras.Model) -> list[SpatialTransformer]:
+    """The model's SpatialTransformer layers in the model's order (empty if none).
+
+    For :func:`build_model`'s parallel transformers: ``transformer_1``, ...,
+    ``transformer_N``, the order of their channels in the classifier's input.
+    """
+    return [layer for layer in model.layers if isinstance(layer, SpatialTransformer)]
 
 
-def transformer_outputs(model: keras.Model, images, batch_size: int = 1000):
-    """The transformer's parameters and output for ``images`` (inference mode).
+def find_transformer(model: keras.Model, index: int | None = None) -> SpatialTransformer | None:
+    """The model's SpatialTransformer layer, or None if it has none.
+
+    Args:
+      model: a Keras model.
+      index: which of several parallel transformers (0-based, the order of
+        :func:`find_transformers`); None: the model's only one.
+
+    Raises:
+      ValueError: ``index`` is None and the model has several transformers,
+        or ``index`` is out of range.
+    """
+    found = find_transformers(model)
+    if index is None:
+        if len(found) > 1:
+            raise ValueError(f"model {model.name!r} has {len(found)} parallel transformers: "
+                             f"pass index=0..{len(found) - 1}, or use find_transformers()")
+        return found[0] if found else None
+    if not 0 <= index < len(found):
+        raise ValueError(f"transformer index {index} out of range: model {model.name!r} "
+                         f"has {len(found)} transformer(s)")
+    return found[index]
+
+
+def transformer_outputs(model: keras.Model, images, batch_size: int = 1000,
+                        index: int | None = None):
+    """A transformer's parameters and output for ``images`` (inference mode).
 
     Args:
       model: a model built by :func:`build_model` (or any functional model
-        with one SpatialTransformer layer).
-      images: float32 ``[N, S, S, 1]``.
+        with SpatialTransformer layers).
+      images: float32 ``[N, S, S, C]``.
       batch_size: images per forward pass.
+      index: with parallel transformers, which one (0-based, the order of
+        :func:`find_transformers`); None: the model's only one.
 
     Returns:
       ``(params float32 [N, P], transformed float32 [N, h, w, C])`` as NumPy:
-      the parameters of the layer's kind (``find_transformer(model).kind``,
-      stn.layer.kinds), output -> input coordinates.
+      that transformer's parameters of its kind (``find_transformer(model,
+      index).kind``, stn.layer.kinds), output -> input coordinates, and its
+      output (all ``C`` input channels, warped by the one map).
     """
-    step = _TRANSFORMER_STEPS.get(model)
-    if step is None:
+    steps = _TRANSFORMER_STEPS.setdefault(model, {})
+    if index not in steps:
         require_tensorflow("stn.model.transformer_outputs")
         import tensorflow as tf  # here, not at the top: the builders run on any backend
 
-        # One tf.function per model, kept: a new one per call would trace
-        # again every time (and TensorFlow warns of the retracing).
-        step = tf.function(_transformer_step(model), reduce_retracing=True)
-        _TRANSFORMER_STEPS[model] = step
-    return in_batches(step, images, batch_size)
+        # One tf.function per model and transformer, kept: a new one per call
+        # would trace again every time (and TensorFlow warns of the retracing).
+        steps[index] = tf.function(_transformer_step(model, index), reduce_retracing=True)
+    return in_batches(steps[index], images, batch_size)
 
 
-# model -> its compiled transformer step; an entry goes when its model does.
+# model -> {index: its compiled transformer step}; an entry goes when its model does.
 _TRANSFORMER_STEPS = weakref.WeakKeyDictionary()
 
 
-def _transformer_step(model: keras.Model):
-    """``batch -> (theta, outputs)`` of the model's SpatialTransformer, inference mode."""
-    layer = find_transformer(model)
+def _transformer_step(model: keras.Model, index: int | None = None):
+    """``batch -> (theta, outputs)`` of one of the model's transformers, inference mode."""
+    layer = find_transformer(model, index)
     if layer is None:
         raise ValueError(f"model {model.name!r} has no SpatialTransformer layer")
     upstream = keras.Model(model.inputs, layer.input)

@@ -245,7 +245,7 @@ def test_transformer_outputs_traces_once_per_model():
     for _ in range(4):
         again = transformer_outputs(model, images, batch_size=3)
     np.testing.assert_array_equal(first[1], again[1])
-    assert M._TRANSFORMER_STEPS[model].experimental_get_tracing_count() <= 2
+    assert M._TRANSFORMER_STEPS[model][None].experimental_get_tracing_count() <= 2
     # The cache holds no model alive.
     alive = weakref.ref(model)
     del model

@@ -10,15 +10,11 @@ import math
 from typing import Any
 
 from stn.layer import kinds
-from stn.data import protocols
+from stn.data import datasets, protocols
 
 
 class ConfigError(ValueError):
-    """An invalid field of a config: ``field`` names it, ``problem`` says what is wrong.
-
-    The message is ``"<field> <problem>"``; train.py reports ``problem`` as
-    the error of the field's flag.
-    """
+    """A bad config ``field``: message ``"<field> <problem>"``; train.py shows ``problem``."""
 
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field} {problem}")
@@ -90,9 +86,11 @@ class ModelConfig:
     theta_init: str = "identity"
     theta_activation: str | None = None
     transformer_output_size: int | None = None  # None: same as the input
-    # Classifier: "seed" = two 3x3 convs -> Dense(dense_units) -> 10;
-    # "paper" = conv 9x9 -> pool -> conv 7x7 -> pool -> Dense(dense_units) -> 10;
-    # "fcn" = Dense(dense_units) -> Dense(dense_units) -> 10 (paper's FCN).
+    transformers: int = 1  # parallel, outputs concatenated (stn.model; paper, A.1)
+    channels: int = 1  # of the input, and classes of the logits: the dataset's
+    classes: int = 10
+    # Classifier, then the logits: "seed" = two 3x3 convs -> Dense(dense_units); "paper" = conv
+    # 9x9 -> pool -> conv 7x7 -> pool -> Dense; "fcn" = Dense -> Dense (paper's FCN).
     classifier: str = "seed"
     conv_filters: tuple[int, ...] = (16, 16)
     conv_strides: int = 1  # the predecessor's text says 2, its shapes say 1
@@ -124,18 +122,19 @@ class ModelConfig:
         _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
         _check_choice("classifier", self.classifier, ("seed", "paper", "fcn"))
         _check_choice("dtype", self.dtype, DTYPES)
-        _check_positive("input_size", self.input_size)
-        _check_positive("conv_strides", self.conv_strides)
-        _check_positive("dense_units", self.dense_units)
+        for name in ("input_size", "conv_strides", "dense_units", "transformer_iterations",
+                     "transformers", "channels", "classes"):
+            _check_positive(name, getattr(self, name))
         for name in ("classifier_dropout", "output_jitter", "localization_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        _check_positive("transformer_iterations", self.transformer_iterations)
-        for name, on in (("output_jitter", self.output_jitter),
-                         ("transformer_iterations > 1", self.transformer_iterations > 1)):
+        for name, on, composes in (("output_jitter", self.output_jitter, True),
+                                   ("transformer_iterations > 1",
+                                    self.transformer_iterations > 1, True),
+                                   ("transformers > 1", self.transformers > 1, False)):
             if on and not self.transformer:
                 raise ValueError(f"{name} needs a model with a transformer")
-            if on and self.kind not in kinds.COMPOSABLE_KINDS:
+            if on and composes and self.kind not in kinds.COMPOSABLE_KINDS:
                 raise ValueError(f"{name} needs a transformer of one of the kinds "
                                  f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
         if len(self.conv_filters) != 2:
@@ -304,6 +303,7 @@ class Config:
 
     model: ModelConfig = MODEL_PRESETS[DEFAULT_PRESET]
     protocol: str = DEFAULT_PROTOCOL
+    dataset: str = "digits"  # what an example is (stn.data.datasets); its warps: the protocol
     recipe: str = DEFAULT_RECIPE  # the Recipe the settings started from
     epochs: int = _setting(20, "epochs of training")
     batch_size: int = _setting(250, "images per training step")
@@ -350,6 +350,7 @@ class Config:
         object.__setattr__(self, "protocol", protocols.canonical_name(self.protocol))
         object.__setattr__(self, "recipe", canonical_recipe(self.recipe))
         _check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
+        datasets.check_model(self.dataset, self.model.channels, self.model.classes)
         _check_choice("strategy", self.strategy, ("default", "mirrored"))
         _check_choice("recipe", self.recipe, tuple(RECIPES))
         _check_choice("schedule", self.schedule, SCHEDULES)
@@ -480,8 +481,8 @@ def make_config(preset: str = DEFAULT_PRESET, protocol: str = DEFAULT_PROTOCOL,
       recipe: training recipe name (RECIPES); ``fields`` override its values. The
         recipe's alignment term is left out when ``alignment_weight`` is 0 or the
         model has no transformer (then its localization rate too).
-      **fields: other Config fields (epochs, batch_size, ``alignment``, ...); the
-        settings ``alignment_<name>`` (replacing the field ``<name>`` of the
+      **fields: other Config fields (epochs, batch_size, dataset, ``alignment``, ...);
+        the settings ``alignment_<name>`` (replacing the field ``<name>`` of the
         recipe's ``alignment``, or of an :class:`AlignmentSettings` when it has
         none); or ModelConfig fields (``classifier_dropout``, ...), which join
         ``model_overrides``.
@@ -497,7 +498,8 @@ def make_config(preset: str = DEFAULT_PRESET, protocol: str = DEFAULT_PROTOCOL,
              if k.startswith(ALIGNMENT_PREFIX)}
     protocol = protocols.canonical_name(protocol)
     _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
-    overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas, **model_overrides}
+    overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas,  # the images' sizes
+                 **datasets.model_fields(given.get("dataset", "digits")), **model_overrides}
     model = model_config(preset, **overrides)
     if not model.transformer:  # a recipe's parts of what is off: dropped
         settings.update(alignment=None, localization_lr_scale=1.0)

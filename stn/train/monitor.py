@@ -8,7 +8,8 @@ writes, into the run directory (stn.train.runs), after checkpoint ``e`` is saved
     tensorboard/validation/  epoch_loss, epoch_accuracy; stn_outputs (image)
     tensorboard/             hparams: the config, flattened (HPARAMS tab)
     trace.npz                the transformer's parameters for fixed test
-                             digits after every epoch (stn.train.trace, stn.viz.animation)
+                             digits after every epoch (stn.train.trace, stn.viz.animation);
+                             models with one transformer on one channel only
 
 **Steps are epochs**: step ``e`` is the state after ``e`` epochs, the one
 checkpoint ``e`` holds; step 0 is the initial model (learning rate, images,
@@ -40,7 +41,7 @@ import tensorflow as tf
 
 from stn.layer import kinds
 from stn.train.config import Config, config_to_dict
-from stn.model import find_transformer, transformer_outputs
+from stn.model import find_transformers, transformer_outputs
 from stn.train.optimizers import current_learning_rate
 from stn.data.tiles import PER_CLASS, first_of_each_class, outputs_grid
 from stn.train.trace import TRACE, Trace, read_trace, write_trace
@@ -169,7 +170,10 @@ class Monitor:
                  history: list[dict], verbose: int = 1):
         run_dir = Path(run_dir)
         self.model, self.optimizer, self.trace_path = model, optimizer, run_dir / TRACE
-        layer = find_transformer(model)
+        # The trace and the image grid follow one transformer on one channel;
+        # parallel transformers and multi-channel inputs go without them.
+        layers = find_transformers(model)
+        layer = layers[0] if len(layers) == 1 and model.input_shape[-1] == 1 else None
         self.board = None
         if importlib.util.find_spec("tensorboard") is not None:
             self.board = TensorBoardLog(run_dir / TENSORBOARD)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from stn.train import alignment as align
 from stn.data import pipeline as stn_data
 from stn.train import checkpoints
+from stn.data import datasets
 from stn.train import monitor
 from stn.data import protocols
 from stn.train import runs
@@ -68,8 +69,9 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                              cache_dir=cache_dir, max_train_examples=config.max_train_examples)
+    source = datasets.source(config.dataset)  # stn.data.pipeline, or another dataset's builder
+    data = source.load_data(config.protocol, config.seed, mnist_path=mnist_path,
+                            cache_dir=cache_dir, max_train_examples=config.max_train_examples)
     strategy = _strategy(config.strategy)
     with strategy.scope():
         model = build_model(config.model)
@@ -90,7 +92,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         train = train_epoch(steps, data.train, config, epoch, verbose)
-        val = steps.evaluate(stn_data.eval_dataset(data.validation, config.batch_size))
+        val = steps.evaluate(source.eval_dataset(data.validation, config.batch_size))
         history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
@@ -109,7 +111,7 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
                "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
                "train_seconds": round(sum(row["seconds"] for row in history), 1)}
     if test:
-        loss, accuracy = steps.evaluate(stn_data.eval_dataset(data.test, config.batch_size))
+        loss, accuracy = steps.evaluate(source.eval_dataset(data.test, config.batch_size))
         metrics.update(test_loss=loss, test_accuracy=accuracy)
     runs.write_json(run_dir / runs.METRICS, metrics)
     if verbose:
@@ -305,8 +307,9 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     """
     protocol = protocols.get_protocol(config.protocol).scaled(
         stn_data.warp_strength(epoch, config.warp_ramp_epochs))
-    dataset = stn_data.train_dataset(split, config.batch_size, seed=config.seed, epoch=epoch,
-                                     resample=config.resample_warps, protocol=protocol)
+    dataset = datasets.source(config.dataset).train_dataset(
+        split, config.batch_size, seed=config.seed, epoch=epoch, resample=config.resample_warps,
+        protocol=protocol)
     n_steps = steps_per_epoch(config, len(split))
     dataset = dataset.take(n_steps)
     if steps.alignment:

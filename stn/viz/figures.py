@@ -331,3 +331,38 @@ def transformers_figure(warped, outputs: dict, labels, title: str = "") -> Figur
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def addition_figure(inputs, outputs: list, labels, title: str = "") -> Figure:
+    """MNIST addition: input pairs and each parallel transformer's output, channel by channel.
+
+    The paper's Table 4 (right), in spirit: one row per pair; the two input
+    channels, then for each transformer its output's two channels.
+
+    Args:
+      inputs: float32 ``[n, S, S, C]``, the input pairs (``C`` channels).
+      outputs: one float32 ``[n, h, w, C]`` per transformer
+        (``stn.model.transformer_outputs(model, inputs, index=k)[1]``).
+      labels: int ``[n]``, the sums (row labels).
+      title: the figure's title.
+
+    Returns:
+      The figure: ``n`` rows of ``C * (1 + len(outputs))`` axes.
+    """
+    channels = inputs.shape[-1]
+    columns = [("input", inputs), *((f"ST {k + 1}", out) for k, out in enumerate(outputs))]
+    n, width = len(labels), channels * len(columns)
+    fig = Figure(figsize=(0.95 * width + 0.8, 1.0 * n + 0.9))
+    axes = fig.subplots(n, width, squeeze=False)
+    for j, (name, images) in enumerate(columns):
+        for c in range(channels):
+            col = j * channels + c
+            for i in range(n):
+                _show(axes[i, col], images[i, ..., c])
+            axes[0, col].set_title(f"{name}\nchannel {c + 1}", fontsize=8)
+    for i in range(n):
+        axes[i, 0].set_ylabel(f"sum {labels[i]}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,331 @@
+"""MNIST addition (paper, appendix A.1, Table 4), rebuilt by one command.
+
+    python -m experiments.addition                   # train what is missing, table, figure
+    python -m experiments.addition --models 2xST-FCN
+    python -m experiments.addition --table-only      # rewrite results/addition.{json,md}
+    python -m experiments.addition --list            # the models and whether they are done
+    python -m experiments.addition --tiny --runs-dir D --results-dir R --images-dir I
+
+The task: two MNIST digits, each in its own channel of a 42 x 42 image and
+each warped independently by our RTS (dataset ``addition`` of
+:mod:`stn.data.datasets`, built by :mod:`stn.data.addition`); the label is their sum.
+Each model (:data:`MODELS`, about 410k parameters each, the paper's "about
+the same number of parameters") is an ordinary run of
+``stn.train.training.train_and_evaluate`` in ``runs/addition/<run>/``, all with
+the same recipe (:data:`RECIPE` with :data:`EPOCHS` and :data:`BATCH_SIZE`:
+fresh pairs and warps every epoch). A finished model keeps ``config.json``,
+``history.csv``, ``metrics.json`` and ``cell.json`` (its parameter count and
+what each transformer settles on, :func:`stn.analysis.channel_focus.channel_focus`
+on the test pairs) in ``results/addition/<run>/``; a kept model with the
+same config is read back, not trained again, and a killed one resumes from
+its last epoch.
+
+Writes ``results/addition.json`` (``{"cells": [{"model", "error_percent",
+"parameters", "run", "paper_error_percent", "val_error_percent", "epochs",
+"train_seconds", "focus"}]}``), ``results/addition.md`` (ours beside the
+paper's) and ``images/addition.png`` (the 2xST-FCN's two transformers on a
+few test pairs, channel by channel, as the paper's Table 4, right; the
+2xST-CNN's in ``images/addition_2xst-cnn.png``), drawn from the runs.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from experiments import ROOT
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Table 4's rows -> (model preset, ModelConfig fields replaced). The sizes
+# give each about 410k parameters (stated in addition.json): the paper's
+# FCN and CNN (A.4) on the 42 x 42 x 2 input, the CNN at the paper's widths;
+# the transformers, affine, sample a 28 x 28 output (MNIST's size, as our
+# Table 1 RTS cells; experiments.grid), and each classifier's width is set
+# so that localization nets plus classifier come to the same budget.
+MODELS = {
+    "FCN": ("paper-fcn", {"dense_units": 112}),
+    "CNN": ("paper-cnn", {}),
+    "ST-FCN": ("st-fcn-affine", {"transformer_output_size": 28, "dense_units": 170}),
+    "2xST-FCN": ("st-fcn-affine", {"transformers": 2, "transformer_output_size": 28,
+                                   "dense_units": 56}),
+    "2xST-CNN": ("st-cnn-affine", {"transformers": 2, "transformer_output_size": 28,
+                                   "conv_filters": (76, 76)}),
+}
+PAPER = {"FCN": 47.7, "CNN": 14.7, "ST-FCN": 18.5, "2xST-FCN": 5.8, "2xST-CNN": None}
+PROTOCOL, DATASET = "rts", "addition"
+# The table1 recipe (Adam 3e-3 peak, 1 warm-up epoch, cosine decay, fresh
+# warps every epoch), not tuned on this task, at 20 epochs: the CNN, the
+# slowest model (1.14x the CPU time per step of the Table 1 CNN on RTS,
+# results/addition_timing.txt), then fits 20 min per model (docs/addition.md).
+RECIPE, EPOCHS, BATCH_SIZE = "table1", 20, 256
+FIGURE_MODELS = {"2xST-FCN": "addition.png", "2xST-CNN": "addition_2xst-cnn.png"}
+FIGURE_PAIRS = 8
+KEPT = ("config.json", "history.csv", "metrics.json")
+CELL = "cell.json"  # written last: a model is done when it is there
+TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2}
+
+
+def run_name(model: str) -> str:
+    """``fcn``, ``cnn``, ``st-fcn``, ``2xst-fcn``, ``2xst-cnn``."""
+    return model.lower()
+
+
+def model_config(model: str, seed: int = 0, precision: str = "float32", **fields):
+    """The run Config of a row of Table 4; ``fields`` replace Config or ModelConfig fields."""
+    from stn.train.config import make_config
+
+    preset, sizes = MODELS[model]
+    settings = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, **fields}
+    return make_config(preset, PROTOCOL, {**sizes, "dtype": precision}, recipe=RECIPE,
+                       dataset=DATASET, seed=seed, **settings)
+
+
+def is_done(config, kept: Path) -> bool:
+    """True if ``kept`` holds a finished run of exactly ``config``."""
+    from stn.train import runs
+
+    try:
+        return (kept / CELL).exists() and runs.read_config(kept) == config
+    except runs.RunError:
+        return False
+
+
+def run_model(model: str, config, runs_dir: Path, results_dir: Path, mnist_path=None,
+              focus_pairs: int | None = None, verbose: int = 1) -> Path:
+    """Trains (or resumes) one model, measures its transformers, keeps its record."""
+    from stn.analysis import channel_focus
+    from stn.data import addition
+    from stn.train import runs, training
+
+    run_dir, kept = runs_dir / run_name(model), results_dir / run_name(model)
+    if is_done(config, kept):
+        if verbose:
+            print(f"{model}: done, in {kept}")
+        return kept
+    print(f"\n=== {model} -> {run_dir}", flush=True)
+    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, verbose=verbose,
+                                command=[Path(sys.executable).name, *sys.argv])
+    trained = runs.load_model(run_dir)
+    test = addition.load_data(PROTOCOL, config.seed, mnist_path=mnist_path,
+                              max_train_examples=1).test
+    focus = (channel_focus.channel_focus(trained, test.images[:focus_pairs])
+             if config.model.transformer else [])
+    kept.mkdir(parents=True, exist_ok=True)
+    for filename in KEPT:
+        shutil.copyfile(run_dir / filename, kept / filename)
+    runs.write_json(kept / CELL, {"parameters": trained.count_params(), "focus": focus,
+                                  "focus_pairs": len(test.images[:focus_pairs])})
+    return kept
+
+
+def record(model: str, kept: Path, root: Path = ROOT) -> dict:
+    """One entry of addition.json from a model's kept files."""
+    metrics = json.loads((kept / "metrics.json").read_text())
+    cell = json.loads((kept / CELL).read_text())
+    try:
+        run = str(kept.resolve().relative_to(root.resolve()))
+    except ValueError:
+        run = str(kept)
+    return {"model": model, "error_percent": round(100 * (1 - metrics["test_accuracy"]), 2),
+            "parameters": cell["parameters"], "run": run,
+            "paper_error_percent": PAPER[model],
+            "val_error_percent": round(100 * (1 - metrics["val_accuracy"]), 2),
+            "epochs": metrics["epochs"], "train_seconds": metrics["train_seconds"],
+            "focus": cell["focus"]}
+
+
+def focus_text(focus: list[dict]) -> str:
+    """``ST 1 -> channel 1 (reliance 0.97/0.03, ink 0.71/0.29); ...`` or ``-``."""
+    parts = []
+    for f in focus:
+        settled = "none" if f["settled_on"] is None else f"channel {f['settled_on'] + 1}"
+        parts.append(f"ST {f['transformer'] + 1} -> {settled} (reliance "
+                     + "/".join("-" if r is None else f"{r:.2f}" for r in f["reliance"]) + ", ink "
+                     + "/".join(f"{s:.2f}" for s in f["ink_share"]) + ")")
+    return "; ".join(parts) or "-"
+
+
+def markdown(records: list[dict]) -> str:
+    """The table: ours beside the paper's, parameters, and where each transformer settles."""
+    lines = ["| model | % test error (paper) | parameters | transformers settle on |",
+             "| --- | --- | --- | --- |"]
+    for r in records:
+        paper = "-" if r["paper_error_percent"] is None else f"{r['paper_error_percent']}"
+        lines.append(f"| {r['model']} | {r['error_percent']:.2f} ({paper}) | "
+                     f"{r['parameters']:,} | {focus_text(r['focus'])} |")
+    seconds = sum(r["train_seconds"] for r in records)
+    lines += ["", f"{len(records)} of {len(MODELS)} models; {seconds / 60:.1f} min of training. "
+              "Reliance: the share of the transformer's map's movement, when one channel is "
+              "emptied, due to each channel; ink: its output's ink per channel "
+              "(stn.analysis.channel_focus)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(records: list[dict], results_dir: Path) -> None:
+    from stn.train import runs
+
+    runs.write_json(results_dir / "addition.json", {"cells": records})
+    runs.atomic_write(results_dir / "addition.md", markdown(records))
+
+
+def write_figures(runs_dir: Path, images_dir: Path, seed: int = 0, mnist_path=None) -> list[Path]:
+    """``images/addition*.png`` for each trained 2x model (its ``model.keras`` in ``runs_dir``)."""
+    from stn.data import addition
+    from stn.train import runs
+    from stn.viz import figures
+    from stn.model import find_transformers, transformer_outputs
+
+    test, written = None, []
+    for model, filename in FIGURE_MODELS.items():
+        run_dir = runs_dir / run_name(model)
+        if not (run_dir / runs.MODEL).exists():
+            continue
+        if test is None:
+            test = addition.load_data(PROTOCOL, seed, mnist_path=mnist_path,
+                                      max_train_examples=1).test
+        trained = runs.load_model(run_dir)
+        pairs = test.images[:FIGURE_PAIRS]
+        outputs = [transformer_outputs(trained, pairs, index=k)[1]
+                   for k in range(len(find_transformers(trained)))]
+        fig = figures.addition_figure(pairs, outputs, test.labels[:FIGURE_PAIRS], (
+            f"MNIST addition, {model}: test pairs and each transformer's output"))
+        images_dir.mkdir(parents=True, exist_ok=True)
+        written.append(images_dir / filename)
+        fig.savefig(written[-1], dpi=110)
+        print(f"  {written[-1]}")
+    return written
+
+
+def time_steps(config, steps: int = 20, warmup: int = 3, mnist_path=None) -> dict:
+    """Seconds per training step of ``config`` on the path training runs, and its epoch.
+
+    The run's own pipeline (its dataset's, fresh warps) and compiled step
+    (stn.train.training.make_steps) on ``warmup + steps`` batches, the first
+    ``warmup`` untimed; then one pass over the validation split. An epoch:
+    55,000 training examples plus that pass. Wall time, and the process's CPU
+    time (all its threads, the pipeline's included): on a machine shared with
+    other jobs the wall time grows with their load, the CPU time far less.
+    """
+    import time
+
+    from stn.data import datasets
+    from stn.train import training
+    from stn.model import build_model
+    from stn.train.optimizers import make_optimizer, steps_per_epoch
+
+    source = datasets.source(config.dataset)
+    data = source.load_data(config.protocol, 0, mnist_path=mnist_path,
+                            max_train_examples=(warmup + steps) * config.batch_size)
+    net = build_model(config.model)
+    optimizer = make_optimizer(config, steps_per_epoch(config, 55_000))
+    optimizer.build(net.trainable_variables)
+    step = training.make_steps(config, net, optimizer)
+    batches = iter(source.train_dataset(data.train, config.batch_size, seed=0, epoch=0,
+                                        resample=config.resample_warps))
+    for _ in range(warmup):
+        [float(s) for s in step.train(*next(batches))]
+    began, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        [float(s) for s in step.train(*next(batches))]
+    per_step = (time.perf_counter() - began) / steps
+    cpu_per_step = (time.process_time() - cpu) / steps  # all threads: the CPU work itself
+    began = time.perf_counter()
+    step.evaluate(source.eval_dataset(data.validation, config.batch_size))
+    validation = time.perf_counter() - began
+    return {"parameters": net.count_params(), "seconds_per_step": per_step,
+            "cpu_seconds_per_step": cpu_per_step, "validation_seconds": validation,
+            "epoch_seconds": steps_per_epoch(config, 55_000) * per_step + validation}
+
+
+def reference_config(precision: str = "float32"):
+    """The Table 1 CNN on RTS (experiments.grid), whose full runs' times are recorded."""
+    from experiments.grid import cell_config
+
+    return cell_config("CNN", "RTS", precision=precision)
+
+
+def print_timings(models, steps: int, precision: str, mnist_path=None) -> None:
+    """``--time-steps``: each model, one at a time, between two timings of the reference."""
+    rows = [("Table 1 CNN/RTS", reference_config(precision)),
+            *((m, model_config(m, precision=precision)) for m in models),
+            ("Table 1 CNN/RTS", reference_config(precision))]
+    for name, config in rows:
+        t = time_steps(config, steps, mnist_path=mnist_path)
+        minutes = EPOCHS * t["epoch_seconds"] / 60
+        print(f"{name:16s} {t['parameters']:>9,} parameters: {1000 * t['seconds_per_step']:6.0f} "
+              f"ms/step wall, {1000 * t['cpu_seconds_per_step']:6.0f} ms/step CPU, validation "
+              f"{t['validation_seconds']:5.1f} s; epoch {t['epoch_seconds']:5.0f} s, {EPOCHS} "
+              f"epochs {minutes:5.1f} min (wall)", flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from stn.train import cli
+
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=list(MODELS), help="default: all")
+    p.add_argument("--runs-dir", default="runs/addition", help="default: %(default)s")
+    p.add_argument("--results-dir", default="results",
+                   help="addition.json/.md go here, each model's record in DIR/addition/<run>/ "
+                   "(default: %(default)s)")
+    p.add_argument("--images-dir", default="images", help="default: %(default)s")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the table")
+    p.add_argument("--list", action="store_true", help="list the models and their state")
+    p.add_argument("--time-steps", type=int, metavar="N",
+                   help="only time N training steps of each model (one at a time) and "
+                   "estimate a full run")
+    p.add_argument("--tiny", action="store_true",
+                   help=f"smoke run: {TINY} on every model (the tests)")
+    cli.add_data_flags(p)
+    args = p.parse_args(argv)
+    if args.tiny and any(getattr(args, d) == p.get_default(d)
+                         for d in ("runs_dir", "results_dir", "images_dir")):
+        p.error("--tiny needs --runs-dir, --results-dir and --images-dir of its own: its "
+                "runs must not take the place of the full ones")
+    cli.check(p, lambda: model_config("2xST-FCN", **fields(args)))
+    return args
+
+
+def fields(args) -> dict:
+    return TINY if args.tiny else {}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from stn.train.precision import resolve_precision
+
+    precision = resolve_precision(args.precision)[0]
+    runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
+    kept_dir, chosen = results_dir / "addition", args.models or list(MODELS)
+
+    def config_of(model):
+        return model_config(model, precision=precision, **fields(args))
+
+    def records():
+        return [record(m, kept_dir / run_name(m)) for m in MODELS
+                if is_done(config_of(m), kept_dir / run_name(m))]
+
+    if args.time_steps:
+        print_timings(chosen, args.time_steps, precision, args.mnist)
+        return 0
+    if args.list:
+        for m in chosen:
+            state = "done" if is_done(config_of(m), kept_dir / run_name(m)) else "todo"
+            print(f"{state}  {m:9s} {run_name(m)}")
+        return 0
+    if not args.table_only:
+        for m in chosen:
+            run_model(m, config_of(m), runs_dir, kept_dir, args.mnist,
+                      focus_pairs=200 if args.tiny else None)
+            write_table(records(), results_dir)
+    write_table(records(), results_dir)
+    print(markdown(records()))
+    write_figures(runs_dir, Path(args.images_dir), mnist_path=args.mnist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
