@@ -136,9 +136,9 @@ def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
 
 
 def test_unknown_protocol_is_a_value_error_listing_names(mnist):
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
+    with pytest.raises(ValueError, match="predecessor, r, rts, p, e, e-scale, none"):
         D.load_data("bogus")  # fails before looking for MNIST
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
+    with pytest.raises(ValueError, match="predecessor, r, rts, p, e, e-scale, none"):
         D.build_data(mnist, "RTS")
 
 

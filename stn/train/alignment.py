@@ -54,7 +54,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from stn.layer import kinds
-from stn.train.config import AlignmentSettings
+from stn.train.settings import AlignmentSettings
 
 POINTS = 5
 """The maps are compared at a ``POINTS x POINTS`` grid of output pixel centres."""
@@ -63,7 +63,7 @@ MIN_SIZE = 1e-2
 
 
 class Alignment(AlignmentSettings):
-    """The alignment term: its settings (:class:`stn.train.config.AlignmentSettings`,
+    """The alignment term: its settings (:class:`stn.train.settings.AlignmentSettings`,
     ``Config.alignment``) with the loss they define.
 
     Attributes (the settings'):

@@ -11,33 +11,14 @@ from typing import Any
 
 from stn.layer import kinds
 from stn.data import datasets, protocols
-
-
-class ConfigError(ValueError):
-    """A bad config ``field``: message ``"<field> <problem>"``; train.py shows ``problem``."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field} {problem}")
-        self.field, self.problem = field, problem
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: "
-                         + ", ".join(repr(c) for c in choices))
-
-
-def _check_positive(name: str, value) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(name, f"must be positive, got {value}")
+from stn.train.settings import (ALIGNMENT_PREFIX, ALIGNMENT_TERMS, AlignmentSettings,  # noqa: F401
+                                ConfigError, check_choice, check_positive, setting)
 
 
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 """Keras dtype policies of the classifier (``ModelConfig.dtype``)."""
 PRECISIONS = ("auto", *DTYPES)
 """``--precision`` choices: a policy, or "auto" (stn.train.precision.resolve_precision)."""
-ALIGNMENT_TERMS = ("both", "consistency", "angle")
-"""``--alignment-terms`` choices: both parts of stn.train.alignment's term, or one (ablation)."""
 # Old names of the registries' entries, still read (command line, make_config,
 # the records in results/): old name -> current name. --help lists the current ones.
 PRESET_ALIASES = {"seed": "predecessor"}
@@ -116,15 +97,15 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "preset", canonical_preset(self.preset))
-        _check_choice("kind", self.kind, tuple(kinds.KINDS))
-        _check_choice("localization", self.localization, ("dense", "conv", "fc"))
-        _check_choice("theta_init", self.theta_init, ("identity", "glorot"))
-        _check_choice("theta_activation", self.theta_activation, (None, "tanh"))
-        _check_choice("classifier", self.classifier, ("seed", "paper", "fcn"))
-        _check_choice("dtype", self.dtype, DTYPES)
+        check_choice("kind", self.kind, tuple(kinds.KINDS))
+        check_choice("localization", self.localization, ("dense", "conv", "fc"))
+        check_choice("theta_init", self.theta_init, ("identity", "glorot"))
+        check_choice("theta_activation", self.theta_activation, (None, "tanh"))
+        check_choice("classifier", self.classifier, ("seed", "paper", "fcn"))
+        check_choice("dtype", self.dtype, DTYPES)
         for name in ("input_size", "conv_strides", "dense_units", "transformer_iterations",
                      "transformers", "channels", "classes"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("classifier_dropout", "output_jitter", "localization_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -185,7 +166,7 @@ before that ``seed`` and ``default``, whose records stay in results/."""
 def model_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
     """The named preset (or its old name, :data:`PRESET_ALIASES`) with some fields replaced."""
     preset = canonical_preset(preset)
-    _check_choice("preset", preset, tuple(MODEL_PRESETS))
+    check_choice("preset", preset, tuple(MODEL_PRESETS))
     try:
         return dataclasses.replace(MODEL_PRESETS[preset], **overrides)
     except TypeError as e:  # an unknown field name
@@ -194,93 +175,6 @@ def model_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
 
 
 SCHEDULES = ("constant", "cosine")
-
-
-def _setting(default, help: str, *, research: bool = False, **argparse_options):
-    """A field that a :class:`Recipe` may set and ``train.py`` exposes as a flag.
-
-    A :class:`Config` field, or an :class:`AlignmentSettings` one (its flag
-    ``--alignment-<name>``). ``help`` is the flag's help (stn.train.cli);
-    ``research`` marks a setting only the studies use (``experiments/screen.py``),
-    listed apart in ``--help``; the other keywords go to
-    ``argparse.add_argument`` (``choices``, ``metavar``).
-    """
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "research": research, **argparse_options})
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignmentSettings:
-    """The label-free alignment term's settings (stn.train.alignment), ``Config.alignment``.
-
-    A rotation-consistency term that makes the transformer bring every digit
-    to one upright pose; ``Config.alignment`` None is off, the paper's method.
-    Each field is the training setting ``alignment_<name>`` (flag
-    ``--alignment-<name>``); :class:`stn.train.alignment.Alignment` adds the loss.
-    """
-
-    weight: float = _setting(
-        0.0, "weight of the label-free alignment term (stn.train.alignment: the transformer's map "
-        "on a rotated image must be the rotation's inverse composed with its map on the "
-        "image, and the mean rotation zero); 0 is off, the paper's method",
-        metavar="W", research=True)
-    degrees: float = _setting(
-        45.0, "the alignment term's rotations are drawn uniformly in +-D degrees",
-        metavar="D", research=True)
-    terms: str = _setting(
-        "both", "which parts of the alignment term are on (an ablation): the consistency "
-        "gap and the mean-angle pull, or one of them", choices=ALIGNMENT_TERMS, research=True)
-    scale_free: bool = _setting(
-        False, "divide the alignment term's consistency gap by the maps' size, so that a "
-        "transformer cannot lower it by zooming in", research=True)
-    scale_gauge: bool = _setting(
-        False, "add to the alignment term a pull of the batch's mean log scale of the "
-        "transformer's maps to the identity's, so that the batch cannot zoom in together",
-        research=True)
-    image_pull: float = _setting(
-        0.0, "add to the alignment term a pull of each image's own rotation of the "
-        "transformer's map to zero, weighted R times the term's (the mean-angle pull fixes "
-        "only the batch's mean): each digit's pose upright; 0 is off", metavar="R", research=True)
-    zoom: float = _setting(
-        1.0, "the alignment term's transforms g also scale, by a factor drawn log-uniformly "
-        "in [1/Z, Z], so that a digit drawn larger or smaller must reach the same output; "
-        "1 is off (rotations only)", metavar="Z", research=True)
-    pull_decay: bool = _setting(
-        False, "decay the image pull linearly to 0 over the epochs: it picks each digit's "
-        "pose early, the consistency gap alone restores the full turn late", research=True)
-    pull_epochs: float = _setting(
-        0.0, "with --alignment-pull-decay, the epoch at which the pull reaches 0 (0: the "
-        "last)", metavar="K", research=True)
-
-    def __post_init__(self):
-        if not 0.0 < self.degrees <= 180.0:
-            raise ConfigError("alignment_degrees", f"must be in (0, 180], got {self.degrees}")
-        _check_choice("alignment_terms", self.terms, ALIGNMENT_TERMS)
-        for name, low, high in (("weight", 0.0, math.inf), ("image_pull", 0.0, math.inf),
-                                ("zoom", 1.0, 4.0), ("pull_epochs", 0.0, math.inf)):
-            value = getattr(self, name)
-            if not (low <= value <= high and math.isfinite(value)):  # also rejects NaN
-                raise ConfigError(f"alignment_{name}",
-                                  f"must be finite and in [{low}, {high}], got {value}")
-        # A part of the term set while the part it acts on is off.
-        for name, on, needs in (("image_pull", self.image_pull, "weight"),
-                                ("zoom", self.zoom > 1.0, "weight"),
-                                ("pull_decay", self.pull_decay, "image_pull"),
-                                ("pull_epochs", self.pull_epochs, "pull_decay")):
-            if on and not getattr(self, needs):
-                raise ConfigError(f"alignment_{name}", f"acts on alignment_{needs}: set "
-                                  f"alignment_{needs} too")
-
-    def pull_scale(self, epoch: int, epochs: int) -> float:
-        """The image pull's factor in an epoch (0-based) of ``epochs``: 1, or decaying to 0."""
-        end = self.pull_epochs or epochs - 1
-        if not self.pull_decay or end <= 0:
-            return 1.0
-        return max(0.0, 1.0 - epoch / end)
-
-
-ALIGNMENT_PREFIX = "alignment_"
-"""``alignment_<name>``: the setting (and ``--alignment-<name>`` flag) of ``AlignmentSettings.<name>``."""
 UPRIGHT_ALIGNMENT = AlignmentSettings(weight=2.0, scale_free=True, image_pull=0.3)
 """The ``upright`` recipe's term, chosen on validation by ``python -m experiments.screen
 upright-default`` (docs/alignment.md)."""
@@ -295,7 +189,7 @@ class Config:
     every epoch, batch 250, 20 epochs, the alignment term, the localization
     net at 3x the rate), seed 0, float32. ``make_config`` starts from any
     named :class:`Recipe`. The training settings (the fields made by
-    ``_setting``, with a help text, and ``alignment``'s) are what a Recipe
+    ``setting``, with a help text, and ``alignment``'s) are what a Recipe
     sets and ``train.py`` has a flag for: a new setting is one field here
     (and its check in ``__post_init__``). Old preset, protocol and recipe
     names are stored as their current names.
@@ -305,29 +199,29 @@ class Config:
     protocol: str = DEFAULT_PROTOCOL
     dataset: str = "digits"  # what an example is (stn.data.datasets); its warps: the protocol
     recipe: str = DEFAULT_RECIPE  # the Recipe the settings started from
-    epochs: int = _setting(20, "epochs of training")
-    batch_size: int = _setting(250, "images per training step")
-    learning_rate: float = _setting(1e-3, "Adam's learning rate, the peak of the schedule")
+    epochs: int = setting(20, "epochs of training")
+    batch_size: int = setting(250, "images per training step")
+    learning_rate: float = setting(1e-3, "Adam's learning rate, the peak of the schedule")
     # "cosine": linear warm-up from 0 over warmup_epochs, then cosine decay to 0
     # at the last step (keras.optimizers.schedules.CosineDecay).
-    schedule: str = _setting("cosine", "'constant', or 'cosine': warm-up then cosine "
+    schedule: str = setting("cosine", "'constant', or 'cosine': warm-up then cosine "
                              "decay to 0", choices=SCHEDULES)
-    warmup_epochs: float = _setting(1.0, "linear warm-up of the cosine schedule, in epochs")
-    weight_decay: float = _setting(0.0, "decoupled weight decay (AdamW) when > 0")
-    label_smoothing: float = _setting(0.0, "label smoothing of the training loss's targets")
+    warmup_epochs: float = setting(1.0, "linear warm-up of the cosine schedule, in epochs")
+    weight_decay: float = setting(0.0, "decoupled weight decay (AdamW) when > 0")
+    label_smoothing: float = setting(0.0, "label smoothing of the training loss's targets")
     # Adam ignores the scale of its gradients, so this is the only way to
     # speed up one part of the model.
-    localization_lr_scale: float = _setting(
+    localization_lr_scale: float = setting(
         3.0, "the localization net's learning rate as a multiple of the rest's (at every "
         "step of the schedule)", metavar="K", research=True)
     # The warps' strength at epoch e: stn.data.warp_strength.
-    warp_ramp_epochs: float = _setting(
+    warp_ramp_epochs: float = setting(
         0.0, "warp curriculum: the fresh warps grow linearly from none at epoch 0 to the "
         "protocol's full strength at epoch K; 0 is off (needs --resample-warps)",
         metavar="K", research=True)
     # Label-free alignment (stn.train.alignment); None is off: the paper's method.
     alignment: AlignmentSettings | None = UPRIGHT_ALIGNMENT
-    congeal_weight: float = _setting(
+    congeal_weight: float = setting(
         0.0, "weight of a class-congealing term: each transformer output pulled toward its "
         "class's mean output in the batch (stn.train.alignment.congealing; reads the class labels, "
         "never the warps); 0 is off", metavar="W", research=True)
@@ -337,7 +231,7 @@ class Config:
     seed: int = 0
     max_train_examples: int | None = None
     max_steps_per_epoch: int | None = None  # for smoke runs
-    resample_warps: bool = _setting(True, "draw fresh warps every epoch (augmentation), or "
+    resample_warps: bool = setting(True, "draw fresh warps every epoch (augmentation), or "
                                     "warp each training image once")
     deterministic: bool = False
     strategy: str = "default"  # or "mirrored"
@@ -349,13 +243,13 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "protocol", protocols.canonical_name(self.protocol))
         object.__setattr__(self, "recipe", canonical_recipe(self.recipe))
-        _check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
+        check_choice("protocol", self.protocol, tuple(protocols.PROTOCOLS))
         datasets.check_model(self.dataset, self.model.channels, self.model.classes)
-        _check_choice("strategy", self.strategy, ("default", "mirrored"))
-        _check_choice("recipe", self.recipe, tuple(RECIPES))
-        _check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("strategy", self.strategy, ("default", "mirrored"))
+        check_choice("recipe", self.recipe, tuple(RECIPES))
+        check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.seed < 0:
             raise ConfigError("seed", f"must be non-negative, got {self.seed}")
         for name in ("warmup_epochs", "warp_ramp_epochs"):
@@ -371,7 +265,7 @@ class Config:
         for name in ("learning_rate", "epsilon", "localization_lr_scale"):
             if not math.isfinite(getattr(self, name)):  # config.json must stay strict JSON
                 raise ConfigError(name, f"must be finite, got {getattr(self, name)}")
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if not (0.0 <= self.congeal_weight and math.isfinite(self.congeal_weight)):
             raise ConfigError("congeal_weight", f"must be finite and in [0.0, inf], got "
                               f"{self.congeal_weight}")
@@ -488,7 +382,7 @@ def make_config(preset: str = DEFAULT_PRESET, protocol: str = DEFAULT_PROTOCOL,
         ``model_overrides``.
     """
     recipe = canonical_recipe(recipe)
-    _check_choice("recipe", recipe, tuple(RECIPES))
+    check_choice("recipe", recipe, tuple(RECIPES))
     settings = {name: getattr(RECIPES[recipe], name) for name in RECIPE_FIELDS}
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_overrides = {**(model_overrides or {}),
@@ -497,7 +391,7 @@ def make_config(preset: str = DEFAULT_PRESET, protocol: str = DEFAULT_PROTOCOL,
     parts = {k[len(ALIGNMENT_PREFIX):]: given.pop(k) for k in list(given)
              if k.startswith(ALIGNMENT_PREFIX)}
     protocol = protocols.canonical_name(protocol)
-    _check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
+    check_choice("protocol", protocol, tuple(protocols.PROTOCOLS))
     overrides = {"input_size": protocols.PROTOCOLS[protocol].canvas,  # the images' sizes
                  **datasets.model_fields(given.get("dataset", "digits")), **model_overrides}
     model = model_config(preset, **overrides)
