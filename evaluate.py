@@ -38,19 +38,29 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def save_figures(evaluation, images: Path) -> list[Path]:
-    """Renders every figure of the run into ``images`` as PNG."""
+def save_figures(evaluation, images: Path) -> tuple[list[Path], list[str]]:
+    """Renders every figure of the run into ``images`` as PNG.
+
+    Returns:
+      The paths written, and one sentence per figure that could not be
+      drawn (the others are drawn all the same).
+    """
     from stn.viz import figures
 
     images.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, failed = [], []
     for name, make in figures.evaluation_figures(evaluation).items():
         began = time.perf_counter()
         path = images / f"{name}.png"
-        make().savefig(path, dpi=DPI)
+        try:
+            make().savefig(path, dpi=DPI)
+        except Exception as e:  # a broken model's arrays: draw the other figures
+            failed.append(f"could not draw {path.name} ({type(e).__name__}: {e})")
+            say(f"  {path}: not drawn ({type(e).__name__}: {e})")
+            continue
         say(f"  {path} ({time.perf_counter() - began:.1f} s)")
         written.append(path)
-    return written
+    return written, failed
 
 
 def check_outputs(run_dir: Path, images: Path) -> None:
@@ -79,17 +89,34 @@ def main(argv=None) -> int:
         return 2
     results_path = evaluation.write_results(result)
     say(f"writing figures to {images}/ ...")
-    save_figures(result, images)
+    failed = save_figures(result, images)[1]
     from stn.viz import animation
     began = time.perf_counter()
-    gif = animation.render_run(run_dir, images)  # None for a model with no transformer
+    try:
+        gif = animation.render_run(run_dir, images)  # None for a model with no transformer
+    except RunError as e:  # a damaged trace.npz: the other figures stand
+        gif = None
+        failed.append(f"could not draw the animation: {e}")
     if gif:
         say(f"  {gif} ({time.perf_counter() - began:.1f} s)")
     if result.pose is None:
         say("  (no transformer in this model: stn_outputs.png and pose_alignment.png skipped)")
     say(evaluation.summary_text(evaluation.results(result)))
     say(f"results: {results_path}")
-    return 0
+    return report_problems(evaluation.problems(result), failed, run_dir)
+
+
+def report_problems(problems: list[str], failed: list[str], run_dir: Path) -> int:
+    """Prints what went wrong after the evaluation was written; returns the exit status."""
+    if not problems and not failed:
+        return 0
+    text = "; ".join(problems + failed)
+    advice = (f" results.json records it and every figure that could be drawn is written. "
+              f"Train a sound model: delete {run_dir / 'model.keras'} and run train.py with "
+              "the run's flags to rewrite it from checkpoint.npz, or train a new --run-dir "
+              "with a lower --learning-rate" if problems else "")
+    print(f"evaluate.py: error: {text}.{advice}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import backends, default_run, input_gradient, kinds, pipeline, sampler, scaling, training  # noqa: E402  (after the log-level setting)
+from bench import backends, default_run, input_gradient, kinds, pipeline, sampler, scaling, training, volumes  # noqa: E402  (after the log-level setting)
 from stn.train import runs  # noqa: E402
 
 BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
               "training": training.run, "pipeline": pipeline.run,
               "input_gradient": input_gradient.run, "backends": backends.run,
-              "default_run": default_run.run}
+              "default_run": default_run.run, "volumes": volumes.run}
 
 
 def _cpu_model() -> str:

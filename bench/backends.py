@@ -96,6 +96,10 @@ def _torch(kind, images, params):
     return f"torch {torch.__version__}, {threads} threads", forward, forward_backward, lambda r: r
 
 
+CONTENDERS = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
+"""Backend -> ``(kind, images, params) -> (label, forward, forward_backward, sync)``."""
+
+
 def _serve(backend: str, kind: str) -> None:
     """Worker: ``python -m bench.backends <backend> <kind>``, one backend per process."""
     if importlib.util.find_spec(backend) is None:
@@ -103,8 +107,7 @@ def _serve(backend: str, kind: str) -> None:
         return
     os.environ["KERAS_BACKEND"] = backend  # before Keras is first imported
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    label, forward, forward_backward, sync = {"tensorflow": _tensorflow, "jax": _jax,
-                                              "torch": _torch}[backend](kind, *_inputs(kind))
+    label, forward, forward_backward, sync = CONTENDERS[backend](kind, *_inputs(kind))
     serve(label, {"forward": forward, "forward_backward": forward_backward}, sync=sync)
 
 

@@ -18,6 +18,7 @@ import sys
 from bench.sampler import BATCH, HEIGHT, WIDTH, code_paths, inputs
 from bench.timing import measure_in_processes, serve, to_numpy
 from stn.layer import kinds as K
+from stn.layer.kinds3d import image_kinds
 
 TARGET = 1.5
 """Forward + backward of every kind within this factor of the affine's."""
@@ -51,10 +52,10 @@ def run(repeats: int = 30) -> dict:
     print(f"\n== 1b. transformer kinds: batch {BATCH}, {HEIGHT}x{WIDTH}x1, float32; one process "
           f"per kind, medians of {repeats} rounds in alternation; (x) = time / the affine's ==")
     print_legend()
-    served = measure_in_processes("bench.kinds", [[kind] for kind in K.KINDS], repeats)
+    served = measure_in_processes("bench.kinds", [[kind] for kind in image_kinds()], repeats)
     print(f"{'kind':12s}" + "".join(f"{TITLES[c]:>22s}" for c in COLUMNS))
     results = {}
-    for kind in K.KINDS:
+    for kind in image_kinds():
         row = results[kind] = {}
         cells = []
         for column in COLUMNS:
@@ -63,7 +64,7 @@ def run(repeats: int = 30) -> dict:
             row[column], row[f"{column}_vs_affine"] = seconds, ratio
             cells.append(f"{seconds * 1e3:8.2f} ms ({ratio:4.2f}x)")
         print(f"{kind:12s}" + "".join(f"{cell:>22s}" for cell in cells))
-    worst = max(results[k][f"{c}_vs_affine"] for k in K.KINDS
+    worst = max(results[k][f"{c}_vs_affine"] for k in image_kinds()
                 for c in ("forward_backward", "train_forward_backward"))
     print(f"slowest fwd+bwd vs the affine's: {worst:.2f}x (target <= {TARGET})")
     return results

@@ -10,8 +10,8 @@ The task: two MNIST digits, each in its own channel of a 42 x 42 image and
 each warped independently by our RTS (dataset ``addition`` of
 :mod:`stn.data.datasets`, built by :mod:`stn.data.addition`); the label is their sum.
 Each model (:data:`MODELS`, about 410k parameters each, the paper's "about
-the same number of parameters") is an ordinary run of
-``stn.train.training.train_and_evaluate`` in ``runs/addition/<run>/``, all with
+the same number of parameters") is a unit of :mod:`experiments.runner`
+(``stn.train.training.train_and_evaluate``) in ``runs/addition/<run>/``, all with
 the same recipe (:data:`RECIPE` with :data:`EPOCHS` and :data:`BATCH_SIZE`:
 fresh pairs and warps every epoch). A finished model keeps ``config.json``,
 ``history.csv``, ``metrics.json`` and ``cell.json`` (its parameter count and
@@ -31,11 +31,10 @@ few test pairs, channel by channel, as the paper's Table 4, right; the
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from experiments import ROOT
+from experiments import ROOT, runner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -63,8 +62,7 @@ PROTOCOL, DATASET = "rts", "addition"
 RECIPE, EPOCHS, BATCH_SIZE = "table1", 20, 256
 FIGURE_MODELS = {"2xST-FCN": "addition.png", "2xST-CNN": "addition_2xst-cnn.png"}
 FIGURE_PAIRS = 8
-KEPT = ("config.json", "history.csv", "metrics.json")
-CELL = "cell.json"  # written last: a model is done when it is there
+CELL = "cell.json"  # written after the runner's record: a model is done when it is there
 TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2}
 
 
@@ -98,24 +96,20 @@ def run_model(model: str, config, runs_dir: Path, results_dir: Path, mnist_path=
     """Trains (or resumes) one model, measures its transformers, keeps its record."""
     from stn.analysis import channel_focus
     from stn.data import addition
-    from stn.train import runs, training
+    from stn.train import runs
 
-    run_dir, kept = runs_dir / run_name(model), results_dir / run_name(model)
+    unit = runner.Unit(model, config, runs_dir / run_name(model), results_dir / run_name(model))
+    run_dir, kept = unit.run_dir, unit.record
     if is_done(config, kept):
         if verbose:
             print(f"{model}: done, in {kept}")
         return kept
-    print(f"\n=== {model} -> {run_dir}", flush=True)
-    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, verbose=verbose,
-                                command=[Path(sys.executable).name, *sys.argv])
+    runner.run(unit, test=True, mnist_path=mnist_path, verbose=verbose)
     trained = runs.load_model(run_dir)
     test = addition.load_data(PROTOCOL, config.seed, mnist_path=mnist_path,
                               max_train_examples=1).test
     focus = (channel_focus.channel_focus(trained, test.images[:focus_pairs])
              if config.model.transformer else [])
-    kept.mkdir(parents=True, exist_ok=True)
-    for filename in KEPT:
-        shutil.copyfile(run_dir / filename, kept / filename)
     runs.write_json(kept / CELL, {"parameters": trained.count_params(), "focus": focus,
                                   "focus_pairs": len(test.images[:focus_pairs])})
     return kept

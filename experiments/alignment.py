@@ -6,9 +6,10 @@
     python -m experiments.alignment --collect    # only rewrite results/alignment.json
     python -m experiments.alignment --figures    # images/alignment_{r,rts}.png from the runs
 
-Units (each resumable: trained in ``runs/alignment/<name>/``, evaluated on
-its test split, its record copied to ``results/alignment/<name>/``; a unit
-whose record holds exactly its config is not retrained):
+Units (each a unit of :mod:`experiments.runner`, resumable: trained in
+``runs/alignment/<name>/``, evaluated on its test split, its record copied
+to ``results/alignment/<name>/``; a unit whose record holds exactly its
+config is read back, not retrained):
 
 - ``method-r`` / ``method-rts``: the ST-CNN Aff with the alignment term
   (:data:`METHOD`, chosen on the validation split by ``python -m
@@ -36,11 +37,10 @@ the ``upright`` recipe ``results/seed_seed_default/``, preset ``seed``, recipe `
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from experiments import grid
+from experiments import grid, runner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,7 +61,6 @@ VARIANTS = {
 # The jitter of the variant whose classifier's floor is measured (floor-jitter).
 FLOOR_JITTER = VARIANTS["consistency+jitter"][1]["output_jitter"]
 SEEDS = (0, 1, 2)
-KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 
 
 def run_name(method: str, protocol: str, seed: int = 0) -> str:
@@ -107,23 +106,11 @@ def unit_config(model: str, protocol: str, seed: int, fields: dict, precision: s
 
 
 def run_unit(name: str, config, runs_dir: Path, results_dir: Path, mnist_path=None) -> Path:
-    """Trains (or resumes) and evaluates one unit; copies its record to ``results_dir``."""
-    from stn.analysis import evaluation
-    from stn.train import training
-
-    run_dir, kept = runs_dir / name, results_dir / name
-    if grid.is_done(config, kept):
-        print(f"{name}: done, in {kept}")
-        return kept
-    print(f"\n=== {name} -> {run_dir}", flush=True)
-    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path,
-                                command=[Path(sys.executable).name, "-m",
-                                         "experiments.alignment", *sys.argv[1:]])
-    evaluation.write_results(evaluation.evaluate_run(run_dir, mnist_path=mnist_path))
-    kept.mkdir(parents=True, exist_ok=True)
-    for filename in KEPT:
-        shutil.copyfile(run_dir / filename, kept / filename)
-    return kept
+    """Trains (or resumes) and evaluates one unit; its record in ``results_dir`` (the runner)."""
+    unit = runner.Unit(name, config, runs_dir / name, results_dir / name, results=True)
+    return runner.run(unit, test=True, mnist_path=mnist_path,
+                      command=[Path(sys.executable).name, "-m", "experiments.alignment",
+                               *sys.argv[1:]]).dir
 
 
 def row(model: str, method: str, protocol: str, seed: int, kept: Path) -> dict:

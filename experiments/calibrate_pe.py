@@ -20,14 +20,16 @@ family is the setting whose FCN *validation* error is nearest the paper's
 FCN test error (3.1% on P, 3.2% on E) on a log scale, ``|ln(val / paper)|``
 smallest (ties: the smaller std, then no scale). The CNN (``paper-cnn``) is
 then trained at each chosen setting as a second ruler (paper: 1.5% on P,
-1.4% on E); it chooses nothing. Test errors are recorded, never used.
+1.4% on E); it chooses nothing. A unit's test split is evaluated only with
+``--test``; a test error in a unit's record is reported in the json, never
+used (None where the test split was not evaluated).
 
-Each unit (a model on a protocol) is an ordinary run of
-``stn.train.training.train_and_evaluate`` in ``<runs-dir>/<protocol>/<preset>/``
-(checkpoints: a killed unit resumes from its last epoch); its
-``config.json``, ``history.csv`` and ``metrics.json`` are copied to
-``<results>/calibration/<protocol>/<preset>/``, and a unit whose copy holds
-the same config is skipped. ``<results>/calibration.json`` is rewritten
+Each unit (a model on a protocol) is a unit of :mod:`experiments.runner`,
+trained in ``<runs-dir>/<protocol>/<preset>/`` (checkpoints: a killed unit
+resumes from its last epoch); its ``config.json``, ``history.csv`` and
+``metrics.json`` are copied to ``<results>/calibration/<protocol>/<preset>/``,
+and a unit whose copy holds the same config is read back, not retrained
+(a copy of another config is an error). ``<results>/calibration.json`` is rewritten
 after every unit: the units (protocol, family, std, scale, model, val and
 test error %, training seconds, run), the paper's numbers, the rule and the
 choice per family; the figure (FCN validation error against std, log
@@ -38,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments import ROOT
+from experiments import ROOT, runner
 from stn.data import protocols  # light: NumPy and TensorFlow, no Keras model
 
 RULER, SECOND = "paper-fcn", "paper-cnn"  # model presets (stn.train.config.MODEL_PRESETS)
@@ -59,7 +60,6 @@ RULE = ("the FCN unit of the family whose validation error is nearest the paper'
         "error on a log scale (smallest |ln(val / paper)|; ties: smaller std, then no "
         "scale); the CNN at that setting is a second ruler and chooses nothing")
 LITERAL = {"p": "p-s5-scale", "e": "e-s1.5"}  # the same draws as protocols p and e
-KEPT = ("config.json", "history.csv", "metrics.json")
 SMOKE = {"epochs": 1, "max_steps_per_epoch": 2, "max_train_examples": 512}
 
 
@@ -87,49 +87,23 @@ def unit_config(preset: str, protocol: str, precision: str, fields: dict):
                        **fields)
 
 
-def _done(config, kept: Path) -> bool:
-    """True if ``kept`` holds the finished record of exactly ``config``.
-
-    Raises:
-      SystemExit: ``kept`` holds a finished record of another config.
-    """
-    from stn.train import runs
-
-    if not (kept / runs.METRICS).exists():
-        return False
-    if runs.read_config(kept) != config:
-        raise SystemExit(f"calibrate_pe: error: {kept} holds a unit of another config (other "
-                         "--precision, --epochs or smoke flags?): remove it or choose another "
-                         "--results and --runs-dir")
-    return True
-
-
-def run_unit(preset: str, protocol: str, config, runs_dir: Path, kept: Path, mnist_path,
-             verbose: int) -> bool:
-    """Trains (or resumes) one unit and copies its record to ``kept``; False if done."""
-    from stn.train import training
-
-    if _done(config, kept):
-        return False
-    run_dir = runs_dir / protocol / preset
-    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, verbose=verbose,
-                                command=[Path(sys.executable).name, *sys.argv])
-    kept.mkdir(parents=True, exist_ok=True)
-    for filename in KEPT:
-        shutil.copyfile(run_dir / filename, kept / filename)
-    return True
+def unit(preset: str, protocol: str, config, runs_dir: Path, records: Path) -> runner.Unit:
+    """``preset`` on ``protocol``: trained in ``runs_dir/<protocol>/<preset>/``, its record
+    kept in ``records/<protocol>/<preset>/`` (the runner)."""
+    return runner.Unit(f"{MODEL_NAMES[preset]} on {protocol}", config,
+                       runs_dir / protocol / preset, records / protocol / preset)
 
 
 def record(preset: str, protocol: str, kept: Path, root: Path) -> dict:
-    """One unit of calibration.json, from its kept metrics."""
-    metrics = json.loads((kept / "metrics.json").read_text())
+    """One unit of calibration.json, from its kept metrics (test: None if not evaluated)."""
+    metrics = runner.read_metrics(kept)
     try:
         run = str(kept.resolve().relative_to(root.resolve()))
     except ValueError:
         run = str(kept)
     return {**describe(protocol), "model": MODEL_NAMES[preset], "preset": preset,
-            "val_error_percent": round(100 * (1 - metrics["val_accuracy"]), 2),
-            "test_error_percent": round(100 * (1 - metrics["test_accuracy"]), 2),
+            "val_error_percent": runner.error_percent(metrics, "val"),
+            "test_error_percent": runner.error_percent(metrics, "test"),
             "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"], "run": run}
 
 
@@ -171,15 +145,15 @@ def summary(units: list[dict], family: str) -> dict | None:
 
 # --- the sweep ------------------------------------------------------------------
 
-def collect(results: Path, config_of, root: Path) -> list[dict]:
-    """Every finished unit in ``results/calibration/`` (all families, both models)."""
-    units = []
-    for protocol in settings():
-        for preset in (RULER, SECOND):
-            kept = results / "calibration" / protocol / preset
-            if (kept / "metrics.json").exists() and _done(config_of(preset, protocol), kept):
-                units.append(record(preset, protocol, kept, root))
-    return units
+def collect(unit_of, root: Path) -> list[dict]:
+    """Every finished unit (all families, both models); ``unit_of(preset, protocol)``.
+
+    Raises:
+      stn.train.runs.RunError: a finished record of another config.
+    """
+    return [record(preset, protocol, unit_of(preset, protocol).record, root)
+            for protocol in settings() for preset in (RULER, SECOND)
+            if runner.finished(unit_of(preset, protocol))]
 
 
 def write_json(results: Path, units: list[dict], precision: str, fields: dict) -> Path:
@@ -198,33 +172,34 @@ def write_json(results: Path, units: list[dict], precision: str, fields: dict) -
 def sweep(args, precision: str, fields: dict, runs_dir: Path, results: Path,
           root: Path) -> list[dict]:
     """Trains the missing FCN units of the selection, then the CNN at each choice."""
-    def config_of(preset, protocol):
-        return unit_config(preset, protocol, precision, fields)
+    def unit_of(preset, protocol):
+        return unit(preset, protocol, unit_config(preset, protocol, precision, fields),
+                    runs_dir, results / "calibration")
 
-    def unit(preset, protocol, i, total):
-        kept = results / "calibration" / protocol / preset
+    def train(preset, protocol, i, total):
         began = time.perf_counter()
         print(f"[unit {i}/{total}, {began - start:.0f} s so far] {MODEL_NAMES[preset]} on "
-              f"{protocol} -> {kept}", flush=True)
-        trained = run_unit(preset, protocol, config_of(preset, protocol), runs_dir, kept,
-                           args.mnist, args.verbose)
-        u = record(preset, protocol, kept, root)
-        print(f"  {'trained' if trained else 'done before'}: val {u['val_error_percent']:.2f}% "
-              f"test {u['test_error_percent']:.2f}%, {u['train_seconds']:.0f} s of training, "
+              f"{protocol} -> {unit_of(preset, protocol).record}", flush=True)
+        kept = runner.run(unit_of(preset, protocol), test=args.test, mnist_path=args.mnist,
+                          verbose=args.verbose)
+        u = record(preset, protocol, kept.dir, root)
+        test = f" test {u['test_error_percent']:.2f}%" if args.test else ""
+        print(f"  {'trained' if kept.trained else 'done before'}: val "
+              f"{u['val_error_percent']:.2f}%{test}, {u['train_seconds']:.0f} s of training, "
               f"{time.perf_counter() - began:.0f} s in all", flush=True)
-        write_json(results, collect(results, config_of, root), precision, fields)
+        write_json(results, collect(unit_of, root), precision, fields)
 
     start = time.perf_counter()
     selected = selection(args)
     families = [f for f in PAPER if any(describe(p)["family"] == f for p in selected)]
     total = len(selected) + (0 if args.ruler_only else len(families))
     for i, protocol in enumerate(selected):
-        unit(RULER, protocol, i + 1, total)
-    units = collect(results, config_of, root)
+        train(RULER, protocol, i + 1, total)
+    units = collect(unit_of, root)
     for i, family in enumerate([] if args.ruler_only else families):
         # The rule, on every finished FCN unit of the family.
-        unit(SECOND, choose(units, family)["protocol"], len(selected) + i + 1, total)
-    return collect(results, config_of, root)
+        train(SECOND, choose(units, family)["protocol"], len(selected) + i + 1, total)
+    return collect(unit_of, root)
 
 
 def selection(args) -> list[str]:
@@ -315,6 +290,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, metavar="N", help="the recipe's 45 epochs replaced by N")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1],
                    help="1: a line per epoch of each unit (default: %(default)s)")
+    runner.add_test_flag(p)
     return p.parse_args(argv)
 
 
@@ -337,16 +313,21 @@ def main(argv=None) -> int:
     if args.figure:
         print(f"wrote {write_figure(results, png)}")
         return 0
+    from stn.train import runs
     from stn.train.precision import resolve_precision
 
     precision, fields = resolve_precision(args.precision)[0], overrides(args)
-    if args.list:
-        for protocol in selection(args):
-            kept = results / "calibration" / protocol / RULER
-            done = _done(unit_config(RULER, protocol, precision, fields), kept)
-            print(f"{'done' if done else 'todo'}  FCN on {protocol}  {kept}")
-        return 0
-    units = sweep(args, precision, fields, runs_dir, results, ROOT)
+    try:
+        if args.list:
+            for protocol in selection(args):
+                u = unit(RULER, protocol, unit_config(RULER, protocol, precision, fields),
+                         runs_dir, results / "calibration")
+                print(f"{'done' if runner.finished(u) else 'todo'}  FCN on {protocol}  "
+                      f"{u.record}")
+            return 0
+        units = sweep(args, precision, fields, runs_dir, results, ROOT)
+    except runs.RunError as e:
+        raise SystemExit(f"calibrate_pe: error: {e}") from None
     path = write_json(results, units, precision, fields)
     print(f"wrote {path}; chosen:")
     for family, chosen in json.loads(path.read_text())["chosen"].items():

@@ -18,16 +18,19 @@ of 8 x 8 px).
 **The rule, fixed before any unit ran**: TC's clutter is the setting whose
 FCN *validation* error is nearest the paper's FCN test error, 13.2%, on a
 log scale (smallest ``|ln(val / 13.2)|``; ties: fewer pieces, then smaller
-pieces). Its test error is recorded, never used. The second ruler, the
-paper's CNN (3.5%), is Table 1's own CNN cell on ``tc`` (the same recipe):
-it chooses nothing. ``stn.protocols.TC_CALIBRATED`` is then set to the
+pieces). Its test error (with ``--test``) is recorded, never used. The
+second ruler, the paper's CNN (3.5%), is Table 1's own CNN cell on ``tc``
+(the same recipe): it chooses nothing. ``stn.protocols.TC_CALIBRATED`` is then set to the
 choice by hand (a test holds it to ``results/calibration_tc.json``).
 
-Each unit is an ordinary run in ``<runs-dir>/<protocol>/paper-fcn/``
-(resumable), its ``config.json``, ``history.csv`` and ``metrics.json``
-copied to ``<results>/calibration_tc/<protocol>/paper-fcn/``; a unit whose
-copy holds the same config is skipped. ``<results>/calibration_tc.json`` is
-rewritten after every unit.
+Each unit is a unit of :mod:`experiments.runner` in
+``<runs-dir>/<protocol>/paper-fcn/`` (resumable), its ``config.json``,
+``history.csv`` and ``metrics.json`` copied to
+``<results>/calibration_tc/<protocol>/paper-fcn/``; a unit whose copy holds
+the same config is read back, not retrained (a copy of another config is an
+error). Its test split is evaluated only with ``--test`` (the json's test
+error is None otherwise). ``<results>/calibration_tc.json`` is rewritten
+after every unit.
 """
 
 import argparse
@@ -40,8 +43,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments import ROOT
-from experiments.calibrate_pe import SMOKE, log_distance, run_unit
+from experiments import ROOT, runner
+from experiments.calibrate_pe import SMOKE, log_distance, unit
 from experiments.grid import TC_FIELDS
 from stn.data import protocols
 
@@ -65,16 +68,9 @@ def unit_config(protocol: str, precision: str, fields: dict):
                        **{**TC_FIELDS, **fields})
 
 
-def is_done(config, kept: Path) -> bool:
-    """True if ``kept`` holds the finished record of exactly ``config``."""
-    from stn.train import runs
-
-    return (kept / runs.METRICS).exists() and runs.read_config(kept) == config
-
-
 def record(protocol: str, kept: Path, root: Path) -> dict:
-    """One unit of calibration_tc.json, from its kept metrics."""
-    metrics = json.loads((kept / "metrics.json").read_text())
+    """One unit of calibration_tc.json, from its kept metrics (test: None if not evaluated)."""
+    metrics = runner.read_metrics(kept)
     p = protocols.get_protocol(protocol)
     try:
         run = str(kept.resolve().relative_to(root.resolve()))
@@ -82,8 +78,8 @@ def record(protocol: str, kept: Path, root: Path) -> dict:
         run = str(kept)
     return {"protocol": protocol, "pieces": p.pieces, "piece_size": p.piece_size,
             "model": "FCN", "preset": RULER,
-            "val_error_percent": round(100 * (1 - metrics["val_accuracy"]), 2),
-            "test_error_percent": round(100 * (1 - metrics["test_accuracy"]), 2),
+            "val_error_percent": runner.error_percent(metrics, "val"),
+            "test_error_percent": runner.error_percent(metrics, "test"),
             "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"], "run": run}
 
 
@@ -99,9 +95,9 @@ def choose(units: list[dict]) -> dict | None:
         "ratio_to_paper": round(best["val_error_percent"] / PAPER["FCN"], 3)}
 
 
-def collect(results: Path, config_of, root: Path) -> list[dict]:
-    kept = {p: results / "calibration_tc" / p / RULER for p in settings()}
-    return [record(p, k, root) for p, k in kept.items() if is_done(config_of(p), k)]
+def collect(unit_of, root: Path) -> list[dict]:
+    """Every finished unit; ``unit_of(protocol)`` (RunError: a record of another config)."""
+    return [record(p, unit_of(p).record, root) for p in settings() if runner.finished(unit_of(p))]
 
 
 def write_json(results: Path, units: list[dict], precision: str, fields: dict) -> Path:
@@ -133,11 +129,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"smoke mode: {SMOKE} per unit, into a temporary folder unless "
                    "--results and --runs-dir are given")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1])
+    runner.add_test_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from stn.train import runs
     from stn.train.precision import resolve_precision
 
     scratch = Path(tempfile.mkdtemp(prefix="calibrate_tc_")) if args.dry_run else None
@@ -145,23 +143,27 @@ def main(argv=None) -> int:
     runs_dir = Path(args.runs_dir or (scratch / "runs" if scratch else "runs/calibration_tc"))
     precision, fields = resolve_precision(args.precision)[0], dict(SMOKE) if args.dry_run else {}
 
-    def config_of(protocol):
-        return unit_config(protocol, precision, fields)
+    def unit_of(protocol):
+        return unit(RULER, protocol, unit_config(protocol, precision, fields), runs_dir,
+                    results / "calibration_tc")
 
     selected = args.protocols or settings()
-    if args.list:
-        for p in selected:
-            kept = results / "calibration_tc" / p / RULER
-            print(f"{'done' if is_done(config_of(p), kept) else 'todo'}  FCN on {p}  {kept}")
-        return 0
-    start = time.perf_counter()
-    for i, protocol in enumerate(selected):
-        kept = results / "calibration_tc" / protocol / RULER
-        print(f"[unit {i + 1}/{len(selected)}, {time.perf_counter() - start:.0f} s so far] "
-              f"FCN on {protocol} -> {kept}", flush=True)
-        run_unit(RULER, protocol, config_of(protocol), runs_dir, kept, args.mnist, args.verbose)
-        write_json(results, collect(results, config_of, ROOT), precision, fields)
-    path = write_json(results, collect(results, config_of, ROOT), precision, fields)
+    try:
+        if args.list:
+            for p in selected:
+                print(f"{'done' if runner.finished(unit_of(p)) else 'todo'}  FCN on {p}  "
+                      f"{unit_of(p).record}")
+            return 0
+        start = time.perf_counter()
+        for i, protocol in enumerate(selected):
+            print(f"[unit {i + 1}/{len(selected)}, {time.perf_counter() - start:.0f} s so far] "
+                  f"FCN on {protocol} -> {unit_of(protocol).record}", flush=True)
+            runner.run(unit_of(protocol), test=args.test, mnist_path=args.mnist,
+                       verbose=args.verbose)
+            write_json(results, collect(unit_of, ROOT), precision, fields)
+        path = write_json(results, collect(unit_of, ROOT), precision, fields)
+    except runs.RunError as e:
+        raise SystemExit(f"calibrate_tc: error: {e}") from None
     print(f"wrote {path}; chosen: {json.loads(path.read_text())['chosen']}")
     return 0
 

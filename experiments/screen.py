@@ -17,14 +17,16 @@ A variant is a Table 1 cell (``experiments/grid.py``: ``cell_config``, the
 changes. It is trained in ``runs/screen/<study>/<variant>/`` (resumable: a
 finished variant is read back, not retrained; so is a finished run of a Table
 1 grid, ``runs/table1*/<cell>`` as ``experiments.table1`` trains them,
-whose config is exactly the variant's). For each,
+whose config is exactly the variant's); each is a unit of
+:mod:`experiments.runner`, its record in its run directory. For each,
 ``results/screen_<study>.json`` records the validation error and the
 rotation-spread ratio of its transformer on the validation split
-(``stn.analysis.pose``). Test numbers are never looked at:
-these screens choose methods and recipes. A variant of ``DEFAULT_RUN``
-instead of a Table 1 row is the default run (``make train``: the ``seed``
-protocol, the ``default`` recipe; a ``preset`` field replaces its ``seed``
-model).
+(``stn.analysis.pose``). These screens choose methods and recipes: the
+test split is not evaluated (``train_and_evaluate(test=False)``) unless
+``--test`` asks, which adds each variant's ``test_error_percent``. A
+variant of ``DEFAULT_RUN`` instead of a Table 1 row is the default run
+(``make train``: the ``seed`` protocol, the ``default`` recipe; a
+``preset`` field replaces its ``seed`` model).
 """
 
 import argparse
@@ -33,7 +35,7 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import grid
+from experiments import grid, runner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -296,23 +298,27 @@ def variant_dir(model: str, protocol: str, fields: dict, precision: str, runs_di
     return own
 
 
+def variant_unit(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
+                 base: dict) -> runner.Unit:
+    """The variant as a unit of the runner: its record stays in its run directory."""
+    return runner.Unit(f"{model} on {protocol}, {fields or 'the cell as it is'}",
+                       variant_config(model, protocol, fields, precision, base),
+                       variant_dir(model, protocol, fields, precision, runs_dir, base))
+
+
 def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
-                base: dict, mnist_path=None) -> dict:
-    """Trains (or reads back) one variant; its validation error and rotation ratio."""
+                base: dict, mnist_path=None, test: bool = False) -> dict:
+    """Trains (or reads back) one variant; its validation error and rotation ratio.
+
+    ``test``: also evaluate its test split (``test_error_percent`` in the row).
+    """
     from stn.data import pipeline as stn_data
     from stn.analysis import evaluation
     from stn.train import flops, runs
-    from stn.train import training
 
-    config = variant_config(model, protocol, fields, precision, base)
-    run_dir = variant_dir(model, protocol, fields, precision, runs_dir, base)
-    if not (run_dir / runs.METRICS).exists():
-        print(f"\n=== {model} on {protocol}, {fields or 'the cell as it is'} -> {run_dir}",
-              flush=True)
-        training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, test=False,
-                                    command=[Path(sys.executable).name, *sys.argv])
-    elif runs.read_config(run_dir) != config:
-        raise runs.RunError(f"{run_dir} holds another config; remove it to rerun")
+    unit = variant_unit(model, protocol, fields, precision, runs_dir, base)
+    config, run_dir = unit.config, unit.run_dir
+    record = runner.run(unit, test=test, mnist_path=mnist_path)
     history = runs.read_history(run_dir)
     ratio = scale = shift = scale_ratio = None
     if config.model.transformer:
@@ -335,7 +341,9 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
             # The spread of the digits' scale against the raw warps' (stn.analysis.pose).
             "val_scale_spread_ratio": scale_ratio,
             "train_seconds": round(sum(row["seconds"] for row in history), 1),
-            "train_flops": flops.training_flops(config)["run"]}
+            "train_flops": flops.training_flops(config)["run"],
+            **({"test_error_percent": runner.error_percent(record.metrics, "test")}
+               if test else {})}
 
 
 def main(argv=None) -> int:
@@ -348,6 +356,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs-dir", default="runs/screen", help="default: %(default)s/<study>")
     p.add_argument("--json", help="default: results/screen_<study>.json")
     cli.add_data_flags(p)
+    runner.add_test_flag(p)
     args = p.parse_args(argv)
     from stn.train import runs
     from stn.train.precision import resolve_precision
@@ -357,14 +366,19 @@ def main(argv=None) -> int:
     variants, base = STUDIES[args.study], BASES.get(args.study, {})
     if args.list:
         for model, protocol, fields in variants:
-            run_dir = variant_dir(model, protocol, fields, precision, runs_dir, base)
-            print(f"{'done' if (run_dir / runs.METRICS).exists() else 'todo'}  {run_dir}")
+            unit = variant_unit(model, protocol, fields, precision, runs_dir, base)
+            try:
+                done = runner.finished(unit)
+            except runs.RunError as e:
+                print(f"screen.py: error: {e}", file=sys.stderr)
+                return 2
+            print(f"{'done' if done else 'todo'}  {unit.run_dir}")
         return 0
     rows = []
     for model, protocol, fields in variants:
         try:
             rows.append(run_variant(model, protocol, fields, precision, runs_dir, base,
-                                    args.mnist))
+                                    args.mnist, test=args.test))
         except runs.RunError as e:
             print(f"screen.py: error: {e}", file=sys.stderr)
             return 2

@@ -5,13 +5,15 @@
     python -m experiments.table1 --table-only         # rewrite results/table1.{json,md}
     python -m experiments.table1 --list               # the cells and whether they are done
 
-Each cell (a model of the table on a distortion) is an ordinary run of
-``stn.train.training.train_and_evaluate`` in ``runs/table1/<run>/`` with the
-``table1`` recipe (stn.train.config.RECIPES), evaluated by ``stn.analysis.evaluation``; its
-``config.json``, ``history.csv``, ``metrics.json`` and ``results.json`` are
-copied to ``results/table1/<run>/``. The grid is resumable cell by cell: a
-finished cell (its results.json present with the same config) is skipped, a
-killed cell resumes from its last epoch. After every cell the table is
+Each cell (a model of the table on a distortion) is a unit of
+:mod:`experiments.runner`: trained in ``runs/table1/<run>/`` with the
+``table1`` recipe (stn.train.config.RECIPES), evaluated on its test split by
+``stn.analysis.evaluation``; its ``config.json``, ``history.csv``,
+``metrics.json`` and ``results.json`` are copied to
+``results/table1/<run>/``. The grid is resumable cell by cell: a finished
+cell (its record complete, with the same config) is read back, a killed
+cell resumes from its last epoch, and a finished record of another config
+is an error that says to remove it. After every cell the table is
 rewritten, so it can be completed over several sessions.
 
 Writes ``results/table1.json`` (``{"cells": [{"model", "protocol",
@@ -33,43 +35,28 @@ our literal readings (``p``, ``e``) are kept as a second table,
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from experiments import ROOT
+from experiments import ROOT, runner
 from experiments.grid import (EXTRA_SEEDS, MODELS, PROTOCOLS, READINGS, SEED_CELLS,
                               all_cells, cell_config, is_done, paper_error, run_name)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SETTINGS = ("learning_rate", "epochs")  # the training settings it has flags for (stn.train.cli)
-KEPT = ("config.json", "history.csv", "metrics.json", "results.json")
 CELL_KEYS = ("model", "protocol", "error_percent", "paper_error_percent", "run", "epochs",
              "train_seconds")
 
 
 def run_cell(model: str, protocol: str, seed: int, config, runs_dir: Path, results_dir: Path,
              mnist_path=None, verbose: int = 1, reading: str = "calibrated") -> Path:
-    """Trains (or resumes) and evaluates one cell; copies its record to ``results_dir``."""
-    from stn.analysis import evaluation
-    from stn.train import training
-
+    """Trains (or resumes) and evaluates one cell; its record in ``results_dir`` (the runner)."""
     name = run_name(model, protocol, seed, reading)
-    run_dir, kept = runs_dir / name, results_dir / name
-    if is_done(config, kept):
-        if verbose:
-            print(f"{model} on {protocol} (seed {seed}): done, in {kept}")
-        return kept
-    print(f"\n=== {model} on {protocol} (seed {seed}) -> {run_dir}", flush=True)
-    training.train_and_evaluate(config, run_dir, mnist_path=mnist_path, verbose=verbose,
-                                command=[Path(sys.executable).name, *sys.argv])
-    evaluation.write_results(evaluation.evaluate_run(run_dir, mnist_path=mnist_path))
-    kept.mkdir(parents=True, exist_ok=True)
-    for filename in KEPT:
-        shutil.copyfile(run_dir / filename, kept / filename)
-    return kept
+    unit = runner.Unit(f"{model} on {protocol} (seed {seed})", config, runs_dir / name,
+                       results_dir / name, results=True)
+    return runner.run(unit, test=True, mnist_path=mnist_path, verbose=verbose).dir
 
 
 def cell_record(model: str, protocol: str, seed: int, kept: Path, root: Path = ROOT) -> dict:
@@ -87,7 +74,7 @@ def cell_record(model: str, protocol: str, seed: int, kept: Path, root: Path = R
             "paper_error_percent": paper_error(model, protocol),
             "run": run, "epochs": metrics["epochs"],
             "train_seconds": metrics["train_seconds"],
-            "val_error_percent": round(100 * (1 - metrics["val_accuracy"]), 2),
+            "val_error_percent": runner.error_percent(metrics, "val"),
             "rotation_spread_ratio": rotation}
 
 

@@ -30,6 +30,7 @@ Old import paths that users and saved models know, kept:
 import importlib
 
 from stn import layers  # noqa: F401  (the registration)
+from stn.layer import kinds3d  # noqa: F401  (registers the 3-D and flow kinds)
 
 OLD_MODULES = {
     "sampler": "stn.layer.sampler", "transform_grids": "stn.layer.transform_grids",

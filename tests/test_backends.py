@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 
 from stn.layer import kinds as K  # imports Keras: its backend is fixed from here on
+from stn.layer.kinds3d import image_kinds
 
 BACKENDS = ("jax", "torch")
-KINDS = tuple(K.KINDS)
+KINDS = image_kinds()  # the 2-D ones; tests/test_volumes.py holds the others
 IN_SIZE, OUT_SIZE = (12, 14), (9, 11)
 MODEL_SIZE = 28  # the conv localization net needs 28 px or more
 

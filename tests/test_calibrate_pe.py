@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import helpers
+from experiments import runner
 from stn.data import protocols as P
 
 UNIT_KEYS = {"protocol", "family", "sigma", "scale", "model", "preset", "val_error_percent",
@@ -77,6 +78,7 @@ def test_smoke_sweep_resumes_and_writes_json_and_figure(tmp_path, cal, capsys, m
     assert cal.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("  trained: ") == 3 and "[unit 3/3," in out  # 2 FCN units, then the CNN
+    assert " test " not in out and "test accuracy" not in out
     calibration = json.loads((tmp_path / "results" / "calibration.json").read_text())
     assert set(calibration) == {"rule", "recipe", "seed", "precision", "overrides",
                                 "paper_error_percent", "chosen", "units"}
@@ -86,7 +88,8 @@ def test_smoke_sweep_resumes_and_writes_json_and_figure(tmp_path, cal, capsys, m
         ("p-s1", "FCN"), ("p-s3-scale", "FCN")]
     for u in units:
         assert set(u) == UNIT_KEYS and 0 <= u["val_error_percent"] <= 100 and u["epochs"] == 1
-        for name in cal.KEPT:
+        assert u["test_error_percent"] is None  # a screen: the test split left unread
+        for name in runner.RECORD:
             assert (tmp_path / "results" / "calibration" / u["protocol"] / u["preset"]
                     / name).exists()
     chosen = calibration["chosen"]

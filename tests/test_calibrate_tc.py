@@ -48,7 +48,7 @@ def test_rule_picks_the_validation_error_nearest_the_papers_on_a_log_scale(cal):
 
 
 @pytest.mark.slow
-def test_dry_run_of_one_unit_writes_the_json(cal, tmp_path):
+def test_dry_run_of_one_unit_writes_the_json(cal, tmp_path, monkeypatch):
     args = ["--dry-run", "--protocols", "tc-4x8", "--results", str(tmp_path / "r"),
             "--runs-dir", str(tmp_path / "runs"), "--precision", "float32", "--verbose", "0"]
     assert cal.main(args) == 0
@@ -56,4 +56,17 @@ def test_dry_run_of_one_unit_writes_the_json(cal, tmp_path):
     assert [u["protocol"] for u in written["units"]] == ["tc-4x8"]
     assert written["chosen"]["protocol"] == "tc-4x8" and not written["chosen"]["complete"]
     assert written["overrides"]["max_steps_per_epoch"] == 2
-    assert cal.main(args) == 0  # done: nothing trained again
+    # A choice on validation: the test split was not evaluated.
+    assert written["units"][0]["test_error_percent"] is None
+    from stn.train import training
+
+    history = (tmp_path / "runs" / "tc-4x8" / "paper-fcn" / "history.csv").read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(training, "train_and_evaluate", None)  # done: nothing trained again
+        assert cal.main(args) == 0
+    # --test adds the test error, evaluating the finished run without training it.
+    assert cal.main([*args, "--test"]) == 0
+    tested = json.loads((tmp_path / "r" / "calibration_tc.json").read_text())["units"][0]
+    assert 0.0 <= tested["test_error_percent"] <= 100.0
+    assert tested["val_error_percent"] == written["units"][0]["val_error_percent"]
+    assert (tmp_path / "runs" / "tc-4x8" / "paper-fcn" / "history.csv").read_bytes() == history

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import helpers
-from stn.layer.kinds import KINDS
+from stn.layer.kinds3d import image_kinds
 from stn.layer.layers import SpatialTransformer, conv_localization
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def functional(kind):
 
 
 MODELS = {f"{build.__name__}-{kind}": (build, kind)
-          for kind in KINDS for build in (sequential, functional)}
+          for kind in image_kinds() for build in (sequential, functional)}
 
 
 def fit(model, images, labels):

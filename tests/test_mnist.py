@@ -142,11 +142,28 @@ def test_default_cache_dir(monkeypatch):
 def test_cache_hit_touches_no_other_source(small, tmp_path):
     write_npz(tmp_path / "mnist.npz", small)
     stamp = os.stat(tmp_path / "mnist.npz").st_mtime_ns
-    # A path that would fail if read, and network fakes that fail the test.
-    (tmp_path / "garbage.npz").write_bytes(b"not read")
-    result = mnist.load_mnist(cache_dir=str(tmp_path), path=str(tmp_path / "garbage.npz"))
+    result = mnist.load_mnist(cache_dir=str(tmp_path))  # the network fakes fail the test
     assert_same(result, small)
-    assert cache_listing(tmp_path) == ["garbage.npz", "mnist.npz"]
+    assert cache_listing(tmp_path) == ["mnist.npz"]
+    assert os.stat(tmp_path / "mnist.npz").st_mtime_ns == stamp  # not rewritten
+
+
+def test_a_bad_given_file_is_refused_even_with_a_good_cache(small, tmp_path):
+    write_npz(tmp_path / "mnist.npz", small)
+    stamp = os.stat(tmp_path / "mnist.npz").st_mtime_ns
+    (tmp_path / "garbage.npz").write_bytes(b"not MNIST")
+    with pytest.raises(mnist.MnistError, match=r"could not load MNIST from --mnist .*garbage.npz"
+                       r": .*garbage.npz is not a valid MNIST .npz.* The cache .*mnist.npz is "
+                       r"there: leave --mnist out to use it"):
+        mnist.load_mnist(cache_dir=str(tmp_path), path=str(tmp_path / "garbage.npz"))
+    assert os.stat(tmp_path / "mnist.npz").st_mtime_ns == stamp  # the cache is untouched
+
+
+def test_a_good_given_file_beside_a_good_cache_leaves_the_cache(small, tmp_path):
+    write_npz(tmp_path / "mnist.npz", small)
+    stamp = os.stat(tmp_path / "mnist.npz").st_mtime_ns
+    src = write_npz(tmp_path / "given.npz", small)
+    assert_same(mnist.load_mnist(cache_dir=str(tmp_path), path=src), small)
     assert os.stat(tmp_path / "mnist.npz").st_mtime_ns == stamp  # not rewritten
 
 

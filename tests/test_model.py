@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from stn.train import config as C
 from stn.layer import kinds
+from stn.layer.kinds3d import image_kinds
 from stn.layer import transform as T
 from stn.layer.layers import SpatialTransformer, conv_localization, dense_localization
 from stn.model import build_model, find_transformer, transformer_outputs
@@ -59,7 +60,7 @@ def test_preset_shapes_and_parameter_counts(preset, size, params):
     _check_preset(preset, size, params)
 
 
-@pytest.mark.parametrize("kind", list(kinds.KINDS))
+@pytest.mark.parametrize("kind", image_kinds())
 def test_table1_presets_per_kind(kind):
     size = kinds.KINDS[kind].size
     _check_preset(f"st-cnn-{kind}", 28,
@@ -409,7 +410,7 @@ def test_auto_precision_reads_the_cpu_flags(tmp_path, flags, expected):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("kind", list(kinds.KINDS))
+@pytest.mark.parametrize("kind", image_kinds())
 def test_layer_under_a_global_mixed_precision_policy(policy, kind):
     # Users set a global policy (mixed_float16 on Volta/Turing GPUs): the
     # layer must build, train a step and match float32, its grid and sampler

@@ -1,6 +1,7 @@
 """experiments.screen on a tiny study: two variants, a few steps, real MNIST."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,14 +56,18 @@ def test_tiny_study_trains_reports_validation_only_and_resumes(tmp_path, screen,
     for row in rows:
         assert set(row) == {"model", "protocol", "fields", "run", "val_error_percent",
                             "val_rotation_spread_ratio", "val_median_scale", "val_shift_std_px",
-                            "val_scale_spread_ratio", "train_seconds"}
-        assert 0.0 <= row["val_error_percent"] <= 100.0
+                            "val_scale_spread_ratio", "train_seconds", "train_flops"}
+        assert 0.0 <= row["val_error_percent"] <= 100.0 and row["train_flops"] > 0
     assert rows[0]["val_rotation_spread_ratio"] > 0.0  # a transformer: its ratio
     assert 0.2 < rows[0]["val_median_scale"] < 5.0  # and the scale of what it shows
     assert rows[0]["val_scale_spread_ratio"] is None  # R draws no scales: no ratio
     assert rows[1]["val_rotation_spread_ratio"] is None  # no transformer
     assert rows[1]["val_median_scale"] is None and rows[1]["val_shift_std_px"] is None
     assert rows[0]["val_shift_std_px"] >= 0.0  # R has no shifts: about 0 after one step
+    # Chosen on validation: the test split was never evaluated, nor printed.
+    assert "test accuracy" not in capsys.readouterr().out
+    for row in rows:
+        assert "test_accuracy" not in json.loads((Path(row["run"]) / "metrics.json").read_text())
     from stn.train import runs
 
     config = runs.read_config(tmp_path / "runs" / "tiny" / screen.variant_name(

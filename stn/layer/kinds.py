@@ -81,6 +81,10 @@ class Kind:
         ``numpy`` or ``keras.ops``); used by :func:`to_pixels` and :func:`invert`.
       from_matrix: its inverse, ``([n, 3, 3], namespace) -> params [n, P]``.
       description: one line for help texts and the README.
+      ndim: spatial dimensions of its inputs: 2 (``[B, H, W, C]``) or 3 (``[B, D, H, W, C]``).
+      sample: optional ``keras.ops`` warp ``(images, params, out_size) -> images`` that
+        replaces ``grid`` + the bilinear sampler (the 3-D kinds' trilinear one).
+      dense: the parameters are a field ``[B, *output, size]`` (the flows), not ``[B, size]``.
     """
     name: str
     size: int
@@ -92,6 +96,9 @@ class Kind:
     matrix: Callable | None = None
     from_matrix: Callable | None = None
     description: str = ""
+    ndim: int = 2
+    sample: Callable | None = None
+    dense: bool = False
 
 
 def tps_kind(n: int, name: str | None = None) -> Kind:
@@ -302,6 +309,8 @@ def warp_ops(images, params, kind: "str | Kind" = "affine", out_size=None):
     kind = get_kind(kind)
     images = ops.convert_to_tensor(images)
     params = ops.cast(params, images.dtype)
+    if kind.sample is not None:
+        return kind.sample(images, params, out_size)
     height, width = out_size if out_size is not None else images.shape[1:3]
     return S.bilinear_sample(images, kind.grid(params, int(height), int(width)))
 
@@ -322,6 +331,8 @@ def keras_warp(images, params, kind: "str | Kind" = "affine", out_size=None, *,
       jit_compile: TF only: run the sampler as its own XLA cluster, even in
         a step that is not compiled.
     """
+    if keras.backend.backend() == "tensorflow" and get_kind(kind).ndim == 3:  # kinds3d
+        return get_kind(kind).tf_sample(images, params, out_size, image_gradient, jit_compile)
     if keras.backend.backend() == "tensorflow":
         if jit_compile:
             return _xla("warp_xla" if image_gradient else "warp_xla_params_grad")(

@@ -9,7 +9,7 @@ backend; on TensorFlow it runs the faster :mod:`stn.layer.transform` (through
 
 import keras
 
-from stn.layer import kinds
+from stn.layer import checks, kinds
 
 
 def theta_layer(init: str = "identity", name: str = "theta",
@@ -124,7 +124,8 @@ class SpatialTransformer(keras.layers.Layer):
         coordinates, see stn.layer.sampler), ``P = stn.layer.kinds.KINDS[kind].size``.
       kind: ``"affine"`` (default, 6 parameters), ``"projective"`` (8) or
         ``"tps"`` (32): a name in stn.layer.kinds.KINDS.
-      output_size: ``(h, w)`` of the output; ``None`` keeps ``(H, W)``.
+      output_size: ``(h, w)`` of the output (``(d, h, w)`` for the 3-D kinds
+        of stn.layer.kinds3d, on ``[B, D, H, W, C]`` volumes); ``None`` keeps the input's.
       theta_activation: ``None``, or ``"tanh"``: the predecessor squashed
         theta with a tanh, which makes the identity (entries of 1)
         unreachable; kept only to reproduce that ablation.
@@ -179,7 +180,7 @@ class SpatialTransformer(keras.layers.Layer):
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         self.kind = kinds.get_kind(kind).name
         self.localization = localization
-        self.output_size = tuple(output_size) if output_size is not None else None
+        self.output_size = checks.check_output_size(output_size, kind)
         self.theta_activation = theta_activation
         self.jit_compile = jit_compile
         self.image_gradient = image_gradient
@@ -190,7 +191,9 @@ class SpatialTransformer(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed) if output_jitter else None
 
     def build(self, input_shape):
+        checks.check_input_shape(input_shape, self.kind)
         self.localization.build(input_shape)
+        checks.check_localization(self.localization, input_shape, self.kind)
 
     def _sampler_dtype(self) -> str:
         # Half precision is too coarse for coordinates, and XLA's CPU gather
@@ -218,7 +221,12 @@ class SpatialTransformer(keras.layers.Layer):
         theta = self.localization(inputs, training=training)
         if self.theta_activation == "tanh":
             theta = keras.ops.tanh(theta)
-        return keras.ops.reshape(keras.ops.cast(theta, dtype), (-1, kinds.get_kind(self.kind).size))
+        kind = kinds.get_kind(self.kind)
+        theta = keras.ops.cast(theta, dtype)
+        if kind.dense:  # a dense kind's field keeps its shape
+            return theta
+        checks.check_theta_shape(theta.shape, self.kind, self.localization.name)  # static
+        return keras.ops.reshape(theta, (-1, kind.size))
 
     def transform_and_theta(self, inputs, training=None, params=None):
         """``(outputs [B, h, w, C], params float32 [B, P])`` for ``inputs``.
@@ -253,8 +261,8 @@ class SpatialTransformer(keras.layers.Layer):
         return compose(theta, jitter, self.kind)
 
     def compute_output_shape(self, input_shape):
-        height, width = self.output_size or input_shape[1:3]
-        return (input_shape[0], height, width, input_shape[3])
+        spatial = self.output_size or tuple(input_shape[1:-1])  # (h, w) or (d, h, w)
+        return (input_shape[0], *spatial, input_shape[-1])
 
     def get_config(self):
         return {

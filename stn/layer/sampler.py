@@ -247,7 +247,7 @@ def tps_grid(control, height: int, width: int):
 
 # --- keras.ops: the sampler --------------------------------------------------------
 
-def _to_pixels(coord, size: int, out_size: int, shape):
+def pixel_coordinates(coord, size: int, out_size: int, shape):
     """Normalized input coordinate -> input pixel units (centres at integers).
 
     ``u = (x * size + size - 1) / 2``, written as the output pixel's own
@@ -263,7 +263,7 @@ def _to_pixels(coord, size: int, out_size: int, shape):
     return _const(base, coord.dtype) + (coord - _const(centre, coord.dtype)) * (size / 2.0)
 
 
-def _corner(coord, size: int):
+def lower_corner(coord, size: int):
     """Pixel coordinate -> lower neighbour's index in the padded image, and weights.
 
     The image is padded with one zero pixel before and two after, so the
@@ -293,8 +293,10 @@ def bilinear_sample(images, grid):
     _, height, width, channels = images.shape
     _, out_h, out_w, _ = grid.shape
     grid = ops.cast(grid, images.dtype)
-    x0, wx0, wx1 = _corner(_to_pixels(grid[..., 0], width, out_w, (1, 1, -1)), width)
-    y0, wy0, wy1 = _corner(_to_pixels(grid[..., 1], height, out_h, (1, -1, 1)), height)
+    x = pixel_coordinates(grid[..., 0], width, out_w, (1, 1, -1))
+    y = pixel_coordinates(grid[..., 1], height, out_h, (1, -1, 1))
+    x0, wx0, wx1 = lower_corner(x, width)
+    y0, wy0, wy1 = lower_corner(y, height)
     row = width + 3  # padded width
     flat = ops.reshape(ops.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]]), (-1, channels))
     start = ops.reshape(ops.arange(ops.shape(images)[0], dtype="int32") * ((height + 3) * row),

@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Any
 
-from stn.layer import kinds
+from stn.layer import kinds, kinds3d
 from stn.data import datasets, protocols
 from stn.train.settings import (ALIGNMENT_PREFIX, ALIGNMENT_TERMS, AlignmentSettings,  # noqa: F401
                                 ConfigError, check_choice, check_positive, setting)
@@ -97,7 +97,7 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "preset", canonical_preset(self.preset))
-        check_choice("kind", self.kind, tuple(kinds.KINDS))
+        check_choice("kind", self.kind, kinds3d.image_kinds())
         check_choice("localization", self.localization, ("dense", "conv", "fc"))
         check_choice("theta_init", self.theta_init, ("identity", "glorot"))
         check_choice("theta_activation", self.theta_activation, (None, "tanh"))
@@ -149,11 +149,11 @@ MODEL_PRESETS = {
     "paper": ModelConfig(preset="paper", localization="conv", **_PAPER_CNN),
     **{f"st-cnn-{kind}": ModelConfig(preset=f"st-cnn-{kind}", kind=kind, localization="conv",
                                      **_PAPER_CNN)
-       for kind in kinds.KINDS},
+       for kind in kinds3d.image_kinds()},
     # ... ST-FCN: fully connected localization net and classifier.
     **{f"st-fcn-{kind}": ModelConfig(preset=f"st-fcn-{kind}", kind=kind, localization="fc",
                                      **_PAPER_FCN)
-       for kind in kinds.KINDS},
+       for kind in kinds3d.image_kinds()},
 }
 
 

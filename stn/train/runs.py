@@ -42,6 +42,7 @@ HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.npz"
 MODEL = "model.keras"
 METRICS = "metrics.json"
+LOCK = ".writer.lock"  # held by the process training the run (stn.train.run_lock)
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "seconds")
 # Columns only some runs write: the alignment term's label-free gap (stn.train.alignment).
@@ -173,7 +174,7 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
         return True
     if run_dir.exists():
         # A kill during the very first write of config.json leaves only its temporary.
-        if any(not _STALE.fullmatch(p.name) for p in run_dir.iterdir()):
+        if any(not _STALE.fullmatch(p.name) and p.name != LOCK for p in run_dir.iterdir()):
             raise RunError(f"{run_dir} is not empty and has no {CONFIG}: not a run directory. "
                            "Choose an empty or new --run-dir.")
         remove_stale_temporaries(run_dir)
@@ -281,6 +282,12 @@ def load_model(run_dir: Path) -> keras.Model:
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # Keras raises many types for a bad file
+        if "safe_mode" in str(e):  # a Lambda layer: Python code that would run on load
+            raise RunError(
+                f"{path} was refused by Keras's safe mode: it holds a Lambda layer, Python "
+                "code that loading would run (stn's models never have one). Only for a file "
+                "you trust, load it yourself with keras.saving.load_model(path, "
+                f"safe_mode=False); otherwise {rebuild[0].lower()}{rebuild[1:]}.") from None
         raise RunError(f"{path} is damaged or not a Keras archive ({type(e).__name__}: {e}). "
                        f"{rebuild}.") from None
 

@@ -10,6 +10,7 @@ point (even by ``kill -9``) and restarted with the same command ends with
 the same history as an uninterrupted run.
 """
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from stn.train import alignment as align
 from stn.data import pipeline as stn_data
 from stn.train import checkpoints
 from stn.data import datasets
-from stn.train import monitor
+from stn.train import monitor, progress, run_lock
 from stn.data import protocols
 from stn.train import runs
 from stn.layer.backends import require_tensorflow
@@ -40,6 +41,10 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
                        test: bool = True) -> dict:
     """Trains ``config`` into ``run_dir`` (resuming it if it exists) and evaluates.
 
+    The process holds the run directory's writer lock throughout
+    (:mod:`stn.train.run_lock`): a second process on the same directory is
+    refused while this one lives.
+
     Order of writes per epoch: the history row, then the checkpoint, then
     the TensorBoard logs and trace.npz (stn.train.monitor). A run killed between
     the first two resumes from the previous checkpoint and drops the extra
@@ -52,19 +57,30 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
       mnist_path: optional MNIST file or folder (stn.data.mnist.load_mnist).
       cache_dir: MNIST cache directory (stn.data.mnist.load_mnist).
       command: the command line, recorded in config.json.
-      verbose: 1 for a progress bar per epoch, 0 for silence.
-      test: evaluate the test split at the end; screens, which choose on
-        validation, leave it out (metrics.json then has no test numbers).
+      verbose: 1 for progress (stn.train.progress) and a line per epoch, 0 for silence.
+      test: evaluate the test split at the end. Screens, which choose on the
+        validation split, pass False: the test split is then never
+        evaluated, and metrics.json holds no test numbers.
 
     Returns:
-      The final metrics, also written to ``run_dir/metrics.json``.
+      The final metrics, also written to ``run_dir/metrics.json``; its
+      ``warnings`` list what :func:`divergence_warnings` found (also printed).
 
     Raises:
       stn.train.runs.RunError: run_dir holds another config or a bad checkpoint.
+      stn.train.run_lock.RunBusy: another live process is training run_dir.
       TrainingDiverged: NaN or Inf loss.
     """
     require_tensorflow("stn.train.training.train_and_evaluate")  # tf.data and tf.function
     run_dir = Path(run_dir)
+    runs.check_writable_dir(run_dir)  # before the lock creates the directory
+    with run_lock.hold(run_dir, command):
+        return _train_and_evaluate(config, run_dir, mnist_path, cache_dir, command, verbose,
+                                   test)
+
+
+def _train_and_evaluate(config: Config, run_dir: Path, mnist_path, cache_dir, command,
+                        verbose: int, test: bool) -> dict:
     resumed = runs.init_run_dir(run_dir, config, command)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -87,39 +103,91 @@ def train_and_evaluate(config: Config, run_dir, *, mnist_path=None, cache_dir=No
     if verbose:
         print(f"{config.model.preset} on {config.protocol}: {model.count_params():,} parameters, "
               f"{config.model.dtype}, {strategy.num_replicas_in_sync} replica(s), "
-              f"{len(data.train):,} training images")
-
+              f"{len(data.train):,} training images", flush=True)
+    shown = progress.Progress(config.epochs, verbose=verbose)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        train = train_epoch(steps, data.train, config, epoch, verbose)
+        train = train_epoch(steps, data.train, config, epoch, verbose, shown)
         val = steps.evaluate(source.eval_dataset(data.validation, config.batch_size))
         history.append({"epoch": epoch + 1, **train, "val_loss": val[0], "val_accuracy": val[1],
                         "seconds": round(time.perf_counter() - began, 3)})
         runs.write_history(run_dir, history)
         checkpoints.save_checkpoint(run_dir, model, optimizer, epoch + 1)
         watch.epoch_end(history[-1])  # after the checkpoint: logs never run ahead of it
+        timing = shown.end_epoch(history[-1]["seconds"])
         if verbose:
             gap = (f" consistency {train['train_consistency_px']:.2f} px"
                    if "train_consistency_px" in train else "")
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train['train_loss']:.4f} "
                   f"acc {train['train_accuracy']:.4f}{gap} | val loss {val[0]:.4f} "
-                  f"acc {val[1]:.4f}")
+                  f"acc {val[1]:.4f} | {timing}", flush=True)
 
     watch.close()
     runs.save_model(run_dir, model)
     metrics = {"epochs": config.epochs,
-               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"],
-               "train_seconds": round(sum(row["seconds"] for row in history), 1)}
-    if test:
+               "val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"]}
+    if test:  # the keys in the order of the records in results/ (test, then time)
         loss, accuracy = steps.evaluate(source.eval_dataset(data.test, config.batch_size))
         metrics.update(test_loss=loss, test_accuracy=accuracy)
+    metrics["train_seconds"] = round(sum(row["seconds"] for row in history), 1)
+    metrics["warnings"] = divergence_warnings(
+        history, config, config.epochs * steps_per_epoch(config, len(data.train)))
     runs.write_json(run_dir / runs.METRICS, metrics)
     if verbose:
         scored = (f"test accuracy {metrics['test_accuracy']:.4f} (error "
                   f"{100 * (1 - metrics['test_accuracy']):.2f}%)" if test
                   else f"validation accuracy {metrics['val_accuracy']:.4f} (test not evaluated)")
         print(f"{scored}, {metrics['train_seconds']:.0f} s of training; run in {run_dir}")
+        for warning in metrics["warnings"]:
+            print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     return metrics
+
+
+LOSS_GROWTH = 100.0
+"""A run whose last epoch's training loss is this many times its first's has diverged."""
+LOSS_BOUND = 10 * math.log(stn_data.NUM_CLASSES)
+"""A mean cross-entropy above ten times that of a uniform guess over the classes
+(``ln 10``, about 2.30): the model is confidently wrong, not learning."""
+CHANCE_ACCURACY = 0.15
+"""A final validation accuracy at or below this is chance (0.1 for 10 classes)."""
+CHANCE_MIN_STEPS = 200
+"""Steps a run must have made before chance accuracy is a warning (not a dry run)."""
+
+
+def lower_rate_advice(config: Config) -> str:
+    """What to change after a divergence: a tenth of the learning rate, in a new run dir."""
+    return (f"start a new --run-dir with a lower --learning-rate, e.g. --learning-rate "
+            f"{config.learning_rate / 10:g} (a tenth of this run's {config.learning_rate:g}); "
+            "the same command would diverge the same way")
+
+
+def divergence_warnings(history: list[dict], config: Config, total_steps: int) -> list[str]:
+    """Sentences naming how a finished run went wrong, [] if it did not.
+
+    A run has diverged when its last epoch's training (or validation) loss
+    exceeds :data:`LOSS_BOUND`, or its training loss grew :data:`LOSS_GROWTH`
+    times since the first epoch; it learned nothing when its final
+    validation accuracy is at most :data:`CHANCE_ACCURACY` after at least
+    :data:`CHANCE_MIN_STEPS` steps (``total_steps``: the run's, all epochs).
+    """
+    if not history:
+        return []
+    first, last = history[0], history[-1]
+    found = []
+    if max(last["train_loss"], last["val_loss"]) > LOSS_BOUND:
+        found.append(f"the loss diverged: epoch {last['epoch']}'s training loss is "
+                     f"{last['train_loss']:.3g} and validation loss {last['val_loss']:.3g}, "
+                     f"above {LOSS_BOUND:.1f} (ten times a uniform guess's ln 10)")
+    elif len(history) > 1 and last["train_loss"] > LOSS_GROWTH * first["train_loss"]:
+        found.append(f"the loss diverged: the training loss grew from {first['train_loss']:.3g} "
+                     f"(epoch 1) to {last['train_loss']:.3g} (epoch {last['epoch']})")
+    if last["val_accuracy"] <= CHANCE_ACCURACY and total_steps >= CHANCE_MIN_STEPS:
+        found.append(f"the model learned nothing: its final validation accuracy "
+                     f"{last['val_accuracy']:.3f} is chance (0.1 for "
+                     f"{stn_data.NUM_CLASSES} classes) after {total_steps:,} steps")
+    if found:
+        found[-1] += f"; {lower_rate_advice(config)}"
+    return found
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -298,9 +366,11 @@ def batch_sums(losses, logits, labels):
             tf.cast(tf.size(labels), tf.float32))
 
 
-def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
+def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int,
+                shown: "progress.Progress | None" = None):
     """One epoch of training; returns its history fields (mean loss, accuracy, ...).
 
+    ``shown``: the run's progress display (stn.train.progress), or None for none.
     With an alignment term, also ``train_consistency_px``: the RMS gap of
     the consistency term (stn.train.alignment) in input pixels, a label-free
     measure of how far the transformer is from one pose per digit.
@@ -314,10 +384,8 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
     dataset = dataset.take(n_steps)
     if steps.alignment:
         steps.pull_scale.assign(steps.alignment.pull_scale(epoch, config.epochs))
-    # A live bar on a terminal; one line per epoch in a log file.
-    bar = keras.utils.Progbar(n_steps, verbose=verbose if sys.stdout.isatty() else 2 * verbose,
-                              unit_name="step",
-                              stateful_metrics=["loss", "accuracy"])
+    if shown is not None:
+        shown.start_epoch(epoch, n_steps)
     total = np.zeros(4 if steps.alignment else 3)
     for step, (images, labels) in enumerate(steps.strategy.experimental_distribute_dataset(dataset)):
         sums = [float(s) for s in steps.train(images, labels)]
@@ -325,9 +393,10 @@ def train_epoch(steps: Steps, split, config: Config, epoch: int, verbose: int):
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
             raise TrainingDiverged(
                 f"loss is {sums[0]} at epoch {epoch + 1}, step {step + 1}: training stopped "
-                f"({kept}). Lower --learning-rate and start a new --run-dir.")
+                f"({kept}). To train this model, {lower_rate_advice(config)}.")
         total += sums
-        bar.update(step + 1, [("loss", total[0] / total[2]), ("accuracy", total[1] / total[2])])
+        if shown is not None:
+            shown.step(step + 1, sums[2], total[0] / total[2], total[1] / total[2])
     row = {"train_loss": total[0] / total[2], "train_accuracy": total[1] / total[2]}
     if steps.alignment:
         row["train_consistency_px"] = float(np.sqrt(total[3] / total[2])

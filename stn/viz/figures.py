@@ -194,6 +194,8 @@ def confusion_figure(confusion) -> Figure:
 def _pose_caption(pose: dict | None, i: int) -> str:
     if pose is None:
         return ""
+    if not all(np.isfinite(pose[k][i]) for k in ("rotation", "scale", "tx", "ty")):
+        return "pose undefined\n(NaN or Inf)"
     rotation = round(float(pose["rotation"][i]))  # an int: -0.3 prints as "+0"
     return (f"{rotation:+d}°, ×{pose['scale'][i]:.2f}\n"
             f"({pose['tx'][i]:+.1f}, {pose['ty'][i]:+.1f}) px")

@@ -1,0 +1,222 @@
+"""3-D MNIST (paper, appendix A.3): a 3-D affine transformer against a baseline without it.
+
+    python -m experiments.volumes                 # both models, seed 0 (~20 + ~12 min here)
+    python -m experiments.volumes --models st --epochs 2
+    python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
+
+The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
+the two models :mod:`stn.volume_model`. Each model is one *unit*, trained
+into ``<run-dir>/<model>/`` (``model.keras``, ``metrics.json``,
+``config.json``): a unit whose ``metrics.json`` exists is read back, not
+trained again, so an interrupted study resumes at the unfinished model.
+Training draws fresh poses every epoch (a pure function of the seed and
+the epoch); validation and test poses are fixed by the seed. Writes
+``--json`` (both units, the configuration, the machine) and draws
+``--figure`` from the finished runs: for a few test digits, the input
+volume's three projections and the transformer's output projection.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from experiments import ROOT
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one study trains: the same for both models."""
+    seed: int = 0
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    # 600 steps of 64: the ST model's steps took 1.4 s (median of 20, 2-core AMD EPYC
+    # shared by other jobs, load ~14), plus ~0.3 s to render each batch: about 17 min,
+    # and ~2 min to evaluate 5,000 + 10,000 volumes. None: the whole split (55,000).
+    train_size: int | None = 38400
+    validation_size: int | None = None  # None: 5,000
+    test_size: int | None = None  # None: MNIST's 10,000 test digits
+
+
+TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
+"""The smoke plan the tests run (seconds of CPU)."""
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (from /proc/cpuinfo), for the record."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _renderer():
+    import tensorflow as tf
+
+    from stn.data import volumes
+    return tf.function(volumes.render, jit_compile=True)
+
+
+def _batches(split, poses, batch_size: int, order=None):
+    import numpy as np
+    order = np.arange(len(split.labels)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        yield split.digits[index], poses[index], split.labels[index]
+
+
+def error_rate(model, split, batch_size: int, render) -> float:
+    """Test (or validation) error of ``model`` on ``split`` at its fixed poses."""
+    import numpy as np
+    wrong = 0
+    for digits, poses, labels in _batches(split, split.poses, batch_size):
+        logits = model.predict_on_batch(render(digits, poses))
+        wrong += int(np.sum(np.argmax(logits, axis=-1) != labels))
+    return wrong / len(split.labels)
+
+
+def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
+    """Trains model ``name`` into ``run_dir``, or reads back its finished metrics."""
+    import keras
+    import numpy as np
+
+    from stn import volume_model
+    from stn.data import volumes
+    from stn.train import runs
+
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        return json.loads(metrics_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
+                                              "environment": runs.environment()})
+    keras.utils.set_random_seed(plan.seed)
+    model = volume_model.BUILDERS[name]()
+    model.compile(keras.optimizers.Adam(plan.learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    render, train = _renderer(), splits["train"]
+    history, step_seconds, start = [], [], time.perf_counter()
+    for epoch in range(plan.epochs):
+        poses = volumes.epoch_poses(len(train.labels), plan.seed, epoch)
+        order = np.random.default_rng([plan.seed, epoch]).permutation(len(train.labels))
+        losses = []
+        for digits, batch_poses, labels in _batches(train, poses, plan.batch_size, order):
+            tick = time.perf_counter()
+            losses.append(float(model.train_on_batch(render(digits, batch_poses), labels)))
+            step_seconds.append(time.perf_counter() - tick)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "validation_error": error_rate(model, splits["validation"],
+                                                       plan.batch_size, render)})
+    seconds = time.perf_counter() - start
+    model.save(run_dir / "model.keras")
+    metrics = {"model": name, "parameters": int(model.count_params()), "history": history,
+               "train_seconds": seconds, "median_step_seconds": float(np.median(step_seconds)),
+               "steps": len(step_seconds),
+               "test_error": error_rate(model, splits["test"], plan.batch_size, render)}
+    runs.write_json(metrics_file, metrics)
+    return metrics
+
+
+def draw(run_dir: Path, split, path: Path, count: int = 4) -> None:
+    """The figure: each digit's volume seen along depth, height and width, and the ST's output."""
+    import keras
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import stn.volume_model  # noqa: F401  (registers DepthProjection for loading)
+    model = keras.saving.load_model(run_dir / "st" / "model.keras")
+    projection = keras.Model(model.inputs, model.get_layer("projection").output)
+    volumes = np.asarray(_renderer()(split.digits[:count], split.poses[:count]))[..., 0]
+    seen = np.asarray(projection.predict_on_batch(volumes[..., None]))[..., 0]
+    titles = ("input, along depth", "input, along height", "input, along width",
+              "transformer output")
+    fig, axes = plt.subplots(count, 4, figsize=(8, 2 * count), squeeze=False)
+    for row in range(count):
+        images = [volumes[row].sum(axis=a) for a in (0, 1, 2)] + [seen[row]]
+        for col, image in enumerate(images):
+            axes[row, col].imshow(image, cmap="gray")
+            axes[row, col].set_axis_off()
+            if row == 0:
+                axes[row, col].set_title(titles[col], fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", "baseline"),
+        mnist_path: str | None = None) -> dict:
+    """Trains (or reads back) each model, writes ``json_path`` and draws ``figure``."""
+    from stn.data import mnist, volumes
+    from stn.layer.backends import require_tensorflow
+    from stn.train import runs
+    require_tensorflow("experiments.volumes")
+    limits = {"train": plan.train_size, "validation": plan.validation_size,
+              "test": plan.test_size}
+    splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), plan.seed,
+                                 {k: v for k, v in limits.items() if v is not None})
+    units = {name: train_unit(name, splits, plan, run_dir / name) for name in models}
+    record = {"plan": dataclasses.asdict(plan), "cpu": cpu_model(), "cpus": os.cpu_count(),
+              "protocol": {"canvas": volumes.CANVAS, "thickness": volumes.THICKNESS,
+                           "tilt_deg": volumes.TILT_DEG, "in_plane_deg": volumes.IN_PLANE_DEG,
+                           "shift_voxels": volumes.SHIFT_VOXELS},
+              "models": units}
+    runs.write_json(json_path, record)
+    if "st" in units:
+        draw(run_dir, splits["test"], figure)
+    return record
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = Plan()
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="poses and weights")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="passes over the training split, fresh poses each")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="volumes per step")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="Adam's learning rate")
+    parser.add_argument("--train-size", type=int, default=defaults.train_size,
+                        help="first N training digits (of 55,000)")
+    parser.add_argument("--validation-size", type=int, default=None,
+                        help="first N validation digits (default: all 5,000)")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="first N test digits (default: all 10,000; the poses stay "
+                        "those of the full split)")
+    parser.add_argument("--models", nargs="+", default=["st", "baseline"],
+                        choices=["st", "baseline"], help="units to train or read back")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a few volumes of each split, one short epoch (a smoke run)")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "volumes",
+                        help="one subfolder per model; finished ones are read back")
+    parser.add_argument("--json", type=Path, default=ROOT / "results" / "volumes.json",
+                        help="the record of both models")
+    parser.add_argument("--figure", type=Path, default=ROOT / "images" / "volumes.png",
+                        help="projections of a few test volumes and the transformer's output")
+    parser.add_argument("--mnist", default=None, help="a Keras mnist.npz or IDX folder")
+    args = parser.parse_args(argv)
+    plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
+                                       args.learning_rate, args.train_size,
+                                       args.validation_size, args.test_size)
+    record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)
+    for name, unit in record["models"].items():
+        print(f"{name}: test error {unit['test_error']:.4f}, {unit['parameters']} parameters, "
+              f"{unit['train_seconds']:.0f} s of training ({unit['steps']} steps, "
+              f"median {unit['median_step_seconds']:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()

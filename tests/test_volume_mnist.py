@@ -1,0 +1,100 @@
+"""3-D MNIST (stn.data.volumes, stn.volume_model, experiments.volumes): analytic cases, tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stn import volume_model as M
+from stn.data import volumes as V
+
+RNG = np.random.default_rng(0)
+
+
+def digits(n=3):
+    return RNG.integers(0, 256, (n, V.DIGIT, V.DIGIT)).astype(np.uint8)
+
+
+def test_an_upright_plate_projects_to_the_padded_digit_times_its_thickness():
+    d = digits()
+    volumes = np.asarray(V.render(d, V.upright_poses(3)))[..., 0]  # (3, 60, 60, 60)
+    pad = (V.CANVAS - V.DIGIT) // 2
+    expected = np.pad(d / 255.0, ((0, 0), (pad, pad), (pad, pad))) * V.THICKNESS
+    np.testing.assert_allclose(volumes.sum(axis=1), expected, rtol=0, atol=1e-5)
+    assert np.sum(volumes.sum(axis=(2, 3))[0] > 1e-4) == V.THICKNESS  # 4 slices deep
+
+
+def test_a_rigid_pose_keeps_the_digits_mass():
+    d = digits()
+    volumes = np.asarray(V.render(d, V.random_poses(3, RNG)))
+    np.testing.assert_allclose(volumes.sum(axis=(1, 2, 3, 4)), d.sum(axis=(1, 2)) / 255.0
+                               * V.THICKNESS, rtol=0.02)
+
+
+def test_every_pose_keeps_the_plate_inside_the_canvas():
+    poses = V.random_poses(2000, RNG).reshape(-1, 3, 4).astype(np.float64)
+    # The plate's corners in its own normalized coordinates, mapped to canvas voxels.
+    corners = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T  # (8, 3)
+    square = np.concatenate([poses, np.tile([[[0, 0, 0, 1.0]]], (len(poses), 1, 1))], axis=1)
+    to_plate = np.linalg.inv(square)  # plate -> canvas, normalized
+    canvas = np.einsum("nij,mj->nmi", to_plate[:, :3, :3], corners) + to_plate[:, None, :3, 3]
+    assert np.abs(canvas).max() < 1.0  # inside the +-1 faces
+    assert np.abs(canvas).max() > 0.8  # and the ranges reach near them
+
+
+def test_splits_are_a_pure_function_of_the_seed():
+    mnist = ((digits(6000), np.arange(6000) % 10), (digits(20), np.arange(20) % 10))
+    a = V.make_splits(mnist, seed=3)
+    b = V.make_splits(mnist, seed=3, limits={"test": 5})
+    c = V.make_splits(mnist, seed=4)
+    np.testing.assert_array_equal(a["test"].poses[:5], b["test"].poses)
+    assert not np.allclose(a["test"].poses, c["test"].poses)
+    assert len(a["validation"].labels) == V.VALIDATION_SIZE and len(a["train"].labels) == 1000
+    assert not np.allclose(V.epoch_poses(10, 0, 0), V.epoch_poses(10, 0, 1))
+
+
+def test_the_two_models_have_the_same_parameter_count_and_start_alike():
+    st, baseline = M.build_st(), M.build_baseline()
+    assert abs(st.count_params() - baseline.count_params()) <= 0.01 * st.count_params()
+    assert st.get_layer("transformer").count_params() > 10_000  # the localization net
+    volumes = np.asarray(V.render(digits(2), V.random_poses(2, RNG)))
+    # At the identity the ST's projection is the baseline's 2x2-averaged one (up to the
+    # depth sampling, 20 rays' samples 3 voxels apart against the 4-voxel plate).
+    import keras
+    ours = keras.Model(st.inputs, st.get_layer("projection").output).predict(volumes, verbose=0)
+    theirs = keras.Model(baseline.inputs, baseline.get_layer("downsample").output).predict(
+        volumes, verbose=0)
+    assert ours.shape == theirs.shape == (2, M.OUTPUT_SIZE, M.OUTPUT_SIZE, 1)
+    assert np.abs(ours.sum() - theirs.sum()) < 0.05 * theirs.sum()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from experiments import volumes as E
+    out = tmp_path_factory.mktemp("volumes")
+    paths = dict(run_dir=out / "runs", json_path=out / "volumes.json", figure=out / "v.png")
+    record = E.run(E.TINY, **paths)
+    return record, paths
+
+
+def test_the_tiny_run_writes_its_record_and_figure(tiny_run):
+    record, paths = tiny_run
+    saved = json.loads(paths["json_path"].read_text())
+    assert saved == json.loads(json.dumps(record))
+    for name in ("st", "baseline"):
+        unit = saved["models"][name]
+        assert 0.0 <= unit["test_error"] <= 1.0 and unit["steps"] == 4
+        assert np.isfinite(unit["history"][0]["train_loss"])
+        assert (paths["run_dir"] / name / "model.keras").exists()
+    assert saved["protocol"]["thickness"] == V.THICKNESS and saved["cpu"]
+    assert paths["figure"].stat().st_size > 10_000
+
+
+def test_a_finished_unit_is_read_back_not_trained_again(tiny_run):
+    from experiments import volumes as E
+    record, paths = tiny_run
+    model_file = paths["run_dir"] / "st" / "model.keras"
+    before = model_file.stat().st_mtime_ns
+    again = E.run(E.TINY, **paths, models=("st",))
+    assert model_file.stat().st_mtime_ns == before
+    assert again["models"]["st"] == json.loads(json.dumps(record["models"]["st"]))
