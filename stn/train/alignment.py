@@ -1,8 +1,8 @@
 """Label-free alignment: a rotation-consistency term that makes a transformer straighten.
 
 The classification loss alone lets the transformer leave any rotation the
-classifier tolerates (issue 26). This term asks for *one* pose per digit
-without any pose label: for a rotation ``g`` drawn on the fly and applied by
+classifier tolerates, and the pose metric shows that it leaves much of it.
+This term asks for *one* pose per digit without any pose label: for a rotation ``g`` drawn on the fly and applied by
 our own sampler, the transformer's map on ``g.x`` must be ``g``'s inverse
 composed with its map on ``x`` (an equivariance constraint in the spirit of
 canonicalization networks: Kaba et al. 2023, arXiv 2211.06489; Urbano and

@@ -80,7 +80,7 @@ class ModelConfig:
     conv_pooling: bool = False
     dense_units: int = 1024
     # Dropout rate on the classifier's last hidden layer, before the logits
-    # (0: none, no layer; issue 26: the classifier overfits aligned digits).
+    # (0: none, no layer; tried because the classifier overfits aligned digits).
     classifier_dropout: float = 0.0
     # Training only: the transformer's output drawn through a random affine
     # near the identity (stn.layers.SpatialTransformer's output_jitter):
@@ -132,8 +132,8 @@ MODEL_PRESETS = {
     "seed-original": ModelConfig(preset="seed-original", theta_init="glorot",
                                  theta_activation="tanh"),
     # The `seed` classifier behind the paper's conv localization net, which
-    # can see a rotation that the seed's Dense 20 net cannot (issue 26,
-    # results/pose_bound_seed.json): a candidate for an upright default run.
+    # can see a rotation that the seed's Dense 20 net cannot
+    # (results/pose_bound_seed.json, the supervised bound): a candidate for an upright default run.
     "seed-conv": ModelConfig(preset="seed-conv", localization="conv"),
     # `seed-conv` with a 2x2 max-pool after each convolution: 1.7 M parameters
     # and 1/9 of its training FLOPs, as accurate and as upright (the
