@@ -137,7 +137,7 @@ MODEL_PRESETS = {
     "seed-conv": ModelConfig(preset="seed-conv", localization="conv"),
     # `seed-conv` with a 2x2 max-pool after each convolution: 1.7 M parameters
     # and 1/9 of its training FLOPs, as accurate and as upright (the
-    # fast-default screen, docs/performance.md): make train's model.
+    # fast-default screen, docs/history/performance.md): make train's model.
     "pooled": ModelConfig(preset="pooled", localization="conv", conv_pooling=True),
     # The `seed` classifier with no transformer: the baseline to beat.
     "cnn": ModelConfig(preset="cnn", transformer=False),
@@ -158,7 +158,7 @@ MODEL_PRESETS = {
 
 DEFAULT_PRESET, DEFAULT_RECIPE = "pooled", "upright"
 """``make train``'s model and recipe (train.py's), chosen by the fast-default screen
-(docs/performance.md); before it ``seed-conv`` and ``upright``, before that ``seed``
+(docs/history/performance.md); before it ``seed-conv`` and ``upright``, before that ``seed``
 and ``default``, whose records stay in results/."""
 
 
@@ -353,14 +353,15 @@ _DEFAULT_TRAINING = dict(batch_size=250, learning_rate=1e-3, schedule="cosine",
                          warmup_epochs=1.0, resample_warps=True)
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
-    # (docs/recipes.md). Config's defaults.
+    # (docs/history/recipes.md). Config's defaults.
     "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
                           "image, batch 500, 20 epochs"),
-    # `make train` until 2026-12-06 (preset `seed`), chosen on validation (docs/recipes.md).
+    # `make train`'s recipe before `upright` (preset `seed`), chosen on validation
+    # (docs/history/recipes.md).
     "default": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh "
                       "warps every epoch, batch 250, 20 epochs", **_DEFAULT_TRAINING),
     # `make train`: the term and the localization net's rate chosen on validation by
-    # `python -m experiments.screen upright-default` (docs/alignment.md).
+    # `python -m experiments.screen upright-default` (docs/history/alignment.md).
     "upright": Recipe("`default`, with the alignment term (weight 2, scale-free, image "
                       "pull 0.3) and the localization net at 3x the rate",
                       **_DEFAULT_TRAINING, alignment_weight=2.0, alignment_scale_free=True,
