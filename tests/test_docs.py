@@ -114,6 +114,14 @@ def test_the_readme_is_a_front_page():
     first_screen = "\n".join(lines[:40])
     for command in ("make train", "make test"):
         assert command in first_screen, f"{command!r} is not in README.md's first 40 lines"
+    setup = re.search(r"```bash\n(.*?)```", first_screen, re.DOTALL)
+    assert setup, "README.md's first screen has no set-up block"
+    commands = [line.split("#")[0].strip() for line in setup.group(1).splitlines()]
+    assert [c for c in commands if c] == ["make train", "make test"], commands
+    assert "pip install" not in first_screen, "optional installs go below the first screen"
+    head = "\n".join(lines[:120])
+    for what in ("make train", "SpatialTransformer", "python -m experiments.table1", "| model |"):
+        assert what in head, f"{what!r} is not in README.md's first 120 lines"
 
 
 def test_the_link_checker_sees_links_and_skips_code(tmp_path):
