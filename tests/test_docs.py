@@ -257,6 +257,10 @@ CLAIMS = [*_default_run_claims(), *_bench_claims(), *_screen_claims(), *_table1_
 
 @pytest.mark.parametrize("claim,pages", CLAIMS, ids=[c for c, _ in CLAIMS])
 def test_each_page_states_the_number_its_results_file_holds(claim, pages):
+    _assert_stated(claim, pages)
+
+
+def _assert_stated(claim: str, pages: tuple[str, ...]) -> None:
     missing = [page for page in pages if " ".join(claim.split()) not in _flat(page)]
     assert not missing, f"{missing} do not state {claim!r} (read from results/)"
 
@@ -297,3 +301,32 @@ def test_the_addition_tables_are_results_addition_json(page, header):
             assert paper == f"{cells[model]['paper_error_percent']}", (page, model)
         else:
             assert ours == "not yet run", f"{page}: {model} has no record in addition.json"
+
+
+def _alignment_claims() -> list[tuple[str, tuple[str, ...]]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in _json("alignment.json")["runs"]:
+        if run["model"] == "ST-CNN Aff":
+            groups.setdefault((run["method"], run["protocol"]), []).append(run)
+    rows = {"paper": "the paper's (no term)", "consistency": "the term",
+            "consistency+jitter0.05": "the term, jitter 0.05",
+            "consistency+jitter": "the term, jitter 0.1"}
+    claims = []
+    for (method, protocol), runs in sorted(groups.items()):
+        errors = [r["error_percent"] for r in runs]
+        ratios = [r["rotation_ratio"] for r in runs]
+        error = f"{statistics.mean(errors):.2f} +- {statistics.stdev(errors):.2f}"
+        spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+        claims.append((f"| {rows[method]} | {protocol} | {error} | {spread} |",
+                       ("docs/alignment.md",)))
+        if (method, protocol) == ("paper", "R"):
+            claims.append((f"R from {spread}", ("README.md",)))
+        if (method, protocol) == ("consistency+jitter0.05", "R"):
+            claims.append((f"to {spread} over 3 seeds, at test error {error}%", ("README.md",)))
+    return claims
+
+
+@pytest.mark.parametrize("claim,pages", _alignment_claims(),
+                         ids=[c for c, _ in _alignment_claims()])
+def test_the_alignment_numbers_are_results_alignment_json(claim, pages):
+    _assert_stated(claim, pages)
