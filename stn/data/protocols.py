@@ -86,8 +86,8 @@ shear, translation, scale; :data:`DISTORTIONS`), :class:`PerspectiveProtocol`
   not checked here); the ground truth ``(t_k + n_k) / s``. Not a column of
   the table: a variant to measure how much the reading matters.
 
-**Severity families** (:func:`severity_protocol`, issue 25): the paper's FCN
-error says our literal P is harsher and our E milder than the paper's, so
+**Severity families** (:func:`severity_protocol`, for the P/E calibration):
+the paper's FCN error says our literal P is harsher and our E milder than the paper's, so
 both are swept over the noise's std, with and without P's scale of 0.75 to
 1 first. ``p-s<std>`` moves the corners by ``N(0, std px)``; ``e-s<std>``
 the control points; ``-scale`` scales first, as ``p`` and ``e-scale`` do.
@@ -252,7 +252,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                     "points moved by N(0, 1.5 px)", control_std=1.5, scale=(0.75, 1.0)),
     AffineProtocol("none", 40, "padding only: the identity"),
     # What a perfect transformer hands the R, P, E (and RTS) classifiers:
-    # MNIST's own digits on its own canvas (issue 26, the floor).
+    # MNIST's own digits on its own canvas: the floor of the error a transformer
+    # can reach, measured in the alignment study.
     AffineProtocol("none-28", 28, "the identity on MNIST's own 28 x 28 canvas"),
     *(severity_protocol(family, std, scale) for family, stds in SEVERITIES.items()
       for scale in (False, True) for std in stds),

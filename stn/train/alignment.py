@@ -1,12 +1,12 @@
 """Label-free alignment: a rotation-consistency term that makes a transformer straighten.
 
 The classification loss alone lets the transformer leave any rotation the
-classifier tolerates (issue 26). This term asks for *one* pose per digit
-without any pose label: for a rotation ``g`` drawn on the fly and applied by
-our own sampler, the transformer's map on ``g.x`` must be ``g``'s inverse
-composed with its map on ``x`` (an equivariance constraint in the spirit of
-canonicalization networks: Kaba et al. 2023, arXiv 2211.06489; Urbano and
-Romero 2023, arXiv 2312.12223).
+classifier tolerates, and the pose metric shows that it leaves much of it.
+This term asks for *one* pose per digit without any pose label: for a rotation
+``g`` drawn on the fly and applied by our own sampler, the transformer's map
+on ``g.x`` must be ``g``'s inverse composed with its map on ``x`` (an
+equivariance constraint in the spirit of canonicalization networks: Kaba et
+al. 2023, arXiv 2211.06489; Urbano and Romero 2023, arXiv 2312.12223).
 
 In the convention of :mod:`stn.layer.sampler` (maps go from output to input
 coordinates), with ``x_g(p) = x(R p)`` the image rotated by ``R``, and

@@ -80,7 +80,7 @@ class ModelConfig:
     conv_pooling: bool = False
     dense_units: int = 1024
     # Dropout rate on the classifier's last hidden layer, before the logits
-    # (0: none, no layer; issue 26: the classifier overfits aligned digits).
+    # (0: none, no layer; tried because the classifier overfits aligned digits).
     classifier_dropout: float = 0.0
     # Training only: the transformer's output drawn through a random affine
     # near the identity (stn.layers.SpatialTransformer's output_jitter):
@@ -133,12 +133,12 @@ MODEL_PRESETS = {
     "seed-original": ModelConfig(preset="seed-original", theta_init="glorot",
                                  theta_activation="tanh"),
     # The `seed` classifier behind the paper's conv localization net, which
-    # can see a rotation that the seed's Dense 20 net cannot (issue 26,
-    # results/pose_bound_seed.json): a candidate for an upright default run.
+    # can see a rotation that the seed's Dense 20 net cannot
+    # (results/pose_bound_seed.json, the supervised bound): a candidate for an upright default run.
     "seed-conv": ModelConfig(preset="seed-conv", localization="conv"),
     # `seed-conv` with a 2x2 max-pool after each convolution: 1.7 M parameters
     # and 1/9 of its training FLOPs, as accurate and as upright (the
-    # fast-default screen, docs/performance.md): make train's model.
+    # fast-default screen, docs/history/performance.md): make train's model.
     "pooled": ModelConfig(preset="pooled", localization="conv", conv_pooling=True),
     # The `seed` classifier with no transformer: the baseline to beat.
     "cnn": ModelConfig(preset="cnn", transformer=False),
@@ -159,7 +159,7 @@ MODEL_PRESETS = {
 
 DEFAULT_PRESET, DEFAULT_PROTOCOL, DEFAULT_RECIPE = "pooled", "predecessor", "upright"
 """``make train``'s model, warps and recipe (train.py's, ``Config()``'s), the model chosen
-by the fast-default screen (docs/performance.md); before it ``seed-conv`` and ``upright``,
+by the fast-default screen (docs/history/performance.md); before it ``seed-conv`` and ``upright``,
 before that ``seed`` and ``default``, whose records stay in results/."""
 
 
@@ -177,7 +177,7 @@ def model_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
 SCHEDULES = ("constant", "cosine")
 UPRIGHT_ALIGNMENT = AlignmentSettings(weight=2.0, scale_free=True, image_pull=0.3)
 """The ``upright`` recipe's term, chosen on validation by ``python -m experiments.screen
-upright-default`` (docs/alignment.md)."""
+upright-default`` (docs/history/alignment.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,15 +339,15 @@ _COSINE = dict(PREDECESSOR_TRAINING, batch_size=250, learning_rate=1e-3, schedul
                warmup_epochs=1.0, resample_warps=True)
 RECIPES = {
     # The TF 1.14 predecessor's training, kept to reproduce it: it underfits
-    # (docs/recipes.md).
+    # (docs/history/recipes.md).
     "predecessor": Recipe("the TF 1.14 predecessor's: Adam 1e-4 constant, one fixed warp per "
                           "image, batch 500, 20 epochs", **PREDECESSOR_TRAINING),
-    # `make train` until 2026-12-06 (preset `seed`), chosen on validation
-    # (docs/recipes.md); named `default` then.
+    # `make train`'s recipe before `upright` (preset `seed`), chosen on validation
+    # (docs/history/recipes.md); named `default` then.
     "cosine": Recipe("Adam 1e-3 peak, 1 warm-up epoch then cosine decay to 0, fresh "
                      "warps every epoch, batch 250, 20 epochs", **_COSINE),
     # `make train`: the term and the localization net's rate chosen on validation by
-    # `python -m experiments.screen upright-default` (docs/alignment.md).
+    # `python -m experiments.screen upright-default` (docs/history/alignment.md).
     "upright": Recipe("`cosine`, with the alignment term (weight 2, scale-free, image "
                       "pull 0.3) and the localization net at 3x the rate",
                       **dict(_COSINE, alignment=UPRIGHT_ALIGNMENT, localization_lr_scale=3.0)),
