@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUN ?= runs/seed_seed
+# train.py's DEFAULT_RUN_DIR: where `python train.py` writes the default run.
+RUN ?= runs/default
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install train evaluate test bench clean

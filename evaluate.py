@@ -1,6 +1,6 @@
 """Evaluates a finished training run: test metrics, pose alignment, figures.
 
-    python evaluate.py --run-dir runs/seed_seed --images images   # the README's figures
+    python evaluate.py --run-dir runs/default --images images   # the README's figures
     python evaluate.py --run-dir runs/seed-original_seed          # figures in RUN/images
 
 Writes RUN/results.json (accuracy, confusion matrix, per-class recall, pose

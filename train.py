@@ -1,7 +1,7 @@
 """Trains a spatial transformer classifier on warped MNIST.
 
     python train.py                                  # the default run (make train)
-    python train.py --preset seed --recipe predecessor  # the TF 1.14 predecessor's model, training
+    python train.py --preset predecessor --recipe predecessor  # the TF 1.14 predecessor's
     python train.py --preset st-cnn-tps --protocol e # the paper's ST-CNN TPS on E
     python train.py --dry-run                        # a few steps, a smoke test
 
@@ -17,6 +17,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
+DEFAULT_RUN_DIR = "runs/default"
+"""The run dir of the default run (no --preset, --protocol or --recipe given, or the
+defaults'): the Makefile's RUN. Any other run: runs/<preset>_<protocol>."""
+ALIASES_HELP = ("old names, still accepted: presets {presets}; protocols {protocols}; "
+                "recipes {recipes}")
 # Config fields that have a flag of their name besides the training settings.
 OTHER_FLAGS = ("seed", "max_train_examples")
 # ModelConfig fields that have a flag, each replacing the preset's value:
@@ -32,24 +37,32 @@ MODEL_FLAGS = {
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a value Config refuses is an argparse error (exit 2) here."""
     from stn.train import cli
-    from stn.train.config import DEFAULT_PRESET, DEFAULT_RECIPE, MODEL_PRESETS, PRECISIONS, RECIPES
-    from stn.train.config import SETTINGS
-    from stn.data.protocols import PROTOCOLS
+    from stn.train import config as C
+    from stn.data import protocols
 
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(description=__doc__, epilog=ALIASES_HELP.format(
+        **{kind: ", ".join(f"{old} = {new}" for old, new in aliases.items())
+           for kind, aliases in (("presets", C.PRESET_ALIASES), ("protocols", protocols.ALIASES),
+                                 ("recipes", C.RECIPE_ALIASES))}),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(MODEL_PRESETS),
-                   help="model preset (default: %(default)s)")
-    p.add_argument("--protocol", default="seed", choices=list(PROTOCOLS),
-                   help="warp protocol of the data (default: %(default)s)")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
+    # type=: an old name becomes its new one before argparse checks the choices.
+    p.add_argument("--preset", default=C.DEFAULT_PRESET, choices=list(C.MODEL_PRESETS),
+                   type=C.canonical_preset, metavar="PRESET",
+                   help="model preset: " + ", ".join(C.MODEL_PRESETS) + " (default: %(default)s)")
+    p.add_argument("--protocol", default=C.DEFAULT_PROTOCOL, choices=list(protocols.PROTOCOLS),
+                   type=protocols.canonical_name, metavar="PROTOCOL",
+                   help="warp protocol of the data: " + ", ".join(protocols.PROTOCOLS)
+                   + " (default: %(default)s)")
+    p.add_argument("--recipe", default=C.DEFAULT_RECIPE, choices=list(C.RECIPES),
+                   type=C.canonical_recipe,
                    help="training recipe: a named bundle of the training settings, each of "
                    "which a flag overrides (default: %(default)s). "
-                   + "; ".join(f"{name}: {r.description}" for name, r in RECIPES.items()))
+                   + "; ".join(f"{name}: {r.description}" for name, r in C.RECIPES.items()))
     p.add_argument("--seed", type=int, default=0,
                    help="seeds Python, NumPy, TensorFlow and the warps (default: %(default)s)")
-    p.add_argument("--run-dir", help="where the run is written and resumed from "
-                   "(default: runs/<preset>_<protocol>; a temporary one for --dry-run)")
+    p.add_argument("--run-dir", help="where the run is written and resumed from (default: "
+                   f"{DEFAULT_RUN_DIR} for the default preset, protocol and recipe, else "
+                   "runs/<preset>_<protocol>; a temporary one for --dry-run)")
     cli.add_data_flags(p, precision=False)
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
     p.add_argument("--max-train-examples", type=int, metavar="N",
@@ -58,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="enable TensorFlow op determinism: same seed, identical metrics")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
                    help="'mirrored': tf.distribute.MirroredStrategy over all GPUs")
-    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+    p.add_argument("--precision", default="auto", choices=list(C.PRECISIONS),
                    help=cli.PRECISION_HELP)
     p.add_argument("--xla", action="store_true",
                    help="compile the whole train step with XLA (the sampler always is); "
@@ -79,8 +92,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.keep and not (args.dry_run and not args.run_dir):
         p.error("argument --keep: only applies to --dry-run without --run-dir "
                 "(a --run-dir is always kept)")
-    cli.check(p, lambda: make_run_config(args, "float32"), flags=(*SETTINGS, *OTHER_FLAGS))
+    cli.check(p, lambda: make_run_config(args, "float32"), flags=(*C.SETTINGS, *OTHER_FLAGS))
     return args
+
+
+def default_run_dir(args: argparse.Namespace) -> str:
+    """Where a run without --run-dir goes: :data:`DEFAULT_RUN_DIR` for the default
+    preset, protocol and recipe, else ``runs/<preset>_<protocol>`` (their current names)."""
+    from stn.train.config import DEFAULT_PRESET, DEFAULT_PROTOCOL, DEFAULT_RECIPE
+
+    if (args.preset, args.protocol, args.recipe) == (DEFAULT_PRESET, DEFAULT_PROTOCOL,
+                                                     DEFAULT_RECIPE):
+        return DEFAULT_RUN_DIR
+    return f"runs/{args.preset}_{args.protocol}"
 
 
 def make_run_config(args: argparse.Namespace, precision: str):
@@ -118,7 +142,7 @@ def main(argv=None) -> int:
 
     temporary = args.dry_run and not args.run_dir
     run_dir = args.run_dir or (tempfile.mkdtemp(prefix="stn-dry-run-") if temporary
-                               else f"runs/{args.preset}_{args.protocol}")
+                               else default_run_dir(args))
     try:
         precision, why = resolve_precision(args.precision)
         print(f"precision: {precision} ({why})", flush=True)

@@ -36,8 +36,10 @@ PREVIOUS = ("seed-conv", "upright")  # make train's preset and recipe before the
 
 def configs(precision: str) -> dict:
     """``name -> Config``: the previous default run, then make train's."""
-    previous = C.make_config(PREVIOUS[0], "seed", {"dtype": precision}, recipe=PREVIOUS[1])
-    today = C.make_config(C.DEFAULT_PRESET, "seed", {"dtype": precision}, recipe=C.DEFAULT_RECIPE)
+    previous = C.make_config(PREVIOUS[0], C.DEFAULT_PROTOCOL, {"dtype": precision},
+                             recipe=PREVIOUS[1])
+    today = C.make_config(C.DEFAULT_PRESET, C.DEFAULT_PROTOCOL, {"dtype": precision},
+                          recipe=C.DEFAULT_RECIPE)
     return {f"previous default ({PREVIOUS[0]}, recipe {PREVIOUS[1]})": previous,
             f"make train ({C.DEFAULT_PRESET}, recipe {C.DEFAULT_RECIPE})": today}
 
@@ -46,7 +48,7 @@ def run(epochs: int = 2) -> dict:
     """Median seconds per epoch of each, over ``epochs`` after an untimed first one."""
     precision = os.environ.get("STN_BENCH_PRECISION") or auto_precision()
     timed_steps = int(os.environ.get("STN_BENCH_STEPS", 0)) or None
-    train = stn_data.load_data("seed", 0).train
+    train = stn_data.load_data(C.DEFAULT_PROTOCOL, 0).train
     steps, scale = {}, {}
     for name, config in configs(precision).items():
         full = steps_per_epoch(config, len(train))

@@ -19,7 +19,7 @@ import tensorflow as tf
 from stn.train import config as C
 from stn.data import pipeline as stn_data
 
-BATCH = C.RECIPES["default"].batch_size  # the default run's epoch:
+BATCH = C.RECIPES["cosine"].batch_size  # the default run's epoch:
 STEPS = -(-55_000 // BATCH)  # its 55,000 training images
 
 
@@ -43,7 +43,7 @@ def run(epochs: int = 3) -> dict:
     """Deletion times of ``epochs`` epochs per setting, interleaved."""
     print(f"\n== 6. end of an epoch: deleting the input pipeline ({STEPS} batches of {BATCH}, "
           "a busy consumer) ==")
-    split = stn_data.load_data("seed", 0).train
+    split = stn_data.load_data("predecessor", 0).train
     a = tf.random.normal([2000, 2000])
     work = tf.function(lambda: tf.reduce_sum(tf.matmul(a, a)))
     deletions = {True: [], False: []}

@@ -29,7 +29,7 @@ from stn.model import build_model
 from stn.train.precision import auto_precision
 from stn.train.training import Steps
 
-BATCH = C.RECIPES["default"].batch_size  # as `make train` trains
+BATCH = C.RECIPES["cosine"].batch_size  # as `make train` trains
 
 
 def _batch(size: int, seed: int = 0, batch: int = BATCH):
@@ -123,8 +123,8 @@ def warp_time(repeats: int = 5) -> Timing:
     """Warping all 70,000 MNIST digits once (seed protocol), from padded arrays."""
     (x_train, _), (x_test, _) = stn_data.load_mnist()
     canonical = stn_data.pad(np.concatenate([x_train, x_test])).numpy()
-    params = protocols.PROTOCOLS["seed"].sample(len(canonical), np.random.default_rng(0))
-    return measure(lambda: protocols.apply("seed", canonical, params), repeats, warmup=1)
+    params = protocols.PROTOCOLS["predecessor"].sample(len(canonical), np.random.default_rng(0))
+    return measure(lambda: protocols.apply("predecessor", canonical, params), repeats, warmup=1)
 
 
 def epoch_times(model_config: C.ModelConfig, train: stn_data.Split, resample: bool,
@@ -182,19 +182,19 @@ def table1_steps(precision: str, repeats: int) -> dict:
 def run(repeats: int = 15) -> dict:
     """Runs benchmarks 2-5, prints them with ratios, returns the numbers."""
     precision = auto_precision()  # what train.py uses by default
-    default = C.model_config("seed", dtype=precision)
+    default = C.model_config("predecessor", dtype=precision)
     results = {"precision": precision}
     print(f"\n== 2-3. training step, batch {BATCH}, 40x40 (preset seed, {precision}) ==")
     rows = step_times({
         "seed, our step": (default, False),
         "cnn (no transformer), our step": (C.model_config("cnn", dtype=precision), False),
         # The levers, one at a time: precision, and XLA for the whole step.
-        "seed, our step in float32": (C.model_config("seed"), False),
+        "seed, our step in float32": (C.model_config("predecessor"), False),
         "seed, our step, whole step XLA (--xla)": (default, True),
         "seed, our step, Adam update op by op": (default, False, False),
     }, repeats)
     rows["seed, plain model.fit (float32)"] = fit_step_time(
-        C.model_config("seed", dtype="float32"), repeats)
+        C.model_config("predecessor", dtype="float32"), repeats)
     for name, timing in rows.items():
         print(f"{name:36s} {timing}  {BATCH / timing.median:7.0f} images/s")
         results[name] = {"seconds": timing.median, "images_per_s": BATCH / timing.median}
@@ -227,7 +227,7 @@ def run(repeats: int = 15) -> dict:
     print(f"protocols.apply: {timing}  {70000 / timing.median:,.0f} images/s")
 
     print("\n== 5. one full epoch, 55,000 images, pipeline included ==")
-    train = stn_data.load_data("seed", 0).train
+    train = stn_data.load_data("predecessor", 0).train
     for resample in (False, True):
         key = "epoch_resampled" if resample else "epoch_fixed"
         results[key] = []

@@ -134,7 +134,7 @@ def default_row(kept: Path) -> dict:
     from stn.train import runs
 
     config = runs.read_config(kept)
-    method = config.recipe if config.alignment_weight else "paper"  # "upright": make train's
+    method = config.recipe if config.alignment else "paper"  # "upright": make train's
     return row(f"{config.model.preset} (default run)", method, "seed", config.seed, kept)
 
 

@@ -11,11 +11,12 @@ from stn.data import protocols
 
 ROOT = Path(__file__).resolve().parents[1]
 CANVAS = 40
-# The shared finished run (conftest.finished_run): the seed preset with a
-# 32-unit dense layer and the default recipe (warm-up, then cosine to 0), 2
+# The shared finished run (conftest.finished_run): the predecessor preset with a
+# 32-unit dense layer and the cosine recipe (warm-up, then cosine to 0), 2
 # epochs of 2 steps on 200 real MNIST digits.
 FINISHED_CONFIG = C.make_config("seed", "seed", model_overrides={"dense_units": 32}, epochs=2,
-                                batch_size=100, max_train_examples=200, max_steps_per_epoch=2)
+                                batch_size=100, max_train_examples=200, max_steps_per_epoch=2,
+                                recipe="cosine")
 
 
 def script(path: str):
@@ -34,7 +35,7 @@ def entry_point(name: str):
 
 def seed_warps(n: int, seed: int = 0) -> np.ndarray:
     """``n`` sampling matrices of the seed protocol: float64 ``[n, 2, 3]``."""
-    return protocols.PROTOCOLS["seed"].sample(n, np.random.default_rng(seed)).reshape(n, 2, 3)
+    return protocols.PROTOCOLS["predecessor"].sample(n, np.random.default_rng(seed)).reshape(n, 2, 3)
 
 
 def synthetic_split(n: int, rng: np.random.Generator) -> stn_data.Split:

@@ -74,12 +74,13 @@ def test_zooms_change_the_update_and_need_the_term():
     assert sums[1.0][3] != sums[1.5][3]  # the gap of the zoomed g is another number
     assert any(not np.allclose(a, b) for a, b in zip(after[1.0], after[1.5]))
     assert C.make_config("st-cnn-affine", "rts", alignment_weight=1.0,
-                         alignment_zoom=1.3).alignment_zoom == 1.3
+                         alignment_zoom=1.3, recipe="cosine").alignment.zoom == 1.3
     for bad, message in ((0.8, "must be finite and in"), (math.nan, "must be finite and in")):
         with pytest.raises(ValueError, match=message):
-            C.make_config("st-cnn-affine", "rts", alignment_weight=1.0, alignment_zoom=bad)
+            C.make_config("st-cnn-affine", "rts", alignment_weight=1.0, alignment_zoom=bad,
+                          recipe="cosine")
     with pytest.raises(ValueError, match="acts on alignment_weight"):
-        C.make_config("st-cnn-affine", "rts", alignment_zoom=1.3)
+        C.make_config("st-cnn-affine", "rts", alignment_zoom=1.3, recipe="cosine")
 
 
 def test_that_zero_means_equal_outputs_in_our_samplers_convention():
@@ -148,17 +149,19 @@ def test_the_decayed_pull_falls_linearly_to_zero_over_the_epochs():
     np.testing.assert_allclose(half - none, (full - none) / 2, rtol=1e-6)
     # In training: the factor is set each epoch, so a resumed run gets the same.
     config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
-                           alignment_pull_decay=True, epochs=3)
-    assert config.alignment_pull_decay
+                           alignment_pull_decay=True, epochs=3, recipe="cosine")
+    assert config.alignment.pull_decay
     with pytest.raises(ValueError, match="acts on alignment_image_pull"):
-        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_pull_decay=True)
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_pull_decay=True,
+                      recipe="cosine")
     for bad, message in ((4.0, "must be finite and in"), (math.nan, "must be finite and in")):
         with pytest.raises(ValueError, match=message):
             C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
-                          alignment_pull_decay=True, alignment_pull_epochs=bad, epochs=3)
+                          alignment_pull_decay=True, alignment_pull_epochs=bad, epochs=3,
+                          recipe="cosine")
     with pytest.raises(ValueError, match="acts on alignment_pull_decay"):
         C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=0.1,
-                      alignment_pull_epochs=2.0)
+                      alignment_pull_epochs=2.0, recipe="cosine")
 
 
 def test_the_image_pull_changes_the_update_not_the_logged_gap():
@@ -169,12 +172,13 @@ def test_the_image_pull_changes_the_update_not_the_logged_gap():
     assert sums[0.0] == sums[1.0]
     assert any(not np.allclose(a, b) for a, b in zip(after[0.0], after[1.0]))
     assert C.make_config("st-cnn-affine", "r", alignment_weight=1.0,
-                         alignment_image_pull=0.01).alignment_image_pull == 0.01
+                         alignment_image_pull=0.01, recipe="cosine").alignment.image_pull == 0.01
     for bad in (-0.1, math.inf, math.nan):
         with pytest.raises(ValueError, match="alignment_image_pull"):
-            C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=bad)
+            C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_image_pull=bad,
+                          recipe="cosine")
     with pytest.raises(ValueError, match="acts on alignment_weight"):
-        C.make_config("st-cnn-affine", "r", alignment_image_pull=0.01)
+        C.make_config("st-cnn-affine", "r", alignment_image_pull=0.01, recipe="cosine")
 
 
 def _one_step(split, alignment, weights=None, steps=1):
@@ -262,8 +266,9 @@ def test_the_scale_free_gap_does_not_reward_zooming_in():
             reference, reference_plain = penalty, unnormalized
     np.testing.assert_allclose(penalty, reference, rtol=1e-5)  # the same gap, scale-free
     np.testing.assert_allclose(unnormalized, reference_plain / 4.0, rtol=1e-5)  # else / zoom^2
-    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_scale_free=True)
-    assert config.alignment_scale_free
+    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_scale_free=True,
+                           recipe="cosine")
+    assert config.alignment.scale_free
 
 
 def test_the_scale_gauge_pulls_the_batchs_common_zoom_to_the_identity():
@@ -291,7 +296,7 @@ def test_the_scale_gauge_pulls_the_batchs_common_zoom_to_the_identity():
     assert sums[False] == sums[True]
     assert any(not np.allclose(a, b) for a, b in zip(after[False], after[True]))
     assert C.make_config("st-cnn-affine", "r", alignment_weight=1.0,
-                         alignment_scale_gauge=True).alignment_scale_gauge
+                         alignment_scale_gauge=True, recipe="cosine").alignment.scale_gauge
 
 
 def test_congealing_is_the_distance_to_the_class_mean_in_numpy():
@@ -319,12 +324,13 @@ def test_congealing_is_the_distance_to_the_class_mean_in_numpy():
         steps.train(images, labels)
         after[w] = [v.numpy() for v in model.trainable_variables]
     assert any(not np.allclose(a, b) for a, b in zip(after[0.0], after[5.0]))
-    assert C.make_config("st-cnn-affine", "r", congeal_weight=1.0).congeal_weight == 1.0
+    assert C.make_config("st-cnn-affine", "r", congeal_weight=1.0,
+                         recipe="cosine").congeal_weight == 1.0
     for bad in (-1.0, float("nan")):
         with pytest.raises(C.ConfigError, match="congeal_weight"):
-            C.make_config("st-cnn-affine", "r", congeal_weight=bad)
+            C.make_config("st-cnn-affine", "r", congeal_weight=bad, recipe="cosine")
     with pytest.raises(C.ConfigError, match="needs a model with a transformer"):
-        C.make_config("paper-cnn", "r", congeal_weight=1.0)
+        C.make_config("paper-cnn", "r", congeal_weight=1.0, recipe="cosine")
 
 
 def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
@@ -340,41 +346,44 @@ def test_the_ablation_switches_each_term_off_and_logs_the_gap_anyway():
     sums = {t: _one_step(split, align.Alignment(1.0, terms=t), after[t]) for t in after}
     assert sums["angle"] == sums["both"] and sums["both"][3] > 0
     assert any(not np.allclose(a, b) for a, b in zip(after["both"], after["angle"]))
-    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="angle")
-    assert config.alignment_terms == "angle"
+    config = C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="angle",
+                           recipe="cosine")
+    assert config.alignment.terms == "angle"
     with pytest.raises(ValueError, match="alignment_terms"):
-        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="gauge")
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_terms="gauge",
+                      recipe="cosine")
 
 
 def test_the_alignment_term_needs_a_transformer_reading_the_images():
     with pytest.raises(C.ConfigError, match="needs a model with a transformer"):
-        C.make_config("paper-cnn", "r", alignment_weight=1.0)
+        C.make_config("paper-cnn", "r", alignment_weight=1.0, recipe="cosine")
     for bad in (-1.0, float("nan")):
         with pytest.raises(C.ConfigError, match="alignment_weight"):
-            C.make_config("st-cnn-affine", "r", alignment_weight=bad)
+            C.make_config("st-cnn-affine", "r", alignment_weight=bad, recipe="cosine")
     with pytest.raises(C.ConfigError, match="alignment_degrees"):
-        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_degrees=0.0)
+        C.make_config("st-cnn-affine", "r", alignment_weight=1.0, alignment_degrees=0.0,
+                      recipe="cosine")
 
 
 def test_the_upright_recipe_is_the_default_run_and_drops_its_term_where_it_is_off():
     # make train: the seed classifier behind the conv localization net, with the
     # term chosen by the upright-default screen (its row is this config).
     config = C.make_config(C.DEFAULT_PRESET, recipe=C.DEFAULT_RECIPE)
-    chosen = C.make_config("seed-conv", alignment_weight=2.0, alignment_scale_free=True,
-                           alignment_image_pull=0.3, localization_lr_scale=3.0)
+    chosen = C.make_config(C.DEFAULT_PRESET, recipe="cosine", alignment_weight=2.0,
+                           alignment_scale_free=True, alignment_image_pull=0.3,
+                           localization_lr_scale=3.0)
     assert config == dataclasses.replace(chosen, recipe="upright")
     # A model without a transformer, or the term turned off by a flag, takes
     # the recipe's training without the term's parts (no error for settings the
     # user never gave); the localization rate goes only with the transformer.
     plain = C.make_config("cnn", recipe="upright")
-    assert plain == dataclasses.replace(C.make_config("cnn"), recipe="upright")
+    assert plain == dataclasses.replace(C.make_config("cnn", recipe="cosine"), recipe="upright")
     off = C.make_config("seed-conv", recipe="upright", alignment_weight=0.0)
-    assert (off.alignment_weight, off.alignment_image_pull, off.alignment_scale_free,
-            off.localization_lr_scale) == (0.0, 0.0, False, 3.0)
+    assert (off.alignment, off.localization_lr_scale) == (None, 3.0)
     with pytest.raises(C.ConfigError, match="acts on alignment_weight"):  # given: refused
         C.make_config("seed-conv", recipe="upright", alignment_weight=0.0,
                       alignment_image_pull=0.3)
-    assert C.make_config("seed", recipe="upright").model == C.model_config("seed")
+    assert C.make_config("predecessor", recipe="upright").model == C.model_config("predecessor")
 
 
 @pytest.mark.slow

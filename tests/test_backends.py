@@ -167,7 +167,8 @@ def worker(out: Path, tf_file: Path) -> None:
     import stn.train.config
     import stn.train.training
     try:  # TensorFlow only: a clear error, and nothing written
-        stn.train.training.train_and_evaluate(stn.train.config.make_config("st-cnn-affine", "r"),
+        stn.train.training.train_and_evaluate(stn.train.config.make_config("st-cnn-affine", "r",
+                                                                           recipe="cosine"),
                                         out / "run", verbose=0)
         message = None
     except RuntimeError as e:

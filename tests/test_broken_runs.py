@@ -101,7 +101,7 @@ def row(epoch, train_loss, val_loss=1.0, val_accuracy=0.9):
             "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": 1.0}
 
 
-CONFIG = C.make_config("seed", "r", learning_rate=0.002)
+CONFIG = C.make_config("seed", "r", learning_rate=0.002, recipe="cosine")
 
 
 @pytest.mark.parametrize("history, total_steps, found", [
@@ -129,7 +129,8 @@ def test_divergence_warnings(history, total_steps, found):
 
 def test_a_diverging_run_is_named_in_the_log_and_metrics(tmp_path):
     config = C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=1,
-                           batch_size=100, max_train_examples=200, learning_rate=1e4)
+                           batch_size=100, max_train_examples=200, learning_rate=1e4,
+                           recipe="cosine")
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         metrics = training.train_and_evaluate(config, tmp_path / "run")
@@ -149,7 +150,8 @@ def test_nan_loss_message_says_what_to_change():
             return [math.nan, 0.0, float(len(labels))]
 
     split = helpers.synthetic_split(20, np.random.default_rng(0))
-    config = C.make_config("seed", "seed", epochs=4, batch_size=10, learning_rate=0.001)
+    config = C.make_config("seed", "seed", epochs=4, batch_size=10, learning_rate=0.001,
+                           recipe="cosine")
     with pytest.raises(training.TrainingDiverged) as info:
         training.train_epoch(NanSteps(), split, config, 2, verbose=0)
     assert str(info.value) == (

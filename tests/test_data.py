@@ -30,10 +30,10 @@ def mnist():
 
 @pytest.fixture(scope="module")
 def data(mnist):
-    return D.build_data(mnist, "seed", seed=3)
+    return D.build_data(mnist, "predecessor", seed=3)
 
 
-def tiny_split(n=10, protocol="seed"):
+def tiny_split(n=10, protocol="predecessor"):
     """A Split whose labels are the example indices (to read the order)."""
     protocol = P.get_protocol(protocol)
     rng = np.random.default_rng(n)
@@ -68,7 +68,7 @@ def test_pad_centres_the_digit_with_an_exact_zero_border(canvas, margin):
 
 def test_constants():
     assert (D.MNIST_SIZE, D.IMAGE_SIZE, D.NUM_CLASSES, D.VALIDATION_SIZE) == (28, 40, 10, 5000)
-    assert P.PROTOCOLS["seed"].canvas == D.IMAGE_SIZE
+    assert P.PROTOCOLS["predecessor"].canvas == D.IMAGE_SIZE
 
 
 def test_split_sizes_and_validation_is_the_first_5000(data, mnist):
@@ -83,9 +83,9 @@ def test_split_sizes_and_validation_is_the_first_5000(data, mnist):
         assert split.images.shape == (n, 40, 40, 1) and split.images.dtype == np.float32
         assert split.labels.dtype == np.int32 and split.warps.shape == (n, 6)
         assert split.warps.dtype == np.float32 and split.canvas == 40
-        assert split.protocol == "seed" and split.kind == "affine"
+        assert split.protocol == "predecessor" and split.kind == "affine"
         assert not split.images.flags.writeable and not split.warps.flags.writeable
-    assert data.protocol.name == "seed" and data.seed == 3
+    assert data.protocol.name == "predecessor" and data.seed == 3
 
 
 def test_split_images_are_the_canonical_digits_warped(data):
@@ -113,9 +113,9 @@ def test_each_protocol_makes_its_canvas_kind_and_warps(mnist, name, canvas, kind
     np.testing.assert_allclose(split.images, expected, atol=2e-5)
 
 
-@pytest.mark.parametrize("protocol", ["seed", "p", "e"])
+@pytest.mark.parametrize("protocol", ["predecessor", "p", "e"])
 def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
-    if protocol != "seed":
+    if protocol != "predecessor":
         data = D.build_data(mnist, protocol, seed=3)
     again = D.build_data(mnist, protocol, seed=3)
     other = D.build_data(mnist, protocol, seed=4)
@@ -135,7 +135,7 @@ def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
     assert not np.allclose(data.test.warps, data.validation.warps[:N_TEST])
 
 
-@pytest.mark.parametrize("protocol", ["seed", "e", "tc"])
+@pytest.mark.parametrize("protocol", ["predecessor", "e", "tc"])
 def test_images_are_built_on_first_read_equal_to_a_one_call_build(monkeypatch, mnist, protocol):
     # Chunks of 1024 (5 for validation's 5,000, the last one short) against
     # one call over the whole split, clutter pasted after: the split's own
@@ -174,7 +174,7 @@ def test_split_given_an_array_holds_it_and_deferred_builds_once():
 
 
 def test_a_resampling_epoch_never_builds_the_train_images(mnist):
-    data = D.build_data(mnist, "seed", seed=0, max_train_examples=30)
+    data = D.build_data(mnist, "predecessor", seed=0, max_train_examples=30)
     collect(D.train_dataset(data.train, 8, seed=0, epoch=0, resample=True))
     assert not data.train.images_built
     images, _, _ = collect(D.train_dataset(data.train, 8, seed=0, epoch=0))
@@ -183,9 +183,9 @@ def test_a_resampling_epoch_never_builds_the_train_images(mnist):
 
 
 def test_unknown_protocol_is_a_value_error_listing_names(mnist):
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
+    with pytest.raises(ValueError, match="predecessor, r, rts, p, e, e-scale, none"):
         D.load_data("bogus")  # fails before looking for MNIST
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
+    with pytest.raises(ValueError, match="predecessor, r, rts, p, e, e-scale, none"):
         D.build_data(mnist, "RTS")
 
 
@@ -193,7 +193,7 @@ def test_bad_arguments_are_value_errors(mnist):
     with pytest.raises(ValueError, match="max_train_examples"):
         D.build_data(mnist, max_train_examples=0)
     with pytest.raises(ValueError, match="validation"):
-        D.build_data(fake_mnist(n_train=100), "seed")
+        D.build_data(fake_mnist(n_train=100), "predecessor")
     with pytest.raises(ValueError, match="batch_size"):
         D.eval_dataset(tiny_split(), 0)
     with pytest.raises(ValueError, match="canvas"):
@@ -257,7 +257,7 @@ def test_fixed_train_dataset_serves_the_split_images():
     np.testing.assert_array_equal(images, split.images[labels])
 
 
-@pytest.mark.parametrize("protocol", ["seed", "p", "e"])
+@pytest.mark.parametrize("protocol", ["predecessor", "p", "e"])
 def test_resampled_warps_differ_per_epoch_and_match_the_eager_sampler(protocol):
     split = tiny_split(20, protocol)
     seen = []
@@ -278,7 +278,7 @@ def test_resampled_warps_differ_per_epoch_and_match_the_eager_sampler(protocol):
     np.testing.assert_array_equal(D.epoch_warps(split, 7, 1), D.epoch_warps(split, 7, 1))
 
 
-@pytest.mark.parametrize("protocol", ["seed", "rts", "r", "p", "e"])
+@pytest.mark.parametrize("protocol", ["predecessor", "rts", "r", "p", "e"])
 def test_resampling_with_the_split_warps_gives_the_split_images(monkeypatch, mnist, protocol):
     # The fixed splits and the resampler warp through the one protocols.apply:
     # resampling with the split's own warps serves the split's own images.
@@ -302,7 +302,7 @@ def test_resample_under_the_none_protocol_gives_the_padded_digits():
 
 @pytest.mark.slow
 def test_load_data_seed_on_real_mnist():
-    data = D.load_data("seed", seed=0, max_train_examples=1000)
+    data = D.load_data("predecessor", seed=0, max_train_examples=1000)
     (x_train, y_train), (x_test, _) = D.load_mnist()
     assert (len(data.train), len(data.validation), len(data.test)) == (1000, 5000, 10000)
     np.testing.assert_array_equal(data.validation.canonical, x_train[:5000])

@@ -198,7 +198,8 @@ def synthetic_evaluation(n=50, transformer=True):
     """An Evaluation of an untrained small model on random warped blobs (no MNIST)."""
     split = helpers.synthetic_split(n, np.random.default_rng(1))
     images, labels, sampling = split.images, split.labels, split.warps
-    config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8})
+    config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8},
+                           recipe="cosine")
     model = build_model(config.model)
     logits = E.predict(model, images)
     predictions = logits.argmax(axis=1)
@@ -245,7 +246,7 @@ def evaluate_main():
 
 def untrained_run(run_dir, preset="seed"):
     """A finished-looking run directory without training: config and model.keras."""
-    config = C.make_config(preset, model_overrides={"dense_units": 8}, epochs=1)
+    config = C.make_config(preset, model_overrides={"dense_units": 8}, epochs=1, recipe="cosine")
     runs.init_run_dir(run_dir, config)
     runs.save_model(run_dir, build_model(config.model))
     return config

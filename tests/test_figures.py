@@ -151,7 +151,8 @@ def test_augmentation_figure_of_a_protocol_without_named_distortions(protocol, k
 def synthetic_evaluation(transformer: bool, n=40):
     split = helpers.synthetic_split(n, RNG)
     labels, sampling = split.labels, split.warps
-    config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8})
+    config = C.make_config("seed" if transformer else "cnn", model_overrides={"dense_units": 8},
+                           recipe="cosine")
     predictions = (labels + 1) % 10
     extra = {}
     if transformer:

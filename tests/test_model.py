@@ -80,9 +80,10 @@ def test_classifier_dropout_is_one_layer_before_the_logits_and_checked():
     with pytest.raises(ValueError, match="classifier_dropout"):
         build_model("paper-cnn", classifier_dropout=1.0)
     # make_config routes a model field given with the training settings to the model.
-    config = C.make_config("seed-conv", "seed", classifier_dropout=0.3, alignment_weight=1.0)
+    config = C.make_config("seed-conv", "seed", classifier_dropout=0.3, alignment_weight=1.0,
+                           recipe="cosine")
     assert (config.model.classifier_dropout, config.model.localization) == (0.3, "conv")
-    assert config.alignment_weight == 1.0 and config.recipe == "default"
+    assert config.alignment.weight == 1.0 and config.recipe == "cosine"
 
 
 def _homogeneous(params: np.ndarray, kind: str) -> np.ndarray:
@@ -167,7 +168,8 @@ def test_output_jitter_draws_only_in_training_and_is_checked():
             SpatialTransformer(conv_localization(kind=kind), **bad)
     with pytest.raises(ValueError, match="output_jitter"):
         build_model("paper-cnn", output_jitter=0.05)
-    assert C.make_config("st-cnn-affine", "r", output_jitter=0.05).model.output_jitter == 0.05
+    assert C.make_config("st-cnn-affine", "r", output_jitter=0.05,
+                         recipe="cosine").model.output_jitter == 0.05
 
 
 def _check_preset(preset, size, params):
@@ -343,7 +345,7 @@ def test_bad_configs_are_rejected():
 
 
 def test_config_dict_round_trip():
-    config = C.make_config("paper", "rts", epochs=3, resample_warps=True)
+    config = C.make_config("paper", "rts", epochs=3, resample_warps=True, recipe="cosine")
     assert C.config_from_dict(C.config_to_dict(config)) == config
 
 
@@ -450,7 +452,7 @@ def test_mixed_float16_model_trains_with_loss_scaling():
     assert model.get_layer("conv1").compute_dtype == "float16"
     assert find_transformer(model).compute_dtype == "float32"
     optimizer = make_optimizer(C.make_config("paper", "r", model_overrides={
-        "dtype": "mixed_float16"}), steps_per_epoch=1)
+        "dtype": "mixed_float16"}, recipe="cosine"), steps_per_epoch=1)
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     optimizer.build(model.trainable_variables)
     steps = Steps(model, optimizer)
@@ -523,6 +525,6 @@ def test_recipe_predecessor_is_the_predecessor_run_of_the_results():
     then = C.config_from_dict(json.loads(path.read_text())["config"])
     now = C.make_config("seed", "seed", {"dtype": "mixed_bfloat16"}, recipe="predecessor")
     assert now == then
-    default = C.make_config("seed", "seed", {"dtype": "mixed_bfloat16"})
-    assert default.recipe == "default" and default != then
+    default = C.make_config("seed", "seed", {"dtype": "mixed_bfloat16"}, recipe="default")
+    assert default.recipe == "cosine" and default != then
     assert (default.schedule, default.batch_size, default.resample_warps) == ("cosine", 250, True)

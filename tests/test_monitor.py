@@ -97,7 +97,7 @@ def test_tensorboard_logs_every_epoch_once(run):
     width, height, png = values(board / "validation", "stn_outputs")[2]
     image = Image.open(io.BytesIO(png))
     assert image.size == (int(width), int(height)) == (2 * (10 * 42 - 2), 2 * (4 * 42 - 2))
-    assert b'"preset": "seed"' in values(board / "train", "config")[0].item()
+    assert b'"preset": "predecessor"' in values(board / "train", "config")[0].item()
 
 
 @pytest.mark.slow
@@ -178,7 +178,8 @@ def monitored(tmp_path, preset, verbose=0, **overrides):
     model = build_model(preset, dense_units=8, **overrides)
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    config = C.make_config(preset, "seed", model_overrides={"dense_units": 8, **overrides})
+    config = C.make_config(preset, "seed", model_overrides={"dense_units": 8, **overrides},
+                           recipe="cosine")
     return monitor.Monitor(tmp_path, config, synthetic_data(), model, optimizer, [],
                            verbose=verbose)
 

@@ -32,7 +32,7 @@ def test_registry_names_kinds_and_canvases():
               for f, kind, size, stds in (("p", "projective", 8, "12345"),
                                           ("e", "tps", 32, ("1.5", "2", "2.5", "3", "4")))
               for std in stds for tail in ("", "-scale")}
-    assert table == {"seed": (40, "affine", 6), "r": (28, "affine", 6),
+    assert table == {"predecessor": (40, "affine", 6), "r": (28, "affine", 6),
                      "rts": (42, "affine", 6), "p": (28, "projective", 8),
                      "e": (28, "tps", 32), "e-scale": (28, "tps", 32),
                      "none": (40, "affine", 6), "none-28": (28, "affine", 6), **family,
@@ -45,16 +45,16 @@ def test_registry_names_kinds_and_canvases():
 
 
 def test_unknown_protocol_lists_valid_names():
-    with pytest.raises(ValueError, match="seed, r, rts, p, e, e-scale, none"):
+    with pytest.raises(ValueError, match="predecessor, r, rts, p, e, e-scale, none"):
         P.get_protocol("rst")
     with pytest.raises(ValueError, match="distortion"):
-        P.PROTOCOLS["seed"].single_distortion("zoom")
+        P.PROTOCOLS["predecessor"].single_distortion("zoom")
 
 
 def test_affine_protocol_ranges_are_as_documented():
     ranges = {name: (p.rotation, p.shear, p.translation, p.scale)
               for name, p in P.PROTOCOLS.items() if p.kind == "affine"}
-    assert ranges == {"seed": ((-30, 30), (-20, 20), (-10, 10), (0.8, 1.2)),
+    assert ranges == {"predecessor": ((-30, 30), (-20, 20), (-10, 10), (0.8, 1.2)),
                       "r": ((-90, 90), (0, 0), (0, 0), (1, 1)),
                       "rts": ((-45, 45), (0, 0), (-7, 7), (0.7, 1.2)),
                       "none": ((0, 0), (0, 0), (0, 0), (1, 1)),
@@ -93,7 +93,7 @@ def test_sample_is_a_pure_function_of_the_generator(name):
 # resampled for epoch 0, recorded with the code before the protocol registry
 # (stn.data.warps.sample_params + compose, commit 1a52156), as stored (float32).
 BEFORE = {
-    "seed": ([0.88193333, 0.6321828, 0.016833311, -0.35229754, 0.9823117, 0.20037292],
+    "predecessor": ([0.88193333, 0.6321828, 0.016833311, -0.35229754, 0.9823117, 0.20037292],
              [0.77363175, -0.3289814, -0.059503894, 0.36231264, 0.75769347, -0.011792587],
              [0.7499297, -0.62709147, -0.46438783, 0.40729445, 0.85467386, 0.21819252]),
     "rts": ([0.96851647, 0.55007976, -0.003795019, -0.55007976, 0.96851647, 0.14537415],
@@ -113,7 +113,7 @@ def test_affine_protocols_draw_the_warps_of_before_the_registry(name):
     np.testing.assert_array_equal(test[-1], np.float32(test_last))
     resampled = protocol.sample(55_000, _rng(0, "resample", 0)).astype(np.float32)
     np.testing.assert_array_equal(resampled[0], np.float32(resample_first))
-    if name == "seed":  # and in float64, before the cast
+    if name == "predecessor":  # and in float64, before the cast
         np.testing.assert_allclose(
             protocol.sample(10_000, _rng(0, "warps", "test"))[0],
             [0.881933324270207, 0.6321827899154845, 0.016833310458500714,
@@ -150,19 +150,19 @@ def test_r_is_rotation_only_on_28_px():
 
 
 def test_seed_scale_is_isotropic():
-    matrices = P.PROTOCOLS["seed"].sample(1000, np.random.default_rng(5))
+    matrices = P.PROTOCOLS["predecessor"].sample(1000, np.random.default_rng(5))
     np.testing.assert_allclose(W.decompose(matrices, 40)["aspect"], 1.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("distortion", P.DISTORTIONS)
 def test_single_distortion_switches_the_others_off(distortion):
-    variant = P.PROTOCOLS["seed"].single_distortion(distortion)
+    variant = P.PROTOCOLS["predecessor"].single_distortion(distortion)
     params = variant.sample_params(200, np.random.default_rng(7))
     changed = {"translation": ("tx", "ty")}.get(distortion, (distortion,))
     for key in KEYS:
         neutral = 1.0 if key == "scale" else 0.0
         assert np.all(params[key] == neutral) != (key in changed), key
-    assert variant.canvas == 40 and variant.name == f"seed/{distortion}"
+    assert variant.canvas == 40 and variant.name == f"predecessor/{distortion}"
     assert P.get_protocol(variant) is variant and variant.kind == "affine"
 
 
@@ -179,7 +179,7 @@ def test_scaled_protocol_ends_at_the_identity_and_at_itself(name):
             protocol.scaled(strength)
 
 
-@pytest.mark.parametrize("name", ["seed", "r", "rts"])
+@pytest.mark.parametrize("name", ["predecessor", "r", "rts"])
 def test_scaled_affine_protocol_shrinks_each_named_distortion(name):
     # The same draws: every distortion of the scaled warp is the full one's,
     # moved by the strength toward its neutral value.
@@ -452,10 +452,10 @@ def test_apply_is_kinds_warp_in_chunks_and_in_tf_data(name):
 
 
 def test_apply_checks_sizes():
-    images = canonical(10, "seed")
-    params = P.PROTOCOLS["seed"].sample(10, np.random.default_rng(12))
+    images = canonical(10, "predecessor")
+    params = P.PROTOCOLS["predecessor"].sample(10, np.random.default_rng(12))
     with pytest.raises(ValueError, match="10 images but 9 warps"):
-        P.apply("seed", images, params[:9])
+        P.apply("predecessor", images, params[:9])
     with pytest.raises(ValueError, match="canvas is 28 px"):
         P.apply("p", images, params)
 

@@ -26,11 +26,13 @@ def test_default_run_variants_are_make_trains_config_with_the_changes(screen):
     from stn.train.config import make_config
 
     default = screen.DEFAULT_RUN
-    assert screen.variant_config(default, "seed", {}, "float32", {}) == make_config()
+    # The studies' default run is the one of their time: preset seed, recipe default.
+    assert (screen.variant_config(default, "seed", {}, "float32", {})
+            == make_config("predecessor", "predecessor", recipe="cosine"))
     assert screen.variant_name(default, "seed", {"preset": "seed-conv"}) == "default_presetseed-conv"
     changed = screen.variant_config(default, "seed", {"preset": "seed-conv",
                                                       "alignment_weight": 1.0}, "float32", {})
-    assert changed == make_config("seed-conv", alignment_weight=1.0)
+    assert changed == make_config("seed-conv", recipe="cosine", alignment_weight=1.0)
     assert (changed.model.localization, changed.model.classifier) == ("conv", "seed")
 
 

@@ -293,7 +293,8 @@ def test_protocol_severity_refuses_a_run_of_another_protocol(tmp_path):
     from stn.train import runs
 
     from experiments import protocol_severity as severity
-    runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p"), command=None)
+    runs.init_run_dir(tmp_path / "run", C.make_config("paper-cnn", "p",
+                                                      recipe="cosine"), command=None)
     split = types.SimpleNamespace(protocol="e")
     with pytest.raises(runs.RunError, match="protocol 'p' seed 0, not 'e' seed 0"):
         severity.run_errors(tmp_path / "run", np.zeros(1), split, seed=0)

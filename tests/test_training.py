@@ -32,7 +32,8 @@ def small_config(dense_units=32, **fields):
     as much as on the seed protocol's 40 x 40.
     """
     fields = {"epochs": 2, "batch_size": 100, "max_train_examples": 500, **fields}
-    return C.make_config("seed", "r", model_overrides={"dense_units": dense_units}, **fields)
+    return C.make_config("seed", "r", model_overrides={"dense_units": dense_units}, **fields,
+                         recipe="cosine")
 
 
 def metrics(run_dir):
@@ -151,30 +152,36 @@ VALUES = {"alignment_zoom": 1.5}
 
 
 def test_every_training_setting_is_a_flag_that_reaches_the_config():
-    # One source: a Config field made by _setting is a Recipe field (None:
-    # Config's default) and a train.py flag of its name, checked by Config.
+    # One source: a Config field made by _setting (or one of Config.alignment's,
+    # as alignment_<name>) is a Recipe field and a train.py flag of its name,
+    # checked by Config.
     train = helpers.script("train.py")
-    assert [f.name for f in dataclasses.fields(C.Recipe)] == ["description", *C.SETTINGS]
-    assert all(getattr(C.Recipe("any"), name) is None for name in C.SETTINGS)
-    assert C.make_config(recipe="predecessor") == C.Config(recipe="predecessor")
+    flat = {name for name in C.SETTINGS if name.startswith(C.ALIGNMENT_PREFIX)}
+    assert set(C.RECIPE_FIELDS) == set(C.SETTINGS) - flat | {"alignment"}
+    assert {C.ALIGNMENT_PREFIX + f.name for f in dataclasses.fields(C.AlignmentSettings)} == flat
     base = C.make_config(C.DEFAULT_PRESET, recipe=C.DEFAULT_RECIPE)  # train.py without flags
     assert train.make_run_config(train.parse_args([]), "float32") == base
-    for field in dataclasses.fields(C.Config):
-        if field.name not in C.SETTINGS:
-            continue
-        old = getattr(base, field.name)
-        flag = "--" + field.name.replace("_", "-")
+    for name, field in C.SETTING_FIELDS.items():
+        old = _setting(base, name)
+        flag = "--" + name.replace("_", "-")
         if field.type is bool:
             new, argv = not old, [flag if not old else "--no-" + flag[2:]]
         elif "choices" in field.metadata:
             new = next(c for c in field.metadata["choices"] if c != old)
             argv = [flag, new]
         else:
-            new = VALUES.get(field.name, old + 1 if field.type is int else 0.5)
+            new = VALUES.get(name, old + 1 if field.type is int else 0.5)
             argv = [flag, str(new)]
-        argv += NEEDS.get(field.name, [])
+        argv += NEEDS.get(name, [])
         config = train.make_run_config(train.parse_args(argv), "float32")
-        assert getattr(config, field.name) == new != old, field.name
+        assert _setting(config, name) == new != old, name
+
+
+def _setting(config, name: str):
+    """The value of the training setting ``name`` (``alignment_<field>``: Config.alignment's)."""
+    if name.startswith(C.ALIGNMENT_PREFIX):
+        return getattr(config.alignment, name[len(C.ALIGNMENT_PREFIX):])
+    return getattr(config, name)
 
 
 def test_model_flags_replace_the_presets_fields():
@@ -207,8 +214,8 @@ def test_readme_recipe_table_shows_each_recipe_as_defined():
 
 
 def test_config_changes_lists_the_differing_leaves_by_dotted_path():
-    old = C.config_to_dict(C.make_config("st-cnn-affine", "rts", epochs=3))
-    new = C.config_to_dict(C.make_config("st-cnn-tps", "rts", epochs=3, seed=1))
+    old = C.config_to_dict(C.make_config("st-cnn-affine", "rts", epochs=3, recipe="cosine"))
+    new = C.config_to_dict(C.make_config("st-cnn-tps", "rts", epochs=3, seed=1, recipe="cosine"))
     changes = runs.config_changes(old, new)
     assert changes["model.kind"] == ("affine", "tps")
     assert changes["seed"] == (0, 1)
@@ -298,7 +305,8 @@ def resume_config():
     model's size: this one is 0.4M parameters where the default is 26M.
     """
     return C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=4,
-                         batch_size=100, max_train_examples=1000, deterministic=True, seed=3)
+                         batch_size=100, max_train_examples=1000, deterministic=True, seed=3,
+                         recipe="cosine")
 
 
 KILLED = textwrap.dedent("""

@@ -81,7 +81,7 @@ def test_decompose_inverts_compose(name):
 
 def test_compose_with_aspect_round_trips():
     rng = np.random.default_rng(2)
-    params = P.PROTOCOLS["seed"].sample_params(500, rng)
+    params = P.PROTOCOLS["predecessor"].sample_params(500, rng)
     params["aspect"] = rng.uniform(0.5, 2.0, 500)
     parts = W.decompose(W.compose(params, 40), 40)
     for key in (*KEYS, "aspect"):
@@ -132,7 +132,7 @@ def test_decompose_flags_reflection_and_survives_singular():
 
 
 def test_chain_of_warp_and_its_forward_map_is_identity():
-    sampling = W.compose(sample_params("seed", 50, 3), 40)
+    sampling = W.compose(sample_params("predecessor", 50, 3), 40)
     residual = W.chain(sampling, W.invert(sampling))
     np.testing.assert_allclose(residual, np.tile(np.reshape(T.IDENTITY, (2, 3)), (50, 1, 1)),
                                atol=1e-12)
@@ -143,7 +143,7 @@ def test_chain_of_warp_and_its_forward_map_is_identity():
 
 # --- warping: directions ------------------------------------------------
 
-@pytest.mark.parametrize("name", ["seed", "rts", "r"])
+@pytest.mark.parametrize("name", ["predecessor", "rts", "r"])
 def test_warp_then_inverse_restores_the_interior(name):
     protocol = P.PROTOCOLS[name]
     size = protocol.canvas
@@ -181,7 +181,7 @@ def test_single_pixel_lands_where_the_forward_map_sends_it():
 def test_bump_centroid_follows_the_forward_map_for_random_warps():
     size, n = 40, 20
     rng = np.random.default_rng(12)
-    sampling = W.compose(P.PROTOCOLS["seed"].sample_params(n, rng), size)
+    sampling = W.compose(P.PROTOCOLS["predecessor"].sample_params(n, rng), size)
     forward = W.invert(sampling)
     images = np.repeat(blob_image(size, [(-5, 3)], sigma=1.2), n, axis=0)
     warped = warp(images, sampling)[..., 0]

@@ -228,7 +228,7 @@ def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
         sources=sources)
 
 
-def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0, *,
+def build_data(mnist, protocol: str | protocols.Protocol = "predecessor", seed: int = 0, *,
                max_train_examples: int | None = None) -> Data:
     """Splits, pads and warps MNIST arrays (the work of :func:`load_data`).
 
@@ -258,13 +258,13 @@ def build_data(mnist, protocol: str | protocols.Protocol = "seed", seed: int = 0
         protocol=protocol, seed=seed)
 
 
-def load_data(protocol: str = "seed", seed: int = 0, *, mnist_path=None, cache_dir=None,
+def load_data(protocol: str = "predecessor", seed: int = 0, *, mnist_path=None, cache_dir=None,
               max_train_examples: int | None = None) -> Data:
     """Loads MNIST (``stn.data.mnist.load_mnist``) and builds the warped splits.
 
     Args:
-      protocol: a name in :data:`stn.data.protocols.PROTOCOLS`: ``"seed"``
-        (default), ``"r"``, ``"rts"``, ``"p"``, ``"e"`` or ``"none"``.
+      protocol: a name in :data:`stn.data.protocols.PROTOCOLS` (or an old name,
+        :data:`stn.data.protocols.ALIASES`): ``"predecessor"`` (default), ``"r"``, ``"rts"``, ``"p"``, ``"e"`` or ``"none"``.
       seed: non-negative int; the warps are a pure function of it.
       mnist_path: MNIST file or directory, passed to ``load_mnist(path=)``.
       cache_dir: download cache, passed to ``load_mnist(cache_dir=)``.

@@ -174,7 +174,7 @@ class AffineProtocol(Protocol):
           distortion: one of :data:`DISTORTIONS`.
 
         Returns:
-          An :class:`AffineProtocol` named like ``"seed/rotation"``, same canvas.
+          An :class:`AffineProtocol` named like ``"predecessor/rotation"``, same canvas.
         """
         if distortion not in DISTORTIONS:
             raise ValueError(f"unknown distortion {distortion!r}; choose one of {DISTORTIONS}")

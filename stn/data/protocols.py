@@ -24,7 +24,7 @@ arrays, in chunks) and its per-epoch resampler (tensors inside tf.data).
 ================ ====== =========== ================================================
 protocol         canvas kind        warps (all draws independent)
 ================ ====== =========== ================================================
-``seed``         40     affine      rotation +-30 deg, shear +-20 deg, translation
+``predecessor``  40     affine      rotation +-30 deg, shear +-20 deg, translation
                                     +-10 px in x and y, scale 0.8 to 1.2; uniform
 ``r``            28     affine      rotation +-90 deg, uniform
 ``rts``          42     affine      rotation +-45 deg, scale 0.7 to 1.2,
@@ -56,8 +56,8 @@ protocol         canvas kind        warps (all draws independent)
 :class:`Protocol`, :class:`AffineProtocol` (named distortions: rotation,
 shear, translation, scale; :data:`DISTORTIONS`), :class:`PerspectiveProtocol`
 (with :func:`homography` and :data:`CORNERS`) and :class:`ElasticProtocol`.
-``seed`` is the predecessor's protocol, on its 40 px canvas; ``none`` pads
-only.
+``predecessor`` is the TF 1.14 predecessor's protocol, on its 40 px canvas
+(its old name ``seed`` is still read: :data:`ALIASES`); ``none`` pads only.
 
 **The paper's Table 1** (Jaderberg et al. 2015, Sec. 4.1 and appendix A.4):
 
@@ -86,8 +86,8 @@ only.
   not checked here); the ground truth ``(t_k + n_k) / s``. Not a column of
   the table: a variant to measure how much the reading matters.
 
-**Severity families** (:func:`severity_protocol`, issue 25): the paper's FCN
-error says our literal P is harsher and our E milder than the paper's, so
+**Severity families** (:func:`severity_protocol`, for the P/E calibration):
+the paper's FCN error says our literal P is harsher and our E milder than the paper's, so
 both are swept over the noise's std, with and without P's scale of 0.75 to
 1 first. ``p-s<std>`` moves the corners by ``N(0, std px)``; ``e-s<std>``
 the control points; ``-scale`` scales first, as ``p`` and ``e-scale`` do.
@@ -237,7 +237,7 @@ def calibrated_tc() -> ClutteredProtocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    AffineProtocol("seed", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
+    AffineProtocol("predecessor", 40, "the predecessor's: rotation +-30 deg, shear +-20 deg, "
                    "shift +-10 px, scale 0.8-1.2", rotation=(-30.0, 30.0),
                    shear=(-20.0, 20.0), translation=(-10.0, 10.0), scale=(0.8, 1.2)),
     AffineProtocol("r", 28, "paper's R: rotation +-90 deg", rotation=(-90.0, 90.0)),
@@ -252,7 +252,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                     "points moved by N(0, 1.5 px)", control_std=1.5, scale=(0.75, 1.0)),
     AffineProtocol("none", 40, "padding only: the identity"),
     # What a perfect transformer hands the R, P, E (and RTS) classifiers:
-    # MNIST's own digits on its own canvas (issue 26, the floor).
+    # MNIST's own digits on its own canvas: the floor of the error a transformer
+    # can reach, measured in the alignment study.
     AffineProtocol("none-28", 28, "the identity on MNIST's own 28 x 28 canvas"),
     *(severity_protocol(family, std, scale) for family, stds in SEVERITIES.items()
       for scale in (False, True) for std in stds),
@@ -264,20 +265,28 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                    f"+-{TC_SHIFT:g} px on {TC_CANVAS} px", translation=(-TC_SHIFT, TC_SHIFT)),
 )}
 """Every warp protocol by name: the one home of the protocols."""
+ALIASES = {"seed": "predecessor"}
+"""Old protocol names, still read (``--protocol``, records): old name -> name in :data:`PROTOCOLS`."""
+
+
+def canonical_name(name: str) -> str:
+    """The :data:`PROTOCOLS` name of ``name``: itself, or the one its old name (:data:`ALIASES`)
+    now has; an unknown name passes through (the lookup reports it)."""
+    return ALIASES.get(name, name)
 
 
 def get_protocol(protocol: "str | Protocol") -> Protocol:
-    """Looks up a protocol by name (a :class:`Protocol` passes through).
+    """Looks up a protocol by name or old name (a :class:`Protocol` passes through).
 
     Raises:
       ValueError: unknown name; the message lists the valid ones.
     """
     if isinstance(protocol, Protocol):
         return protocol
-    if protocol not in PROTOCOLS:
+    if canonical_name(protocol) not in PROTOCOLS:
         raise ValueError(f"unknown warp protocol {protocol!r}; "
                          f"choose one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol]
+    return PROTOCOLS[canonical_name(protocol)]
 
 
 # --- warping --------------------------------------------------------------------

@@ -9,7 +9,7 @@ CNN never computes it. For the first layer of an MNIST classifier (one input
 channel) TensorFlow computes that gradient with oneDNN's backward-data
 convolution, whose vector lanes run over the *input* channels: one channel
 uses one lane in 16 (AVX-512, float32), so a 9x9 layer's input gradient
-costs several times the layer's forward pass (issue 27, ``make bench``).
+costs several times the layer's forward pass (measured by ``make bench``, section 7).
 
 Here the same gradient is a few matrix products, where oneDNN's kernels
 are efficient whatever the channel count. With ``x`` the input, ``W [K_h,

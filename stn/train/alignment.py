@@ -1,12 +1,12 @@
 """Label-free alignment: a rotation-consistency term that makes a transformer straighten.
 
 The classification loss alone lets the transformer leave any rotation the
-classifier tolerates (issue 26). This term asks for *one* pose per digit
-without any pose label: for a rotation ``g`` drawn on the fly and applied by
-our own sampler, the transformer's map on ``g.x`` must be ``g``'s inverse
-composed with its map on ``x`` (an equivariance constraint in the spirit of
-canonicalization networks: Kaba et al. 2023, arXiv 2211.06489; Urbano and
-Romero 2023, arXiv 2312.12223).
+classifier tolerates, and the pose metric shows that it leaves much of it.
+This term asks for *one* pose per digit without any pose label: for a rotation
+``g`` drawn on the fly and applied by our own sampler, the transformer's map
+on ``g.x`` must be ``g``'s inverse composed with its map on ``x`` (an
+equivariance constraint in the spirit of canonicalization networks: Kaba et
+al. 2023, arXiv 2211.06489; Urbano and Romero 2023, arXiv 2312.12223).
 
 In the convention of :mod:`stn.layer.sampler` (maps go from output to input
 coordinates), with ``x_g(p) = x(R p)`` the image rotated by ``R``, and
@@ -54,6 +54,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from stn.layer import kinds
+from stn.train.settings import AlignmentSettings
 
 POINTS = 5
 """The maps are compared at a ``POINTS x POINTS`` grid of output pixel centres."""
@@ -61,11 +62,11 @@ MIN_SIZE = 1e-2
 """Floor of :func:`relative_size` in the scale-free penalty (a map shrunk to a point)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Alignment:
-    """The alignment term's settings (``Config.alignment_weight``, ``alignment_degrees``).
+class Alignment(AlignmentSettings):
+    """The alignment term: its settings (:class:`stn.train.settings.AlignmentSettings`,
+    ``Config.alignment``) with the loss they define.
 
-    Attributes:
+    Attributes (the settings'):
       weight: of the consistency and mean-angle terms in the training loss
         (0: off, the paper's method).
       degrees: ``g`` is a rotation drawn uniformly in ``+-degrees``.
@@ -81,27 +82,17 @@ class Alignment:
       zoom: ``g`` also scales by a factor log-uniform in ``[1/zoom, zoom]``
         (:func:`draw_zooms`); 1: rotations only.
       pull_decay: the image pull falls linearly from ``image_pull`` at the
-        first epoch to 0 at the last (:func:`pull_scale`): it picks each
+        first epoch to 0 at the last (``pull_scale``): it picks each
         digit's pose early, and the gap alone restores the full turn late.
       pull_epochs: with ``pull_decay``, the epoch at which the pull reaches 0
         and stays (0: the last).
     """
-    weight: float
-    degrees: float = 45.0
-    terms: str = "both"
-    scale_free: bool = False
-    scale_gauge: bool = False
-    image_pull: float = 0.0
-    zoom: float = 1.0
-    pull_decay: bool = False
-    pull_epochs: float = 0.0
 
-    def pull_scale(self, epoch: int, epochs: int) -> float:
-        """The image pull's factor in an epoch (0-based) of ``epochs``: 1, or decaying to 0."""
-        end = self.pull_epochs or epochs - 1
-        if not self.pull_decay or end <= 0:
-            return 1.0
-        return max(0.0, 1.0 - epoch / end)
+    @classmethod
+    def of(cls, settings: AlignmentSettings) -> "Alignment":
+        """The term of a config's settings (``Config.alignment``)."""
+        return cls(**{f.name: getattr(settings, f.name)
+                      for f in dataclasses.fields(AlignmentSettings)})
 
     def penalty(self, t: "Terms", size, replicas, pull_scale=1.0) -> tf.Tensor:
         """The weighted loss term of one replica.

@@ -1,7 +1,7 @@
 """Command-line flags of the training settings, made from :class:`stn.train.config.Config`.
 
 Each training setting (:data:`stn.train.config.SETTINGS`: a Config field with a
-help text) is one flag, ``--name-with-dashes``, whose type, choices and help
+help text, or a field of ``Config.alignment`` as ``alignment_<name>``) is one flag, ``--name-with-dashes``, whose type, choices and help
 come from the field, with no default of its own (None: the recipe's value).
 The values are checked once, by ``Config``; :func:`check` reports its
 :class:`stn.train.config.ConfigError` as the error of the field's flag. Used by
@@ -9,10 +9,9 @@ The values are checked once, by ``Config``; :func:`check` reports its
 """
 
 import argparse
-import dataclasses
 from collections.abc import Callable, Iterable
 
-from stn.train.config import PRECISIONS, SETTINGS, Config, ConfigError
+from stn.train.config import PRECISIONS, SETTING_FIELDS, SETTINGS, Config, ConfigError
 
 PRECISION_HELP = ("classifier arithmetic; 'auto' (default) picks mixed_bfloat16 where it is "
                   "native (AVX512-BF16/AMX CPUs, GPUs of compute capability >= 8.0), "
@@ -48,9 +47,8 @@ def add_settings(parser: argparse.ArgumentParser, names: Iterable[str] = SETTING
                                               "research options of the studies "
                                               "(experiments/screen.py); each flag given "
                                               "replaces the recipe's value")}
-    fields = {f.name: f for f in dataclasses.fields(Config)}
     for name in names:
-        field = fields[name]
+        field = SETTING_FIELDS[name]
         group = groups[field.metadata["research"]]
         options = {k: v for k, v in field.metadata.items() if k not in ("help", "research")}
         text = f"{field.metadata['help']} (default: {default})"

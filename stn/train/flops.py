@@ -89,7 +89,7 @@ def training_flops(config, train_images: int = TRAIN_IMAGES,
       forward pass); the test split's one pass is left out.
     """
     forward = forward_flops(build_model(config.model))
-    passes = 2 if config.alignment_weight else 1  # the term's pass on the rotated batch
+    passes = 2 if config.alignment else 1  # the term's pass on the rotated batch
     step = TRAIN_FACTOR * (forward.classifier + passes * forward.localization)
     run = config.epochs * (train_images * step + validation_images * forward.total)
     return {"forward_per_image": forward.total, "localization_per_image": forward.localization,

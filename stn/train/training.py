@@ -10,7 +10,6 @@ point (even by ``kill -9``) and restarted with the same command ends with
 the same history as an uninterrupted run.
 """
 
-import dataclasses
 import math
 import sys
 import time
@@ -219,10 +218,7 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 def make_steps(config: Config, model, optimizer, strategy=None) -> "Steps":
     """The training and evaluation steps of ``config`` (its loss terms and compilation)."""
-    # Each field of the term is the Config setting alignment_<field>.
-    alignment = (align.Alignment(**{f.name: getattr(config, f"alignment_{f.name}")
-                                    for f in dataclasses.fields(align.Alignment)})
-                 if config.alignment_weight else None)
+    alignment = align.Alignment.of(config.alignment) if config.alignment else None
     return Steps(model, optimizer, strategy, config.jit_compile and config.strategy == "default",
                  label_smoothing=config.label_smoothing, alignment=alignment, seed=config.seed,
                  congeal_weight=config.congeal_weight)

@@ -7,8 +7,8 @@ after each epoch, re-applying the recorded parameters with
 validation accuracy on every frame. Pillow only; no model, no MNIST.
 
     from stn.viz import animation
-    animation.render_gif("runs/seed_seed/trace.npz", "images/training.gif")
-    animation.render_run("runs/seed_seed", "images")  # the same, what evaluate.py does
+    animation.render_gif("runs/default/trace.npz", "images/training.gif")
+    animation.render_run("runs/default", "images")  # the same, what evaluate.py does
 """
 
 import dataclasses

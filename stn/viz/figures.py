@@ -86,7 +86,7 @@ _RANDOM_WARPS = 5
 """Columns of the augmentation figure of a protocol without named distortions."""
 
 
-def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Figure:
+def augmentation_figure(canonical_images, seed: int = 0, protocol="predecessor") -> Figure:
     """Digits under the warps of a protocol.
 
     Rows are digits; the first column is the original. For an affine
@@ -104,7 +104,7 @@ def augmentation_figure(canonical_images, seed: int = 0, protocol="seed") -> Fig
         unwarped digits in [0, 1], ``S`` the protocol's canvas; a few (say
         4) rows read best.
       seed: seed of the sampled warps.
-      protocol: name or :class:`stn.data.protocols.Protocol`, default ``"seed"``.
+      protocol: name or :class:`stn.data.protocols.Protocol`, default ``"predecessor"``.
 
     Returns:
       The figure.
