@@ -169,7 +169,8 @@ def test_committed_table_is_the_runners_output_of_the_committed_cells(table1, re
     markdown = table1.markdown(records, columns)
     assert (results / "table1.md").read_text() == markdown
     assert json.loads((results / "table1.json").read_text()) == {"cells": main_cells(records)}
-    assert len(main_cells(records)) == 32
+    # Every cell of R to E; the TC column fills in cell by cell.
+    assert len([c for c in main_cells(records) if c["protocol"] != "TC"]) == 32
     if results_dir == "results":  # the README's headline table and docs/table1.md's
         readme = (helpers.ROOT / "README.md").read_text().split("## Results", 1)[1]
         assert _first_table(readme) == _first_table(markdown)
