@@ -251,8 +251,14 @@ def _colocalisation_claims() -> list[tuple[str, tuple[str, ...]]]:
              ("README.md", "docs/colocalisation.md"))]
 
 
+def _volumes_claims() -> list[tuple[str, tuple[str, ...]]]:
+    models = _json("volumes.json")["models"]
+    return [(f"{100 * models[m]['test_error']:.2f}%", ("README.md", "docs/volumes.md"))
+            for m in ("st", "baseline")]
+
+
 CLAIMS = [*_default_run_claims(), *_bench_claims(), *_screen_claims(), *_table1_claims(),
-          *_tc_claims(), *_colocalisation_claims()]
+          *_tc_claims(), *_colocalisation_claims(), *_volumes_claims()]
 
 
 @pytest.mark.parametrize("claim,pages", CLAIMS, ids=[c for c, _ in CLAIMS])
