@@ -151,15 +151,11 @@ def build_data(mnist, protocol: str | protocols.Protocol = "rts", seed: int = 0,
     Returns:
       :class:`stn.data.pipeline.Data` whose splits are :class:`PairSplit`.
     """
-    from stn.data.pipeline import VALIDATION_SIZE, Data
+    from stn.data.pipeline import VALIDATION_SIZE, Data, check_split_sizes
 
     protocol = protocols.get_protocol(protocol)
     (x_train, y_train), (x_test, y_test) = mnist
-    if len(x_train) <= VALIDATION_SIZE:
-        raise ValueError(f"need more than {VALIDATION_SIZE} training images "
-                         f"(validation is the first {VALIDATION_SIZE}), got {len(x_train)}")
-    if max_train_examples is not None and max_train_examples < 1:
-        raise ValueError(f"max_train_examples must be >= 1, got {max_train_examples}")
+    check_split_sizes(len(x_train), max_train_examples)
     v = VALIDATION_SIZE
     return Data(train=make_split("train", x_train[v:], y_train[v:], protocol, seed,
                                  max_train_examples),

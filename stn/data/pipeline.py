@@ -228,6 +228,15 @@ def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
         sources=sources)
 
 
+def check_split_sizes(n_train: int, max_train_examples: int | None) -> None:
+    """Refuses a training set too small to hold out validation, or a limit below 1."""
+    if n_train <= VALIDATION_SIZE:
+        raise ValueError(f"need more than {VALIDATION_SIZE} training images "
+                         f"(validation is the first {VALIDATION_SIZE}), got {n_train}")
+    if max_train_examples is not None and max_train_examples < 1:
+        raise ValueError(f"max_train_examples must be >= 1, got {max_train_examples}")
+
+
 def build_data(mnist, protocol: str | protocols.Protocol = "predecessor", seed: int = 0, *,
                max_train_examples: int | None = None) -> Data:
     """Splits, pads and warps MNIST arrays (the work of :func:`load_data`).
@@ -244,11 +253,7 @@ def build_data(mnist, protocol: str | protocols.Protocol = "predecessor", seed: 
     """
     protocol = protocols.get_protocol(protocol)
     (x_train, y_train), (x_test, y_test) = mnist
-    if len(x_train) <= VALIDATION_SIZE:
-        raise ValueError(f"need more than {VALIDATION_SIZE} training images "
-                         f"(validation is the first {VALIDATION_SIZE}), got {len(x_train)}")
-    if max_train_examples is not None and max_train_examples < 1:
-        raise ValueError(f"max_train_examples must be >= 1, got {max_train_examples}")
+    check_split_sizes(len(x_train), max_train_examples)
     v = VALIDATION_SIZE
     return Data(
         train=_make_split("train", x_train[v:], y_train[v:], protocol, seed,
