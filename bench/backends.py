@@ -22,7 +22,7 @@ import importlib.util
 import os
 import sys
 
-from bench.timing import decline, measure_in_processes, serve
+from bench.timing import contender_table, decline, measure_in_processes, serve
 
 BACKENDS = ("tensorflow", "jax", "torch")
 BATCH, SIZE = 500, 40
@@ -120,24 +120,7 @@ def run(repeats: int = 30, kinds=KINDS) -> dict:
     for kind in kinds:
         served = measure_in_processes("bench.backends", [[b, kind] for b in BACKENDS], repeats)
         print(f"-- {kind}\n{'backend: code path':72s} {'forward':31s}   fwd+bwd (params)")
-        rows = {}
-        for backend in BACKENDS:
-            worker = served[f"{backend} {kind}"]
-            if "unavailable" in worker:
-                print(f"{backend}: not run ({worker['unavailable']})")
-                continue
-            t = worker["timings"]
-            print(f"{worker['label'] + ': ' + PATH[backend]:72s} {t['forward']}   "
-                  f"{t['forward_backward']}")
-            rows[backend] = {"label": worker["label"], "forward": t["forward"].median,
-                             "forward_backward": t["forward_backward"].median}
-        if "tensorflow" in rows:
-            for backend, row in rows.items():
-                for part in ("forward", "forward_backward"):
-                    row[f"{part}_vs_tensorflow"] = row[part] / rows["tensorflow"][part]
-                print(f"{'ratio ' + backend + ' / tensorflow':72s} "
-                      f"{row['forward_vs_tensorflow']:8.2f}{'':26s}"
-                      f"{row['forward_backward_vs_tensorflow']:8.2f}")
+        rows = contender_table(served, BACKENDS, kind, PATH, "tensorflow", 72)
         results[kind] = rows
     return results
 

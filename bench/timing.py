@@ -181,3 +181,37 @@ def measure_in_processes(module: str, workers: list[list[str]], repeats: int = 3
                   {"label": worker.label,
                    "timings": {name: _summary(t) for name, t in times[key].items()}})
             for key, worker in started.items()}
+
+
+def contender_table(served: dict, contenders, case: str, paths: dict, reference: str,
+                    width: int) -> dict:
+    """Prints the forward and forward+backward rows of ``measure_in_processes``'s workers
+    for one case, then each one's ratio to ``reference``; returns ``{contender: row}``.
+
+    Args:
+      served: ``measure_in_processes``'s answer, keyed ``"<contender> <case>"``.
+      contenders: the contenders, in print order.
+      case: the case's key part (a kind, a size).
+      paths: contender -> the code path it times (printed beside its label).
+      reference: the contender the ratios divide by (no ratios if it did not run).
+      width: the label column's width.
+    """
+    rows = {}
+    for contender in contenders:
+        worker = served[f"{contender} {case}"]
+        if "unavailable" in worker:
+            print(f"{contender}: not run ({worker['unavailable']})")
+            continue
+        t = worker["timings"]
+        print(f"{worker['label'] + ': ' + paths[contender]:{width}s} {t['forward']}   "
+              f"{t['forward_backward']}")
+        rows[contender] = {"label": worker["label"], "forward": t["forward"].median,
+                           "forward_backward": t["forward_backward"].median}
+    if reference in rows:
+        for contender, row in rows.items():
+            for part in ("forward", "forward_backward"):
+                row[f"{part}_vs_{reference}"] = row[part] / rows[reference][part]
+            print(f"{'ratio ' + contender + ' / ' + reference:{width}s} "
+                  f"{row[f'forward_vs_{reference}']:8.2f}{'':26s}"
+                  f"{row[f'forward_backward_vs_{reference}']:8.2f}")
+    return rows

@@ -21,7 +21,7 @@ import importlib.util
 import os
 import sys
 
-from bench.timing import decline, measure_in_processes, serve
+from bench.timing import contender_table, decline, measure_in_processes, serve
 
 BATCH, CHANNELS = 4, 1
 SIZES = (32, 64)
@@ -94,24 +94,7 @@ def run(repeats: int = 10, sizes=SIZES) -> dict:
         served = measure_in_processes("bench.volumes", [[c, str(size)] for c in CONTENDERS],
                                       repeats)
         print(f"-- {size}^3\n{'contender: code path':80s} {'forward':31s}   fwd+bwd (params)")
-        rows = {}
-        for contender in CONTENDERS:
-            worker = served[f"{contender} {size}"]
-            if "unavailable" in worker:
-                print(f"{contender}: not run ({worker['unavailable']})")
-                continue
-            t = worker["timings"]
-            print(f"{worker['label'] + ': ' + PATH[contender]:80s} {t['forward']}   "
-                  f"{t['forward_backward']}")
-            rows[contender] = {"label": worker["label"], "forward": t["forward"].median,
-                               "forward_backward": t["forward_backward"].median}
-        if "grid_sample" in rows:
-            for contender, row in rows.items():
-                for part in ("forward", "forward_backward"):
-                    row[f"{part}_vs_grid_sample"] = row[part] / rows["grid_sample"][part]
-                print(f"{'ratio ' + contender + ' / grid_sample':80s} "
-                      f"{row['forward_vs_grid_sample']:8.2f}{'':26s}"
-                      f"{row['forward_backward_vs_grid_sample']:8.2f}")
+        rows = contender_table(served, CONTENDERS, size, PATH, "grid_sample", 80)
         results[f"{size}^3"] = rows
     return results
 
