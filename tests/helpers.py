@@ -1,6 +1,9 @@
 """Helpers shared by several test files (imported as ``helpers``)."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +48,18 @@ def synthetic_split(n: int, rng: np.random.Generator) -> stn_data.Split:
     params = seed_warps(n, seed=1).reshape(n, 6).astype(np.float32)
     images = protocols.apply("seed", stn_data.pad(canonical, CANVAS).numpy(), params)
     return stn_data.Split(images, labels, params, canonical, "seed", "affine")
+
+
+def run_backend_worker(script: str, backend: str, out: Path, model_file: Path,
+                       timeout: float) -> None:
+    """Runs a test module's worker (``script out model_file``) in a fresh process on
+    ``backend``, on the CPU; skips if the backend is not installed, fails with its stderr."""
+    import pytest
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (pip install -r requirements-test.txt)")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, script, str(out), str(model_file)],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]

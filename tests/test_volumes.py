@@ -8,10 +8,7 @@ script in a subprocess (as tests/test_backends.py does) and write their
 numbers, which the tests here hold to the TensorFlow backend's.
 """
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -382,14 +379,10 @@ def tf_model_file(tmp_path_factory):
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request, tf_model_file, tmp_path_factory):
     name = request.param
-    if importlib.util.find_spec(name) is None:
-        pytest.skip(f"{name} is not installed (pip install -r requirements-test.txt)")
     out = tmp_path_factory.mktemp(f"{name}_volumes")
-    env = {**os.environ, "KERAS_BACKEND": name, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, __file__, str(out), str(tf_model_file[0])],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
+    import helpers  # here: the worker's own process imports no more than it needs
+
+    helpers.run_backend_worker(__file__, name, out, tf_model_file[0], timeout=900)
     return name, out
 
 
