@@ -22,8 +22,9 @@ DEFAULT_RUN_DIR = "runs/default"
 defaults'): the Makefile's RUN. Any other run: runs/<preset>_<protocol>."""
 ALIASES_HELP = ("old names, still accepted: presets {presets}; protocols {protocols}; "
                 "recipes {recipes}")
+DRY_RUN_EXAMPLES = 1000  # --dry-run's cap on the images trained, validated and tested
 # Config fields that have a flag of their name besides the training settings.
-OTHER_FLAGS = ("seed", "max_train_examples")
+OTHER_FLAGS = ("seed", "max_train_examples", "max_eval_examples")
 # ModelConfig fields that have a flag, each replacing the preset's value:
 # the parts of the alignment methods that live in the model (docs/alignment.md).
 MODEL_FLAGS = {
@@ -67,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="MNIST cache (default: $STN_DATA_DIR or ~/.keras/datasets)")
     p.add_argument("--max-train-examples", type=int, metavar="N",
                    help="train on the first N training images only (quick runs)")
+    p.add_argument("--max-eval-examples", type=int, metavar="N",
+                   help="validate and test on the first N images of each split only "
+                   "(quick runs; the numbers are then not the whole split's)")
     p.add_argument("--deterministic", action="store_true",
                    help="enable TensorFlow op determinism: same seed, identical metrics")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
@@ -77,8 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="compile the whole train step with XLA (the sampler always is); "
                    "slower on CPU, see docs/performance.md")
     p.add_argument("--dry-run", action="store_true",
-                   help="smoke test: 1 epoch of 2 steps on 1,000 images, in a temporary "
-                   "run dir (removed at the end) unless --run-dir is given")
+                   help="smoke test: 1 epoch of 2 steps on 1,000 images, validated and "
+                   "tested on 1,000, in a temporary run dir (removed at the end) unless "
+                   "--run-dir is given")
     p.add_argument("--keep", action="store_true",
                    help="with --dry-run and no --run-dir: keep the temporary run dir")
     cli.add_settings(p)
@@ -113,12 +118,13 @@ def make_run_config(args: argparse.Namespace, precision: str):
     from stn.train.config import make_config
 
     fields = dict(cli.settings(args), seed=args.seed, max_train_examples=args.max_train_examples,
-                  deterministic=args.deterministic, strategy=args.strategy,
-                  jit_compile=args.xla)
+                  max_eval_examples=args.max_eval_examples, deterministic=args.deterministic,
+                  strategy=args.strategy, jit_compile=args.xla)
     if args.dry_run:
-        given = args.max_train_examples
-        fields.update(epochs=1, max_train_examples=1000 if given is None else min(given, 1000),
-                      max_steps_per_epoch=2)
+        fields.update(epochs=1, max_steps_per_epoch=2,
+                      **{name: DRY_RUN_EXAMPLES if fields[name] is None
+                         else min(fields[name], DRY_RUN_EXAMPLES)
+                         for name in ("max_train_examples", "max_eval_examples")})
     model = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
     return make_config(args.preset, args.protocol, {"dtype": precision, **model},
                        recipe=args.recipe, **fields)

@@ -63,7 +63,8 @@ RECIPE, EPOCHS, BATCH_SIZE = "table1", 20, 256
 FIGURE_MODELS = {"2xST-FCN": "addition.png", "2xST-CNN": "addition_2xst-cnn.png"}
 FIGURE_PAIRS = 8
 CELL = "cell.json"  # written after the runner's record: a model is done when it is there
-TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2}
+TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2,
+        "max_eval_examples": 256}
 
 
 def run_name(model: str) -> str:
@@ -107,7 +108,8 @@ def run_model(model: str, config, runs_dir: Path, results_dir: Path, mnist_path=
     runner.run(unit, test=True, mnist_path=mnist_path, verbose=verbose)
     trained = runs.load_model(run_dir)
     test = addition.load_data(PROTOCOL, config.seed, mnist_path=mnist_path,
-                              max_train_examples=1).test
+                              max_train_examples=1,
+                              max_eval_examples=config.max_eval_examples).test
     focus = (channel_focus.channel_focus(trained, test.images[:focus_pairs])
              if config.model.transformer else [])
     runs.write_json(kept / CELL, {"parameters": trained.count_params(), "focus": focus,
@@ -179,7 +181,8 @@ def write_figures(runs_dir: Path, images_dir: Path, seed: int = 0, mnist_path=No
             continue
         if test is None:
             test = addition.load_data(PROTOCOL, seed, mnist_path=mnist_path,
-                                      max_train_examples=1).test
+                                      max_train_examples=1,
+                                      max_eval_examples=FIGURE_PAIRS).test
         trained = runs.load_model(run_dir)
         pairs = test.images[:FIGURE_PAIRS]
         outputs = [transformer_outputs(trained, pairs, index=k)[1]

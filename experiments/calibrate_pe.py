@@ -60,7 +60,8 @@ RULE = ("the FCN unit of the family whose validation error is nearest the paper'
         "error on a log scale (smallest |ln(val / paper)|; ties: smaller std, then no "
         "scale); the CNN at that setting is a second ruler and chooses nothing")
 LITERAL = {"p": "p-s5-scale", "e": "e-s1.5"}  # the same draws as protocols p and e
-SMOKE = {"epochs": 1, "max_steps_per_epoch": 2, "max_train_examples": 512}
+SMOKE = {"epochs": 1, "max_steps_per_epoch": 2, "max_train_examples": 512,
+         "max_eval_examples": 512}
 
 
 # --- the units ----------------------------------------------------------------

@@ -306,6 +306,10 @@ def variant_unit(model: str, protocol: str, fields: dict, precision: str, runs_d
                        variant_dir(model, protocol, fields, precision, runs_dir, base))
 
 
+def _rounded(value, digits: int):
+    return None if value is None else round(value, digits)
+
+
 def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_dir: Path,
                 base: dict, mnist_path=None, test: bool = False) -> dict:
     """Trains (or reads back) one variant; its validation error and rotation ratio.
@@ -323,14 +327,15 @@ def run_variant(model: str, protocol: str, fields: dict, precision: str, runs_di
     ratio = scale = shift = scale_ratio = None
     if config.model.transformer:
         validation = stn_data.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                                        max_train_examples=1).validation
+                                        max_train_examples=1,
+                                        max_eval_examples=config.max_eval_examples).validation
         pose = evaluation.split_pose(runs.load_model(run_dir), validation)
         parameters = pose.stats["parameters"]
-        ratio = round(parameters["rotation"]["ratio"], 3)
+        # A ratio is None where the protocol does not spread that parameter (TC: no rotation).
+        ratio = _rounded(parameters["rotation"]["ratio"], 3)
         scale = round(parameters["scale"]["residual"]["median"], 3)
         shift = round(max(parameters[k]["residual"]["std"] for k in ("tx", "ty")), 2)
-        scale_ratio = parameters["scale"]["ratio"]
-        scale_ratio = None if scale_ratio is None else round(scale_ratio, 3)
+        scale_ratio = _rounded(parameters["scale"]["ratio"], 3)
     return {"model": model, "protocol": protocol, "fields": fields, "run": str(run_dir),
             "val_error_percent": round(100 * (1 - history[-1]["val_accuracy"]), 2),
             "val_rotation_spread_ratio": ratio,

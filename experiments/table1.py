@@ -218,11 +218,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     # Smoke runs (the tests): a tiny grid.
     p.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-steps-per-epoch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--max-eval-examples", type=int, help=argparse.SUPPRESS)
     cli.add_settings(p, SETTINGS)
     args = p.parse_args(argv)
     cli.check(p, lambda: cell_config("CNN", "R", 0, args.recipe, **overrides(args)),
-              flags=(*SETTINGS, "max_train_examples", "max_steps_per_epoch"))
+              flags=(*SETTINGS, *SMOKE_FIELDS))
     return args
+
+
+SMOKE_FIELDS = ("max_train_examples", "max_steps_per_epoch", "max_eval_examples")
 
 
 def overrides(args) -> dict:
@@ -230,9 +234,7 @@ def overrides(args) -> dict:
     from stn.train import cli
 
     return {**cli.settings(args, SETTINGS),
-            **{k: v for k, v in (("max_train_examples", args.max_train_examples),
-                                 ("max_steps_per_epoch", args.max_steps_per_epoch))
-               if v is not None}}
+            **{k: getattr(args, k) for k in SMOKE_FIELDS if getattr(args, k) is not None}}
 
 
 def _selected(args) -> list[tuple[str, str, int]]:

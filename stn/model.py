@@ -192,7 +192,8 @@ def transformer_outputs(model: keras.Model, images, batch_size: int = 1000,
 
         # One tf.function per model and transformer, kept: a new one per call
         # would trace again every time (and TensorFlow warns of the retracing).
-        steps[index] = tf.function(_transformer_step(model, index), reduce_retracing=True)
+        steps[index] = tf.function(_transformer_step(model, index), reduce_retracing=True,
+                                   autograph=False)
     return in_batches(steps[index], images, batch_size)
 
 
@@ -231,7 +232,7 @@ def in_batches(fn, images, batch_size: int = 1000):
     import tensorflow as tf  # here, not at the top: the builders run on any backend
 
     step = (fn if isinstance(fn, tf.types.experimental.PolymorphicFunction)
-            else tf.function(fn, reduce_retracing=True))
+            else tf.function(fn, reduce_retracing=True, autograph=False))
     parts = [step(tf.constant(images[i:i + batch_size]))
              for i in range(0, len(images), batch_size)]
     return tf.nest.map_structure(lambda *part: np.concatenate([p.numpy() for p in part]), *parts)

@@ -191,6 +191,9 @@ def test_the_test_split_is_a_pure_function_of_the_seed(pairs):
     np.testing.assert_array_equal(again.test.images, data.test.images)
     np.testing.assert_array_equal(again.train.images, data.train.images[:10])
     other = addition.build_data(mnist, "rts", seed=4, max_train_examples=10)
+    head = addition.build_data(mnist, "rts", seed=3, max_eval_examples=5)  # a smoke run's
+    np.testing.assert_array_equal(head.validation.images, data.validation.images[:5])
+    np.testing.assert_array_equal(head.test.labels, data.test.labels[:5])
     assert not np.array_equal(other.test.images, data.test.images)
 
 

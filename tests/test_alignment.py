@@ -391,6 +391,7 @@ def test_a_tiny_run_with_the_term_logs_its_gap(tmp_path, monkeypatch):
     # Every part of the term on: the image pull decayed over the epochs, zooms.
     config = C.make_config("st-cnn-affine", "r", {"conv_filters": (4, 4), "dense_units": 16},
                            recipe="table1", epochs=2, batch_size=64, max_train_examples=256,
+                           max_eval_examples=256,
                            alignment_weight=1.0, alignment_image_pull=0.1,
                            alignment_pull_decay=True, alignment_zoom=1.3)
     made = []

@@ -40,13 +40,14 @@ TEMPORARY = re.compile(r"^\..*\.tmp(\.keras)?$")  # what an interrupted write le
 
 
 def small_config(**fields):
-    """The seed preset with a 32-unit dense layer, one epoch on 200 images.
+    """The seed preset with a 32-unit dense layer, one epoch on 200 images,
+    validated and tested on 200.
 
     On the 28 x 28 R digits: what these tests check (kills, damaged and
-    stale files) does not depend on the images, and a run's evaluation of
-    15,000 of them costs about half as much as on the seed protocol's 40 x 40.
+    stale files) does not depend on the images.
     """
-    fields = {"epochs": 1, "batch_size": 100, "max_train_examples": 200, **fields}
+    fields = {"epochs": 1, "batch_size": 100, "max_train_examples": 200,
+              "max_eval_examples": 200, **fields}
     return C.make_config("seed", "r", model_overrides={"dense_units": 32}, **fields,
                          recipe="cosine")
 

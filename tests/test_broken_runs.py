@@ -129,7 +129,8 @@ def test_divergence_warnings(history, total_steps, found):
 
 def test_a_diverging_run_is_named_in_the_log_and_metrics(tmp_path):
     config = C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=1,
-                           batch_size=100, max_train_examples=200, learning_rate=1e4,
+                           batch_size=100, max_train_examples=200, max_eval_examples=200,
+                           learning_rate=1e4,
                            recipe="cosine")
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):

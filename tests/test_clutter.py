@@ -179,6 +179,9 @@ def test_tc_test_split_is_a_pure_function_of_the_seed(tc, mnist):
     np.testing.assert_array_equal(again.train.images, tc.train.images[:7])
     np.testing.assert_array_equal(again.train.sources, tc.train.sources)
     other = D.build_data(mnist, "tc", seed=6, max_train_examples=7).test
+    head = D.build_data(mnist, "tc", seed=5, max_eval_examples=4).test  # a smoke run's
+    np.testing.assert_array_equal(head.images, tc.test.images[:4])
+    np.testing.assert_array_equal(head.clutter, tc.test.clutter[:4])
     assert not np.array_equal(other.clutter, tc.test.clutter)
 
 

@@ -131,6 +131,13 @@ def test_test_warps_are_a_pure_function_of_the_seed(data, mnist, protocol):
     assert len(short.train) == 7
     np.testing.assert_array_equal(short.train.warps, data.train.warps[:7])
     np.testing.assert_array_equal(short.train.images, data.train.images[:7])
+    head = D.build_data(mnist, protocol, seed=3, max_eval_examples=9)  # a smoke run's
+    for name in D.SPLITS[1:]:
+        assert len(getattr(head, name)) == 9
+        for field in ("images", "warps", "labels"):
+            np.testing.assert_array_equal(getattr(getattr(head, name), field),
+                                          getattr(getattr(data, name), field)[:9])
+    assert len(head.train) == len(data.train)
     # The splits draw from different streams.
     assert not np.allclose(data.test.warps, data.validation.warps[:N_TEST])
 
@@ -192,6 +199,8 @@ def test_unknown_protocol_is_a_value_error_listing_names(mnist):
 def test_bad_arguments_are_value_errors(mnist):
     with pytest.raises(ValueError, match="max_train_examples"):
         D.build_data(mnist, max_train_examples=0)
+    with pytest.raises(ValueError, match="max_eval_examples must be >= 1, got 0"):
+        D.build_data(mnist, max_eval_examples=0)
     with pytest.raises(ValueError, match="validation"):
         D.build_data(fake_mnist(n_train=100), "predecessor")
     with pytest.raises(ValueError, match="batch_size"):

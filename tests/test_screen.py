@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-TINY = {"epochs": 1, "max_train_examples": 200, "max_steps_per_epoch": 2}
+TINY = {"epochs": 1, "max_train_examples": 200, "max_steps_per_epoch": 2,
+        "max_eval_examples": 200}
 
 
 @pytest.fixture(scope="module")

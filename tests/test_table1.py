@@ -12,6 +12,7 @@ from experiments import grid
 
 pytestmark = pytest.mark.slow
 TINY = ["--epochs", "1", "--max-train-examples", "200", "--max-steps-per-epoch", "2",
+        "--max-eval-examples", "200",
         "--precision", "float32", "--no-seeds"]
 
 

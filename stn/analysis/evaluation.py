@@ -154,16 +154,18 @@ def _timed(progress: Callable[[str], None] | None, message: str, work: Callable)
     return out
 
 
-def load_test_split(protocol: str, seed: int, mnist_path=None, cache_dir=None) -> stn_data.Split:
-    """A run's test split: a pure function of its protocol and seed.
+def load_test_split(protocol: str, seed: int, mnist_path=None, cache_dir=None,
+                    max_examples: int | None = None) -> stn_data.Split:
+    """A run's test split: a pure function of its protocol and seed (its first
+    ``max_examples`` images, for a smoke run's ``Config.max_eval_examples``).
 
     Raises:
       stn.data.mnist.MnistError: MNIST cannot be found or read.
     """
     # One training image: the test warps do not depend on it (stn.data), and
     # warping the other 54,999 would only cost time and memory.
-    return stn_data.load_data(protocol, seed, mnist_path=mnist_path,
-                              cache_dir=cache_dir, max_train_examples=1).test
+    return stn_data.load_data(protocol, seed, mnist_path=mnist_path, cache_dir=cache_dir,
+                              max_train_examples=1, max_eval_examples=max_examples).test
 
 
 def split_pose(model: keras.Model, split: stn_data.Split) -> PoseAlignment:
@@ -200,7 +202,8 @@ def evaluate_run(run_dir, mnist_path=None, cache_dir=None,
     model = _timed(progress, f"loading {run_dir / runs.MODEL}", lambda: runs.load_model(run_dir))
     test = _timed(progress, f"rebuilding the test set (protocol {config.protocol!r}, "
                   f"seed {config.seed})",
-                  lambda: load_test_split(config.protocol, config.seed, mnist_path, cache_dir))
+                  lambda: load_test_split(config.protocol, config.seed, mnist_path, cache_dir,
+                                          config.max_eval_examples))
     logits = _timed(progress, f"classifying {len(test):,} test digits",
                     lambda: predict(model, test.images))
     predictions = np.argmax(logits, axis=1)

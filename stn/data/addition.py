@@ -139,7 +139,7 @@ def make_split(name: str, digits: np.ndarray, labels: np.ndarray,
 
 
 def build_data(mnist, protocol: str | protocols.Protocol = "rts", seed: int = 0, *,
-               max_train_examples: int | None = None):
+               max_train_examples: int | None = None, max_eval_examples: int | None = None):
     """The three splits of pairs from MNIST arrays (the work of :func:`load_data`).
 
     Args:
@@ -147,6 +147,7 @@ def build_data(mnist, protocol: str | protocols.Protocol = "rts", seed: int = 0,
       protocol: the warp of each channel (name or Protocol).
       seed: non-negative int; the pairs and warps are a pure function of it.
       max_train_examples: keep only the first this-many training pairs.
+      max_eval_examples: keep only the first this-many validation and test pairs.
 
     Returns:
       :class:`stn.data.pipeline.Data` whose splits are :class:`PairSplit`.
@@ -155,23 +156,25 @@ def build_data(mnist, protocol: str | protocols.Protocol = "rts", seed: int = 0,
 
     protocol = protocols.get_protocol(protocol)
     (x_train, y_train), (x_test, y_test) = mnist
-    check_split_sizes(len(x_train), max_train_examples)
+    check_split_sizes(len(x_train), max_train_examples, max_eval_examples)
     v = VALIDATION_SIZE
     return Data(train=make_split("train", x_train[v:], y_train[v:], protocol, seed,
                                  max_train_examples),
-                validation=make_split("validation", x_train[:v], y_train[:v], protocol, seed),
-                test=make_split("test", x_test, y_test, protocol, seed),
+                validation=make_split("validation", x_train[:v], y_train[:v], protocol, seed,
+                                      max_eval_examples),
+                test=make_split("test", x_test, y_test, protocol, seed, max_eval_examples),
                 protocol=protocol, seed=seed)
 
 
 def load_data(protocol: str = "rts", seed: int = 0, *, mnist_path=None, cache_dir=None,
-              max_train_examples: int | None = None):
+              max_train_examples: int | None = None, max_eval_examples: int | None = None):
     """Loads MNIST (``stn.data.mnist.load_mnist``) and builds the pairs: :func:`build_data`."""
     protocols.get_protocol(protocol)  # fail fast, before the download
     from stn.data.mnist import load_mnist
 
     mnist = load_mnist(cache_dir=cache_dir, path=mnist_path)
-    return build_data(mnist, protocol, seed, max_train_examples=max_train_examples)
+    return build_data(mnist, protocol, seed, max_train_examples=max_train_examples,
+                      max_eval_examples=max_eval_examples)
 
 
 def epoch_pairs(split: PairSplit, seed: int, epoch: int, protocol: protocols.Protocol):
@@ -197,7 +200,8 @@ def _batches(order: np.ndarray, batch_size: int, fetch):
     options = tf.data.Options()
     options.autotune.enabled = False  # stn.data.pipeline: the autotuner can stall the main thread
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int32)).batch(batch_size)
-    ds = ds.map(fetch, num_parallel_calls=PIPELINE_DEPTH, deterministic=True)
+    ds = ds.map(tf.autograph.experimental.do_not_convert(fetch),
+                num_parallel_calls=PIPELINE_DEPTH, deterministic=True)
     return ds.prefetch(PIPELINE_DEPTH).with_options(options)
 
 

@@ -10,7 +10,8 @@ canvas. An entry is
   the number of labels ``0 .. classes - 1``; :func:`stn.train.config.make_config`
   sizes the model's input and logits by them;
 * ``module``: the module that builds it, with the functions
-  ``load_data(protocol, seed, *, mnist_path, cache_dir, max_train_examples)``
+  ``load_data(protocol, seed, *, mnist_path, cache_dir, max_train_examples,
+  max_eval_examples)``
   (the three splits, ``.train``, ``.validation``, ``.test``, each with
   ``images`` float32 ``[N, S, S, C]`` and ``labels`` int32 ``[N]``),
   ``train_dataset(split, batch_size, *, seed, epoch, resample, protocol)``

@@ -228,17 +228,21 @@ def _make_split(name: str, digits: np.ndarray, labels: np.ndarray,
         sources=sources)
 
 
-def check_split_sizes(n_train: int, max_train_examples: int | None) -> None:
+def check_split_sizes(n_train: int, max_train_examples: int | None,
+                      max_eval_examples: int | None = None) -> None:
     """Refuses a training set too small to hold out validation, or a limit below 1."""
     if n_train <= VALIDATION_SIZE:
         raise ValueError(f"need more than {VALIDATION_SIZE} training images "
                          f"(validation is the first {VALIDATION_SIZE}), got {n_train}")
-    if max_train_examples is not None and max_train_examples < 1:
-        raise ValueError(f"max_train_examples must be >= 1, got {max_train_examples}")
+    for name, limit in (("max_train_examples", max_train_examples),
+                        ("max_eval_examples", max_eval_examples)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be >= 1, got {limit}")
 
 
 def build_data(mnist, protocol: str | protocols.Protocol = "predecessor", seed: int = 0, *,
-               max_train_examples: int | None = None) -> Data:
+               max_train_examples: int | None = None,
+               max_eval_examples: int | None = None) -> Data:
     """Splits, pads and warps MNIST arrays (the work of :func:`load_data`).
 
     Args:
@@ -247,24 +251,29 @@ def build_data(mnist, protocol: str | protocols.Protocol = "predecessor", seed: 
       protocol: name in :data:`stn.data.protocols.PROTOCOLS` (or a Protocol).
       seed: non-negative int; the warps are a pure function of it.
       max_train_examples: keep only the first this-many train images.
+      max_eval_examples: keep only the first this-many validation and test
+        images (smoke runs; each is the full split's image, as for
+        ``max_train_examples``).
 
     Returns:
       :class:`Data`.
     """
     protocol = protocols.get_protocol(protocol)
     (x_train, y_train), (x_test, y_test) = mnist
-    check_split_sizes(len(x_train), max_train_examples)
+    check_split_sizes(len(x_train), max_train_examples, max_eval_examples)
     v = VALIDATION_SIZE
     return Data(
         train=_make_split("train", x_train[v:], y_train[v:], protocol, seed,
                           limit=max_train_examples),
-        validation=_make_split("validation", x_train[:v], y_train[:v], protocol, seed),
-        test=_make_split("test", x_test, y_test, protocol, seed),
+        validation=_make_split("validation", x_train[:v], y_train[:v], protocol, seed,
+                               limit=max_eval_examples),
+        test=_make_split("test", x_test, y_test, protocol, seed, limit=max_eval_examples),
         protocol=protocol, seed=seed)
 
 
 def load_data(protocol: str = "predecessor", seed: int = 0, *, mnist_path=None, cache_dir=None,
-              max_train_examples: int | None = None) -> Data:
+              max_train_examples: int | None = None,
+              max_eval_examples: int | None = None) -> Data:
     """Loads MNIST (``stn.data.mnist.load_mnist``) and builds the warped splits.
 
     Args:
@@ -274,6 +283,7 @@ def load_data(protocol: str = "predecessor", seed: int = 0, *, mnist_path=None, 
       mnist_path: MNIST file or directory, passed to ``load_mnist(path=)``.
       cache_dir: download cache, passed to ``load_mnist(cache_dir=)``.
       max_train_examples: keep only the first this-many train images.
+      max_eval_examples: keep only the first this-many validation and test images.
 
     Returns:
       :class:`Data` with ``train`` (55,000), ``validation`` (5,000) and
@@ -286,7 +296,8 @@ def load_data(protocol: str = "predecessor", seed: int = 0, *, mnist_path=None, 
     protocols.get_protocol(protocol)  # fail fast, before the download
     from stn.data.mnist import load_mnist
     mnist = load_mnist(cache_dir=cache_dir, path=mnist_path)
-    return build_data(mnist, protocol, seed, max_train_examples=max_train_examples)
+    return build_data(mnist, protocol, seed, max_train_examples=max_train_examples,
+                      max_eval_examples=max_eval_examples)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -350,7 +361,8 @@ def _batches(order: np.ndarray, batch_size: int, fetch) -> tf.data.Dataset:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int32))
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(fetch, num_parallel_calls=PIPELINE_DEPTH, deterministic=True)
+    ds = ds.map(tf.autograph.experimental.do_not_convert(fetch),
+                num_parallel_calls=PIPELINE_DEPTH, deterministic=True)
     return ds.prefetch(PIPELINE_DEPTH).with_options(_NO_AUTOTUNE)
 
 

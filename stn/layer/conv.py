@@ -144,7 +144,7 @@ def _shifted_overlap_add(g, kernel, size, pads):
     return full[:, pads[0]:pads[0] + size[0], pads[1]:pads[1] + size[1], :]
 
 
-_shift_xla = tf.function(_shifted_overlap_add, jit_compile=True)
+_shift_xla = tf.function(_shifted_overlap_add, jit_compile=True, autograph=False)
 
 
 def multiply_adds(method: str, dy_shape, kernel_shape, size, stride: int = 1) -> float:

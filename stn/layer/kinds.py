@@ -280,7 +280,8 @@ def _xla(name: str):
     """``warp_xla`` or ``warp_xla_params_grad`` (see :func:`warp`), built once."""
     if name not in globals():
         import tensorflow as tf
-        globals()[name] = tf.function(_XLA[name], jit_compile=True, reduce_retracing=True)
+        globals()[name] = tf.function(_XLA[name], jit_compile=True, reduce_retracing=True,
+                                      autograph=False)
     return globals()[name]
 
 

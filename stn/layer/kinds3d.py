@@ -51,7 +51,7 @@ def tf_volume_sample(warp: Callable) -> Callable:
             def body(volumes, params, out_size):
                 return warp(volumes if image_gradient else tf.stop_gradient(volumes), params,
                             out_size)
-            compiled[image_gradient] = tf.function(body, jit_compile=True)
+            compiled[image_gradient] = tf.function(body, jit_compile=True, autograph=False)
         size = None if out_size is None else tuple(int(s) for s in out_size)
         return compiled[image_gradient](volumes, params, size)
 

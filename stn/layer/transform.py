@@ -277,7 +277,8 @@ def affine_transform(images: tf.Tensor, theta: tf.Tensor, out_size=None) -> tf.T
 transform = affine_transform
 """Alias of :func:`affine_transform` (the name of earlier versions)."""
 
-transform_xla = tf.function(affine_transform, jit_compile=True, reduce_retracing=True)
+transform_xla = tf.function(affine_transform, jit_compile=True, reduce_retracing=True,
+                            autograph=False)
 """:func:`affine_transform` compiled by XLA, for graphs and tf.data pipelines.
 
 Same results up to float32 rounding. On CPU, XLA fuses the index

@@ -231,6 +231,8 @@ class Config:
     seed: int = 0
     max_train_examples: int | None = None
     max_steps_per_epoch: int | None = None  # for smoke runs
+    # For smoke runs too: validation and test on their first N images only.
+    max_eval_examples: int | None = None
     resample_warps: bool = setting(True, "draw fresh warps every epoch (augmentation), or "
                                     "warp each training image once")
     deterministic: bool = False
@@ -248,7 +250,8 @@ class Config:
         check_choice("strategy", self.strategy, ("default", "mirrored"))
         check_choice("recipe", self.recipe, tuple(RECIPES))
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch"):
+        for name in ("epochs", "batch_size", "max_train_examples", "max_steps_per_epoch",
+                     "max_eval_examples"):
             check_positive(name, getattr(self, name))
         if self.seed < 0:
             raise ConfigError("seed", f"must be non-negative, got {self.seed}")

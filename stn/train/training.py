@@ -87,7 +87,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, mnist_path, cache_dir, co
         tf.config.experimental.enable_op_determinism()
     source = datasets.source(config.dataset)  # stn.data.pipeline, or another dataset's builder
     data = source.load_data(config.protocol, config.seed, mnist_path=mnist_path,
-                            cache_dir=cache_dir, max_train_examples=config.max_train_examples)
+                            cache_dir=cache_dir, max_train_examples=config.max_train_examples,
+                            max_eval_examples=config.max_eval_examples)
     build_images(data, resample=config.resample_warps, test=test)
     strategy = _strategy(config.strategy)
     with strategy.scope():
@@ -260,15 +261,18 @@ class Steps:
                      if self.transformer is not None else None)
         # The image pull's factor this epoch (Alignment.pull_scale), set by train_epoch.
         self.pull_scale = tf.Variable(1.0, trainable=False, name="pull_scale")
-        self._train = tf.function(self._train_step, jit_compile=jit_compile)
-        self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
+        # autograph=False here and on the sampler's tf.functions: no step has
+        # Python control flow on tensors, and converting the step and all it
+        # calls cost about 4 s at every start (half a smoke run's time).
+        self._train = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
+        self._eval = tf.function(self._eval_step, jit_compile=jit_compile, autograph=False)
         # The optimizer's update as one XLA cluster: Adam's dozen element-wise
         # ops over each variable fuse into one pass over memory, which for
         # the default model's 26M parameters is 3x faster on CPU (bench/).
         # Mirrored strategies update through cross-replica merge calls,
         # which XLA cannot compile; they keep the plain update.
         mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
-        self._apply = (tf.function(self._apply_gradients, jit_compile=True)
+        self._apply = (tf.function(self._apply_gradients, jit_compile=True, autograph=False)
                        if xla_update and not (mirrored or jit_compile)
                        else self._apply_gradients)
 
