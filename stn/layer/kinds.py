@@ -257,15 +257,8 @@ def warp(images, params, kind: "str | Kind" = "affine", out_size=None):
     """
     import tensorflow as tf
 
-    from stn.layer import transform as T
-    kind = get_kind(kind)
     images = tf.convert_to_tensor(images)
-    params = tf.cast(params, images.dtype)
-    if kind.tf_sample is not None:
-        return kind.tf_sample(images, params, out_size)
-    if out_size is None:
-        out_size = T.image_dims(images)[1:3]
-    return T.bilinear_sample(images, kind.tf_grid(params, *out_size))
+    return _sample(get_kind(kind), images, tf.cast(params, images.dtype), out_size, tf_ops=True)
 
 
 def _warp_constant_images(images, params, kind="affine", out_size=None):
@@ -307,11 +300,19 @@ def warp_ops(images, params, kind: "str | Kind" = "affine", out_size=None):
     Returns:
       ``[B, h, w, C]`` of the dtype of ``images``, zero-padded outside.
     """
-    kind = get_kind(kind)
     images = ops.convert_to_tensor(images)
-    params = ops.cast(params, images.dtype)
-    if kind.sample is not None:
-        return kind.sample(images, params, out_size)
+    return _sample(get_kind(kind), images, ops.cast(params, images.dtype), out_size, tf_ops=False)
+
+
+def _sample(kind: Kind, images, params, out_size, *, tf_ops: bool):
+    """The kind's own sampler, else its grid and the bilinear sampler: TF ops or ``keras.ops``."""
+    sample = kind.tf_sample if tf_ops else kind.sample
+    if sample is not None:
+        return sample(images, params, out_size)
+    if tf_ops:
+        from stn.layer import transform as T
+        height, width = out_size if out_size is not None else T.image_dims(images)[1:3]
+        return T.bilinear_sample(images, kind.tf_grid(params, height, width))
     height, width = out_size if out_size is not None else images.shape[1:3]
     return S.bilinear_sample(images, kind.grid(params, int(height), int(width)))
 
