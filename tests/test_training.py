@@ -300,14 +300,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 def resume_config():
     """The resume test's run: the seed preset (dropout in its localization net)
-    with a 32-unit dense layer on 28 x 28 R digits, 4 epochs of 10 steps.
+    with a 32-unit dense layer on 28 x 28 R digits, 3 epochs of 6 steps.
 
     Exact resumption (batch order, fresh warps, dropout masks, Adam and the
     cosine schedule restored from the checkpoint) does not depend on the
     model's size: this one is 0.4M parameters where the default is 26M.
     """
-    return C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=4,
-                         batch_size=100, max_train_examples=1000, max_eval_examples=500,
+    return C.make_config("seed", "r", model_overrides={"dense_units": 32}, epochs=3,
+                         batch_size=100, max_train_examples=600, max_eval_examples=500,
                          deterministic=True, seed=3,
                          recipe="cosine")
 
