@@ -4,9 +4,10 @@ A holder process takes the lock of a run directory and sleeps; a second
 writer (train.py, train_and_evaluate) is refused naming it, evaluate.py
 says the run is being trained, and nothing in the directory changes. A
 holder killed with SIGKILL leaves its lock file, which is taken over.
-The holders are tiny Python processes, not trainings.
+The holders are tiny Python processes, not trainings, forked by one server.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -14,36 +15,74 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 import helpers
 from stn.train import run_lock, runs, training
 
-HOLDER = textwrap.dedent("""
-    import sys, time
+# One server process per test module imports run_lock (and TensorFlow with it)
+# once; each holder is a child it forks, which takes a run dir's lock and sleeps.
+SERVER = textwrap.dedent("""
+    import os, signal, sys, time
     from stn.train import run_lock
-    with run_lock.hold(sys.argv[1], ["holder.py", "--run-dir", sys.argv[1]]):
-        print("locked", flush=True)
-        time.sleep(120)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # a killed child is reaped at once
+    for line in sys.stdin:  # a run dir per line
+        if os.fork() == 0:
+            run_dir = line.strip()
+            with run_lock.hold(run_dir, ["holder.py", "--run-dir", run_dir]):
+                print(os.getpid(), flush=True)
+                time.sleep(120)
+            os._exit(0)
 """)
 
 
+class Holder:
+    """A live process holding the lock of a run dir (a child of the server)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def kill(self):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float = 30.0):
+        """Until the process is gone (and with it its lock)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.01)
+        pytest.fail(f"holder {self.pid} still alive after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], cwd=helpers.ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(helpers.ROOT)})
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 @pytest.fixture
-def holder():
+def holder(server):
     """Starts a process that holds the lock of a run dir; yields a starter, kills them all."""
-    procs = []
+    holders = []
 
     def start(run_dir):
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], cwd=helpers.ROOT,
-                                stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(helpers.ROOT)})
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "locked"
-        return proc
+        server.stdin.write(f"{run_dir}\n")
+        server.stdin.flush()
+        holders.append(Holder(int(server.stdout.readline())))
+        return holders[-1]
 
     yield start
-    for proc in procs:
+    for proc in holders:
         proc.kill()
         proc.wait()
 
