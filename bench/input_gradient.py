@@ -1,4 +1,4 @@
-"""Benchmark 7: what the classifier's input gradient costs, by code path (issue 27).
+"""Benchmark 7: what the classifier's input gradient costs, by code path.
 
 A spatial transformer's training step differentiates the classifier with
 respect to its *input* image (the gradient must reach the sampler); a plain

@@ -1,4 +1,4 @@
-"""The label-free alignment term against the paper's method, and the classifier's floor (issue 26).
+"""The label-free alignment term against the paper's method, and the classifier's floor.
 
     python -m experiments.alignment              # every unit not yet done, then the json
     python -m experiments.alignment --list       # the units and whether they are done

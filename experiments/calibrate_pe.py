@@ -1,4 +1,4 @@
-"""P and E at the paper's severity: the FCN as a ruler over the noise's std (issue 25).
+"""P and E at the paper's severity: the FCN as a ruler over the noise's std.
 
     python -m experiments.calibrate_pe              # train what is missing, choose, write
     python -m experiments.calibrate_pe --only p     # the P family only

@@ -20,7 +20,7 @@ MODELS = {  # the table's rows -> model presets (stn.train.config.MODEL_PRESETS)
 PROTOCOLS = {"R": "r", "RTS": "rts", "P": "p-cal", "E": "e-cal",  # columns -> stn.data.protocols
              "TC": "tc"}
 # Our literal readings of the appendix's P and E, the table's columns until
-# the FCN ruler calibrated them (issue 25; docs/protocols.md): their cells are
+# the FCN ruler calibrated them (docs/protocols.md): their cells are
 # kept, as results/table1_literal.{json,md}, beside the calibrated table.
 LITERAL = {"P": "p", "E": "e"}
 READINGS = {"calibrated": PROTOCOLS, "literal": LITERAL}

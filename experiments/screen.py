@@ -45,7 +45,7 @@ SCREENED_CELLS = (("ST-CNN Aff", "RTS"), ("CNN", "RTS"), ("ST-CNN Aff", "R"))
 # The upright default run (make train's until the fast-default screen).
 FAST_BASE = {"preset": "seed-conv", "recipe": "upright"}
 STUDIES = {
-    # Does a faster localization net undo more of R's rotation (issue 13, item 7)?
+    # Does a faster localization net undo more of R's rotation?
     "localization-lr": [
         *[("ST-FCN Aff", "R", {"localization_lr_scale": s}) for s in (1.0, 3.0, 10.0, 30.0)],
         *[("ST-CNN Aff", "R", {"epochs": 10, "localization_lr_scale": s})
@@ -74,7 +74,7 @@ STUDIES = {
     # Is the ST-CNN on RTS held back by the recipe's length? Twice the epochs
     # (18 min, over the 15-minute cell budget): a test of length, not a recipe.
     "epochs": [("ST-CNN Aff", "RTS", {}), ("ST-CNN Aff", "RTS", {"epochs": 90})],
-    # The label-free alignment term (stn.train.alignment, issue 26): its weight and
+    # The label-free alignment term (stn.train.alignment): its weight and
     # the range of its rotations, against the paper's method (weight 0), over
     # 15 epochs (a third of the recipe) to screen cheaply.
     "alignment": [
@@ -87,7 +87,7 @@ STUDIES = {
         *[("ST-CNN Aff", "R", {"epochs": 15, "alignment_weight": 1.0, "alignment_terms": t})
           for t in ("consistency", "angle")],
     ],
-    # The classifier's regularization (issue 26: the paper's CNN overfits
+    # The classifier's regularization (the paper's CNN overfits
     # undistorted digits, floor 0.58%): dropout before the logits, with and
     # without the alignment term, against the 15-epoch rows of "alignment".
     "alignment-dropout": [
@@ -197,7 +197,7 @@ STUDIES = {
     # (docs/protocols.md, "TC"): the lowest validation error; within 0.1 point
     # of it, the smaller side.
     "tc-output": [("ST-CNN Aff", "TC", {"transformer_output_size": size}) for size in (28, 40)],
-    # The default run made to straighten (issue 26, item 5): the alignment
+    # The default run made to straighten: the alignment
     # term with the seed's Dense 20 localization net or the paper's conv one
     # (preset seed-conv), and the conv net alone.
     "upright-default": [
