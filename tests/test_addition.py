@@ -2,6 +2,7 @@
 channel-focus measure, the figure, and experiments.addition on a tiny run."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -278,6 +279,23 @@ def test_tiny_experiment_trains_records_reads_back_and_draws(tmp_path, capsys):
     assert study.main(args) == 0  # finished: read back, not trained again
     assert "2xST-FCN: done" in capsys.readouterr().out
     assert (tmp_path / "runs/2xst-fcn/history.csv").read_text() == history
+
+
+def test_tiny_screen_reports_validation_only_and_reads_back(tmp_path, capsys):
+    from experiments import addition as study
+
+    out = tmp_path / "screen_addition.json"
+    rows = study.run_screen(tmp_path / "runs", out, precision="float32", **study.TINY)
+    assert json.loads(out.read_text())["variants"] == rows
+    assert [(r["model"], r["changes"]) for r in rows] == study.SCREEN
+    assert [r["learning_rate"] for r in rows] == [1e-3, 3e-3, 1e-2, 3e-3]
+    for row in rows:
+        metrics = json.loads((Path(row["run"]) / "metrics.json").read_text())
+        assert "test_accuracy" not in metrics  # a choice on validation
+        assert row["val_error_percent"] == round(100 * (1 - metrics["val_accuracy"]), 2)
+    capsys.readouterr()
+    assert study.run_screen(tmp_path / "runs", out, precision="float32", **study.TINY) == rows
+    assert capsys.readouterr().out.count(": done, in") == len(rows)  # read back
 
 
 def test_the_models_have_about_the_same_number_of_parameters():
