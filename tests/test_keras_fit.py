@@ -19,6 +19,10 @@ from stn.layer.layers import SpatialTransformer, conv_localization
 
 pytestmark = pytest.mark.slow
 SHAPE, OUT = (36, 48, 3), (24, 20)  # (H, W, C) in, (h, w) out
+# fit() runs eagerly here: tracing twelve train functions cost four times the
+# fits; graph-mode fit() is the docs example's (test_docs_example_runs), and
+# every kind is traced in graphs by the backend and model tests.
+RUN_EAGERLY = True
 EXAMPLE = helpers.ROOT / "examples" / "keras_fit.py"
 DOC, DOC_SECTION = helpers.ROOT / "docs" / "backends.md", "## The layer in your own Keras model"
 
@@ -68,9 +72,9 @@ MODELS = {f"{build.__name__}-{kind}": (build, kind)
 
 
 def fit(model, images, labels):
-    """Plain compile/fit: a few Adam steps on the classes (the crop head has no loss)."""
+    """Plain compile/fit, eager: a few Adam steps on the classes (the crop head has no loss)."""
     losses = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=RUN_EAGERLY,
                   loss=[losses, None] if len(model.outputs) > 1 else losses)
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # 2 steps
 
