@@ -36,6 +36,10 @@ AFFINE3D_IDENTITY = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 """The identity 3-D affine map, row-major ``[3, 4]`` flattened."""
 
 
+CORNERS = tuple((dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1))
+"""A cell's eight corners as offsets ``(dz, dy, dx)`` from its lower corner."""
+
+
 def centre_points3d(depth: int, height: int, width: int) -> np.ndarray:
     """float64 ``[d, h, w, 3]``: the normalized ``(x, y, z)`` of every voxel centre."""
     z, y, x = np.meshgrid(centres(depth), centres(height), centres(width), indexing="ij")
@@ -86,21 +90,24 @@ def trilinear_sample(volumes, grid):
     z0, wz0, wz1 = lower_corner(pixel_coordinates(grid[..., 2], depth, out_d, (1, -1, 1, 1)),
                                 depth)
     # Padded by one zero voxel before and two after on each axis (lower_corner's
-    # index range), flattened so that each corner is one row gather.
-    row, plane = width + 3, (height + 3) * (width + 3)
-    flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
-                       (-1, channels))
-    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
+    # index range). Each row of `corners` holds the 8 voxels of the cell whose
+    # lower corner it is, side by side (8C values), so one row gather reads all
+    # eight: 2.1-4x faster forward + backward than eight gathers of C values
+    # under XLA on CPU, at 32^3, 64^3 and 3-D MNIST's 60^3 -> 20x30x30, and no
+    # larger at its peak (XLA fuses the slices into the gather).
+    padded = ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]])
+    cells = (depth + 2, height + 2, width + 2)
+    corners = ops.concatenate([padded[:, dz:dz + cells[0], dy:dy + cells[1], dx:dx + cells[2]]
+                               for dz, dy, dx in CORNERS], axis=-1)  # (B, D+2, H+2, W+2, 8C)
+    row, plane = cells[2], cells[1] * cells[2]
+    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * (cells[0] * plane),
                         (-1, 1, 1, 1))
-    first = start + z0 * plane + y0 * row + x0  # (B, d, h, w): the lower corner's row
-    out = None
-    for dz, wz in ((0, wz0), (plane, wz1)):
-        for dy, wy in ((0, wy0), (row, wy1)):
-            wzy = wz * wy
-            for dx, wx in ((0, wx0), (1, wx1)):
-                term = ops.take(flat, first + (dz + dy + dx), axis=0) * (wzy * wx)[..., None]
-                out = term if out is None else out + term
-    return out  # (B, d, h, w, C)
+    got = ops.take(ops.reshape(corners, (-1, 8 * channels)),
+                   start + z0 * plane + y0 * row + x0, axis=0)  # (B, d, h, w, 8C)
+    got = ops.reshape(got, (-1, out_d, out_h, out_w, 8, channels))
+    weights = ops.stack([(wz0, wz1)[dz] * (wy0, wy1)[dy] * (wx0, wx1)[dx]
+                         for dz, dy, dx in CORNERS], axis=-1)  # (B, d, h, w, 8)
+    return ops.sum(got * weights[..., None], axis=-2)  # (B, d, h, w, C)
 
 
 def sample(volumes, grid):
