@@ -95,6 +95,13 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
 
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
+        kept = json.loads((run_dir / "config.json").read_text())["plan"]
+        if kept != dataclasses.asdict(plan):
+            changed = ", ".join(f"{k}: {kept.get(k)} there, {v} now"
+                                for k, v in dataclasses.asdict(plan).items() if kept.get(k) != v)
+            raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
+                                f"({changed}): pass another --run-dir (and --json, --figure) "
+                                "for this plan")
         return json.loads(metrics_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
@@ -211,7 +218,11 @@ def main(argv=None) -> None:
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size)
-    record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)
+    from stn.train import runs
+    try:
+        record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)
+    except runs.RunError as e:
+        parser.exit(2, f"volumes.py: error: {e}\n")
     for name, unit in record["models"].items():
         print(f"{name}: test error {unit['test_error']:.4f}, {unit['parameters']} parameters, "
               f"{unit['train_seconds']:.0f} s of training ({unit['steps']} steps, "

@@ -98,3 +98,19 @@ def test_a_finished_unit_is_read_back_not_trained_again(tiny_run):
     again = E.run(E.TINY, **paths, models=("st",))
     assert model_file.stat().st_mtime_ns == before
     assert again["models"]["st"] == json.loads(json.dumps(record["models"]["st"]))
+
+
+def test_a_finished_unit_of_another_plan_is_refused(tiny_run, capsys):
+    from experiments import volumes as E
+    _, paths = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in paths["run_dir"].rglob("*") if p.is_file()}
+    argv = ["--tiny", "--epochs", "2", "--run-dir", str(paths["run_dir"]), "--json",
+            str(paths["json_path"]), "--figure", str(paths["figure"])]
+    E.main(argv)  # --tiny's plan: the same as the run's, read back
+    with pytest.raises(SystemExit) as exit_info:
+        E.main(["--epochs", "2", *argv[3:]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds a finished st unit of another plan (epochs: 1 there, 2 now" in err
+    assert "pass another --run-dir" in err
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing trained or written
