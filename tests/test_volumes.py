@@ -221,6 +221,35 @@ def test_affine3d_matches_scipy_and_torch(seed, channels, out_size):
         np.testing.assert_allclose(out, scipy_out, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels, out_size", [(1, OUT_SIZE), (3, IN_SIZE)])
+def test_the_row_gather_sampler_equals_the_eight_gathers(channels, out_size):
+    # TensorFlow's form (stn.layer.sampler3d.sample) against the portable one, in
+    # float64: the outputs and both gradients, with a map that reads outside the volume.
+    import keras
+    import tensorflow as tf
+
+    from stn.layer import sampler3d
+    volumes, theta = case(np.float64, channels, spread=0.6)
+    weights = tf.constant(np.random.default_rng(4).normal(size=(2, *out_size, channels)))
+
+    def outputs_and_gradients(sampler):
+        x, t = tf.constant(volumes), tf.constant(theta)
+        with tf.GradientTape() as tape:
+            tape.watch([x, t])
+            out = sampler(x, sampler3d.affine3d_grid(t, *out_size))
+            loss = tf.reduce_sum(out * weights)
+        return [out.numpy(), *(g.numpy() for g in tape.gradient(loss, [x, t]))]
+
+    rows = outputs_and_gradients(sampler3d.trilinear_sample_rows)
+    for got, expected in zip(rows, outputs_and_gradients(sampler3d.trilinear_sample)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert np.abs(rows[0]).max() > 0.1 and np.abs(rows[1]).max() > 0.1
+    assert keras.backend.backend() == "tensorflow"
+    np.testing.assert_array_equal(sampler3d.sample(tf.constant(volumes),
+                                                   sampler3d.affine3d_grid(theta, *out_size)),
+                                  rows[0])  # the seam takes the row form on TensorFlow
+
+
 def test_scipy_constant_mode_agrees_away_from_the_border_band():
     """SciPy's ``mode="constant"`` does not interpolate beyond the outer centres.
 

@@ -69,6 +69,21 @@ def affine3d_grid(theta, depth: int, height: int, width: int):
                       for j in range(3)], axis=-1)
 
 
+def _corners(volumes, grid):
+    """The sizes, lower corners and weights of trilinear sampling (both samplers')."""
+    _, depth, height, width, channels = volumes.shape
+    _, out_d, out_h, out_w, _ = grid.shape
+    grid = ops.cast(grid, volumes.dtype)
+    x0, wx0, wx1 = lower_corner(pixel_coordinates(grid[..., 0], width, out_w, (1, 1, 1, -1)),
+                                width)
+    y0, wy0, wy1 = lower_corner(pixel_coordinates(grid[..., 1], height, out_h, (1, 1, -1, 1)),
+                                height)
+    z0, wz0, wz1 = lower_corner(pixel_coordinates(grid[..., 2], depth, out_d, (1, -1, 1, 1)),
+                                depth)
+    return (depth, height, width, channels), (out_d, out_h, out_w), \
+        (z0, y0, x0), ((wz0, wz1), (wy0, wy1), (wx0, wx1))
+
+
 def trilinear_sample(volumes, grid):
     """Samples ``volumes`` at ``grid`` with trilinear interpolation.
 
@@ -80,21 +95,39 @@ def trilinear_sample(volumes, grid):
     Returns:
       ``[B, d, h, w, C]`` of the dtype of ``volumes``, zero-padded outside.
     """
-    _, depth, height, width, channels = volumes.shape
-    _, out_d, out_h, out_w, _ = grid.shape
-    grid = ops.cast(grid, volumes.dtype)
-    x0, wx0, wx1 = lower_corner(pixel_coordinates(grid[..., 0], width, out_w, (1, 1, 1, -1)),
-                                width)
-    y0, wy0, wy1 = lower_corner(pixel_coordinates(grid[..., 1], height, out_h, (1, 1, -1, 1)),
-                                height)
-    z0, wz0, wz1 = lower_corner(pixel_coordinates(grid[..., 2], depth, out_d, (1, -1, 1, 1)),
-                                depth)
+    (depth, height, width, channels), _, (z0, y0, x0), weights = _corners(volumes, grid)
+    (wz0, wz1), (wy0, wy1), (wx0, wx1) = weights
     # Padded by one zero voxel before and two after on each axis (lower_corner's
-    # index range). Each row of `corners` holds the 8 voxels of the cell whose
-    # lower corner it is, side by side (8C values), so one row gather reads all
-    # eight: 2.1-4x faster forward + backward than eight gathers of C values
-    # under XLA on CPU, at 32^3, 64^3 and 3-D MNIST's 60^3 -> 20x30x30, and no
-    # larger at its peak (XLA fuses the slices into the gather).
+    # index range), flattened so that each corner is one row gather.
+    row, plane = width + 3, (height + 3) * (width + 3)
+    flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
+                       (-1, channels))
+    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
+                        (-1, 1, 1, 1))
+    first = start + z0 * plane + y0 * row + x0  # (B, d, h, w): the lower corner's row
+    out = None
+    for dz, wz in ((0, wz0), (plane, wz1)):
+        for dy, wy in ((0, wy0), (row, wy1)):
+            wzy = wz * wy
+            for dx, wx in ((0, wx0), (1, wx1)):
+                term = ops.take(flat, first + (dz + dy + dx), axis=0) * (wzy * wx)[..., None]
+                out = term if out is None else out + term
+    return out  # (B, d, h, w, C)
+
+
+def trilinear_sample_rows(volumes, grid):
+    """:func:`trilinear_sample` by one gather of 8-voxel rows: TensorFlow's sampler.
+
+    Each row of ``corners`` holds the 8 voxels of the cell whose lower corner
+    it is, side by side (8C values), so one row gather reads all eight. Under
+    TensorFlow's XLA on CPU, forward + backward to theta ran 2.1-4x faster than
+    eight gathers of C values (32^3, 64^3, and 3-D MNIST's 60^3 -> 20x30x30
+    at batch 64), at the same peak memory: XLA fuses the slices into the
+    gather. Under JAX's it does not (2x slower at 64^3), so JAX keeps
+    :func:`trilinear_sample` (:func:`sample`). Arguments and result as there.
+    """
+    (depth, height, width, channels), (out_d, out_h, out_w), (z0, y0, x0), weights = \
+        _corners(volumes, grid)
     padded = ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]])
     cells = (depth + 2, height + 2, width + 2)
     corners = ops.concatenate([padded[:, dz:dz + cells[0], dy:dy + cells[1], dx:dx + cells[2]]
@@ -105,20 +138,24 @@ def trilinear_sample(volumes, grid):
     got = ops.take(ops.reshape(corners, (-1, 8 * channels)),
                    start + z0 * plane + y0 * row + x0, axis=0)  # (B, d, h, w, 8C)
     got = ops.reshape(got, (-1, out_d, out_h, out_w, 8, channels))
-    weights = ops.stack([(wz0, wz1)[dz] * (wy0, wy1)[dy] * (wx0, wx1)[dx]
-                         for dz, dy, dx in CORNERS], axis=-1)  # (B, d, h, w, 8)
-    return ops.sum(got * weights[..., None], axis=-2)  # (B, d, h, w, C)
+    (wz0, wz1), (wy0, wy1), (wx0, wx1) = weights
+    corner_weights = ops.stack([(wz0, wz1)[dz] * (wy0, wy1)[dy] * (wx0, wx1)[dx]
+                                for dz, dy, dx in CORNERS], axis=-1)  # (B, d, h, w, 8)
+    return ops.sum(got * corner_weights[..., None], axis=-2)  # (B, d, h, w, C)
 
 
 def sample(volumes, grid):
-    """:func:`trilinear_sample`, through the one seam for a backend's own kernel.
+    """:func:`trilinear_sample`, through the one seam for a backend's fastest form.
 
-    On PyTorch, ``torch.nn.functional.grid_sample`` (5-D, ``align_corners=False``,
-    zeros: this module's convention) on the volumes permuted to NCDHW: the
+    On TensorFlow, :func:`trilinear_sample_rows`. On PyTorch,
+    ``torch.nn.functional.grid_sample`` (5-D, ``align_corners=False``, zeros:
+    this module's convention) on the volumes permuted to NCDHW: the
     ``keras.ops`` sampler's eight gathers ran at 4-9x its time, eagerly
-    (``python -m bench volumes``). Elsewhere, :func:`trilinear_sample`.
-    ``tests/test_volumes.py`` holds the two equal on PyTorch.
+    (``python -m bench volumes``). Elsewhere (JAX), :func:`trilinear_sample`.
+    ``tests/test_volumes.py`` holds each equal to :func:`trilinear_sample`.
     """
+    if keras.backend.backend() == "tensorflow":
+        return trilinear_sample_rows(volumes, grid)
     if keras.backend.backend() != "torch":
         return trilinear_sample(volumes, grid)
     import torch.nn.functional as F
