@@ -123,6 +123,9 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "validation_error": error_rate(model, splits["validation"],
                                                        plan.batch_size, render)})
+        print(f"{name}: epoch {epoch + 1}/{plan.epochs}: train loss {history[-1]['train_loss']:.4f}"
+              f" | validation error {history[-1]['validation_error']:.4f} | "
+              f"{time.perf_counter() - start:.0f} s so far", flush=True)
     seconds = time.perf_counter() - start
     model.save(run_dir / "model.keras")
     metrics = {"model": name, "parameters": int(model.count_params()), "history": history,
