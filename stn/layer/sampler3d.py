@@ -21,9 +21,10 @@ with channels last.
 
 Sizes (depth, height, width, channels) must be static; the batch may not
 be. Differentiable in the volumes and in the grid on JAX, PyTorch and
-TensorFlow by each backend's autodiff. On TensorFlow the same code runs,
+TensorFlow by each backend's autodiff. The warps sample through one seam,
+:func:`sample`: on TensorFlow the one-gather form :func:`trilinear_sample_rows`,
 as its own XLA function (:func:`stn.layer.kinds3d.tf_volume_sample`); on PyTorch
-the warps call PyTorch's own ``grid_sample`` through :func:`sample`.
+its own ``grid_sample``; on JAX :func:`trilinear_sample`.
 """
 
 import keras
