@@ -170,6 +170,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--negatives", choices=("range", "same"), default="range",
                    help="random crops: scale uniform in [1/6, 2/3] inside the canvas "
                    "(range, default), or at the localised crop's scale (same)")
+    p.add_argument("--box", choices=("free", "inside"), default="free",
+                   help="free: the transformer's parameters are the box (the paper); inside: "
+                   "mapped to a box inside the canvas by construction (default: %(default)s)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
     units = [F.Settings(dataset=d, digit=k, seed=s, images=args.images, steps=args.steps,
                         learning_rate=args.learning_rate, normalise=args.normalise,
                         negatives=args.negatives, max_scale=args.max_scale,
-                        box_penalty=args.box_penalty)
+                        box_penalty=args.box_penalty, box=args.box)
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)

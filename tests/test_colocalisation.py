@@ -186,3 +186,26 @@ def test_outside_is_zero_inside_the_canvas_and_analytic_beyond():
     # 1 and both |t| over 1 - s = -0.2 by 0.2 and 0.3.
     np.testing.assert_allclose(F.outside(theta).numpy(),
                                [0.0, 0.0, 0.04 / 2, (0.04 + 0.04 + 0.09) / 2], atol=1e-6)
+
+
+def test_inside_boxes_lie_on_the_canvas_whatever_the_net_outputs():
+    import tensorflow as tf
+
+    from stn.train import colocalisation_fit as F
+
+    raw = tf.constant(np.random.default_rng(0).normal(0, 10, (500, 3)), tf.float32)
+    theta = F.inside(raw).numpy().astype(np.float64)
+    assert F.outside(theta).numpy().max() < 1e-12  # zero up to float32 rounding at saturation
+    assert theta[:, 0].min() >= F.INSIDE_MIN_SCALE and theta[:, 0].max() <= 1.0
+    boxes = C.predicted_boxes(theta)  # pixels: inside [0, 84] on both axes
+    assert boxes.min() >= -1e-4 and boxes.max() <= C.CANVAS + 1e-4
+    # The net's identity start: a centred box of scale (1 + m) / 2.
+    start = F.inside(tf.constant([[1.0, 0.0, 0.0]])).numpy()
+    np.testing.assert_allclose(start, [[(1 + F.INSIDE_MIN_SCALE) / 2, 0.0, 0.0]], atol=1e-7)
+    with tf.GradientTape() as tape:  # the gradient reaches every output of the net
+        tape.watch(raw)
+        total = tf.reduce_sum(F.inside(raw[:3] * 0.1))
+    assert np.all(tape.gradient(total, raw)[:3].numpy() != 0.0)
+    assert F.box_params(raw, F.Settings(box="inside")).numpy() == pytest.approx(F.inside(raw).numpy())
+    with pytest.raises(ValueError, match="box must be one of"):
+        F.Settings(box="outside")

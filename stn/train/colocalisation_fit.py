@@ -47,6 +47,9 @@ class Settings:
     # Weight of a penalty on the part of the box outside the canvas (ours):
     # the mean over images of `outside`. 0: off, the paper's loss alone.
     box_penalty: float = 10.0
+    # "free": the transformer's parameters are the box (the paper); "inside": its
+    # outputs are mapped to a box inside the canvas by construction (`inside`).
+    box: str = "free"
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -55,6 +58,8 @@ class Settings:
             raise ValueError(f"dataset must be one of {C.DATASETS}, got {self.dataset!r}")
         if not 0 <= self.digit <= 9:
             raise ValueError(f"digit must be 0-9, got {self.digit}")
+        if self.box not in BOXES:
+            raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
         if self.negatives not in ("range", "same"):
             raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
         if self.images < 2 or self.steps < 1:
@@ -116,6 +121,28 @@ def limited(theta, max_scale):
     return theta - tf.pad(tf.stop_gradient(excess), [[0, 0], [0, 2]])
 
 
+BOXES = ("free", "inside")
+INSIDE_MIN_SCALE = 1 / 6
+"""The smallest box ``inside`` gives: the smallest random crop's scale (a 14 px side)."""
+
+
+def inside(raw):
+    """``raw [N, 3] -> theta [N, 3]``: attention boxes inside the canvas by construction.
+
+    ``s = m + (1 - m) sigmoid(4 (a - 1))`` with ``m`` :data:`INSIDE_MIN_SCALE`, and
+    ``t = (1 - s) tanh(b)``, so that ``|t| + s < 1``: every box lies on the
+    canvas, whatever the net outputs. The net's identity start ``(1, 0, 0)``
+    maps to a centred box of scale ``(1 + m) / 2``.
+    """
+    s = INSIDE_MIN_SCALE + (1.0 - INSIDE_MIN_SCALE) * tf.sigmoid(4.0 * (raw[:, :1] - 1.0))
+    return tf.concat([s, (1.0 - s) * tf.tanh(raw[:, 1:])], axis=1)
+
+
+def box_params(raw, settings: "Settings"):
+    """The box of the net's outputs ``raw [N, 3]``, as ``settings.box`` and ``max_scale`` say."""
+    return inside(raw) if settings.box == "inside" else limited(raw, settings.max_scale)
+
+
 def outside(theta):
     """``[N]``: how far each attention box ``theta [N, 3]`` leaves the canvas.
 
@@ -128,18 +155,19 @@ def outside(theta):
     return tf.reduce_sum(tf.square(beyond), axis=1) / 2.0
 
 
-def _step_fn(layer, embed, optimizer, images, same_scale: bool, max_scale, box_penalty):
+def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
     """The compiled step: ``(partner [N], crops [N, 3]) -> loss``.
 
-    With ``same_scale``, each crop's scale is replaced by its image's
-    localised scale (no gradient through it).
+    With ``settings.negatives == "same"``, each crop's scale is replaced by
+    its image's localised scale (no gradient through it).
     """
     out = (MNIST_SIZE, MNIST_SIZE)
+    same_scale, box_penalty = settings.negatives == "same", settings.box_penalty
 
     @tf.function(reduce_retracing=True)
     def step(partner, crops):
         with tf.GradientTape() as tape:
-            theta = limited(layer.params(images, training=True), max_scale)
+            theta = box_params(layer.params(images, training=True), settings)
             localised, _ = layer.transform_and_theta(images, training=True, params=theta)
             anchor = embed(localised, training=False)
             if same_scale:
@@ -188,10 +216,9 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
     optimizer = keras.optimizers.Adam(settings.learning_rate)
     optimizer.build(layer.trainable_variables)
     x = tf.constant(images, tf.float32)
-    step = _step_fn(layer, embed, optimizer, x, settings.negatives == "same",
-                    settings.max_scale, settings.box_penalty)
-    params_fn = tf.function(lambda batch: limited(layer.params(batch, training=False),
-                                                  settings.max_scale))
+    step = _step_fn(layer, embed, optimizer, x, settings)
+    params_fn = tf.function(lambda batch: box_params(layer.params(batch, training=False),
+                                                     settings))
     at = set(np.linspace(0, settings.steps, settings.snapshots).round().astype(int).tolist())
     snapshots, losses, window = [], [], []
     began = time.perf_counter()
