@@ -65,8 +65,10 @@ def embedding_cnn(runs_dir: Path, mnist, epochs: int, max_examples=None):
     return cnn, record
 
 
-def unit_path(results_dir: Path, settings) -> Path:
-    return (results_dir / "colocalisation"
+def unit_path(results_dir: Path, settings, split: str = "test") -> Path:
+    """The unit's record; a screen's (``split="validation"``) in a folder of its own."""
+    folder = "colocalisation" if split == "test" else f"colocalisation_{split}"
+    return (results_dir / folder
             / f"{settings.dataset}_digit{settings.digit}_seed{settings.seed}.json")
 
 
@@ -81,20 +83,21 @@ def read_unit(path: Path, settings, cnn_record: dict) -> dict | None:
     return record
 
 
-def run_unit(settings, mnist, cnn, cnn_record: dict, results_dir: Path) -> dict:
-    """Runs (or reads back) one unit; writes its record."""
+def run_unit(settings, mnist, cnn, cnn_record: dict, results_dir: Path,
+             split: str = "test") -> dict:
+    """Runs (or reads back) one unit on ``split``'s digits; writes its record."""
     from stn.train import colocalisation as C
     from stn.train import colocalisation_fit as F
     from stn.train import runs
 
-    path = unit_path(results_dir, settings)
+    path = unit_path(results_dir, settings, split)
     record = read_unit(path, settings, cnn_record)
     if record is not None:
         print(f"{path.name}: done, localised {record['localised_fraction']:.2f}")
         return record
     print(f"\n=== {settings.dataset}, digit {settings.digit}, seed {settings.seed} -> {path}",
           flush=True)
-    images, boxes, index = F.unit_data(settings, mnist)
+    images, boxes, index = F.unit_data(settings, mnist, split)
     embed = C.embedding(cnn, settings.embedding_layers, settings.normalise)
     record = {"settings": dataclasses.asdict(settings), "embedding_cnn": cnn_record,
               "test_index": index.tolist(),
@@ -170,6 +173,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--negatives", choices=("range", "same"), default="range",
                    help="random crops: scale uniform in [1/6, 2/3] inside the canvas "
                    "(range, default), or at the localised crop's scale (same)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="whose digits the units localise: validation (the first 5,000 "
+                   "training images) for a screen, its records in "
+                   "RESULTS_DIR/colocalisation_validation/ and no summary or figure "
+                   "(default: %(default)s)")
     p.add_argument("--box", choices=("free", "inside"), default="free",
                    help="free: the transformer's parameters are the box (the paper); inside: "
                    "mapped to a box inside the canvas by construction (default: %(default)s)")
@@ -214,8 +222,15 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     for i, u in enumerate(units if not args.table_only else []):
         print(f"[unit {i + 1}/{len(units)}, {time.perf_counter() - began:.0f} s so far]")
-        run_unit(u, mnist, cnn, cnn_record, results_dir)
+        record = run_unit(u, mnist, cnn, cnn_record, results_dir, args.split)
+        if args.split != "test":
+            print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
+                              "localised_fraction": record["localised_fraction"],
+                              "mean_iou": record["mean_iou"]}), flush=True)
+            continue
         write_summary(finished(results_dir, cnn_record), cnn_record, results_dir)
+    if args.split != "test":
+        return 0
     records = finished(results_dir, cnn_record)
     write_summary(records, cnn_record, results_dir)
     write_figure(records, mnist, Path(args.figure))

@@ -150,6 +150,16 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     assert E.main(argv) == 0
     assert "T_digit1_seed0.json: done" in capsys.readouterr().out
     assert unit.stat().st_mtime_ns == before
+    # A screen unit on validation digits, boxes inside by construction: its own
+    # folder, the summary of the test units untouched.
+    screen = [*argv[:1], "T", *argv[3:], "--split", "validation", "--box", "inside"]
+    assert E.main(screen) == 0
+    kept = json.loads((tmp_path / "results/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert kept["settings"]["box"] == "inside" and kept["test_index"] != record["test_index"]
+    np.testing.assert_allclose(kept["snapshots"][0]["params"], [[7 / 12, 0.0, 0.0]] * 4,
+                               atol=1e-5)
+    assert json.loads((tmp_path / "results" / "colocalisation.json").read_text()) == summary
 
 
 def test_limited_scale_clips_forward_and_passes_the_gradient():
