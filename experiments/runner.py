@@ -102,8 +102,7 @@ def finished(unit: Unit) -> bool:
         return False
     existing = runs.read_config(record)
     if existing != unit.config:
-        changes = runs.config_changes(config_to_dict(existing), config_to_dict(unit.config))
-        diff = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changes.items())
+        diff = runs.changes_text(config_to_dict(existing), config_to_dict(unit.config))
         raise runs.RunError(f"{record} holds a finished run of another config ({diff}): "
                             f"remove it to run {unit.name} again, or choose other output "
                             "directories")

@@ -84,6 +84,18 @@ def error_rate(model, split, batch_size: int, render) -> float:
     return wrong / len(split.labels)
 
 
+def check_plan(name: str, plan: Plan, run_dir: Path) -> None:
+    """Refuses a finished unit of another plan in ``run_dir`` (before any data is built)."""
+    from stn.train import runs
+
+    if (run_dir / "metrics.json").exists():
+        kept = json.loads((run_dir / "config.json").read_text())["plan"]
+        if kept != dataclasses.asdict(plan):
+            raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
+                                f"({runs.changes_text(kept, dataclasses.asdict(plan))}): pass "
+                                "another --run-dir (and --json, --figure) for this plan")
+
+
 def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
     """Trains model ``name`` into ``run_dir``, or reads back its finished metrics."""
     import keras
@@ -94,14 +106,7 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
     from stn.train import runs
 
     metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        kept = json.loads((run_dir / "config.json").read_text())["plan"]
-        if kept != dataclasses.asdict(plan):
-            changed = ", ".join(f"{k}: {kept.get(k)} there, {v} now"
-                                for k, v in dataclasses.asdict(plan).items() if kept.get(k) != v)
-            raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
-                                f"({changed}): pass another --run-dir (and --json, --figure) "
-                                "for this plan")
+    if metrics_file.exists():  # of this plan: run() checked
         return json.loads(metrics_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
@@ -172,6 +177,8 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
     from stn.layer.backends import require_tensorflow
     from stn.train import runs
     require_tensorflow("experiments.volumes")
+    for name in models:
+        check_plan(name, plan, run_dir / name)
     limits = {"train": plan.train_size, "validation": plan.validation_size,
               "test": plan.test_size}
     splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), plan.seed,

@@ -111,6 +111,7 @@ def test_a_finished_unit_of_another_plan_is_refused(tiny_run, capsys):
         E.main(["--epochs", "2", *argv[3:]])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "holds a finished st unit of another plan (epochs: 1 there, 2 now" in err
+    assert ("holds a finished st unit of another plan (batch_size: 8 there, 64 now; "
+            "epochs: 1 there, 2 now; ") in err
     assert "pass another --run-dir" in err
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing trained or written

@@ -166,8 +166,7 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
     if (run_dir / CONFIG).exists():
         existing = read_config(run_dir)
         if existing != config:
-            changes = config_changes(config_to_dict(existing), config_to_dict(config))
-            diff = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changes.items())
+            diff = changes_text(config_to_dict(existing), config_to_dict(config))
             raise RunError(f"{run_dir} holds a run with a different config ({diff}). "
                            "Use another --run-dir, or the same flags to resume it.")
         remove_stale_temporaries(run_dir)
@@ -194,6 +193,12 @@ def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     return {key: (flat_old.get(key), flat_new.get(key))
             for key in sorted(set(flat_old) | set(flat_new))
             if flat_old.get(key) != flat_new.get(key)}
+
+
+def changes_text(old: dict, new: dict) -> str:
+    """:func:`config_changes` for a message: ``"model.kind: 'affine' there, 'tps' now; ..."``."""
+    return "; ".join(f"{key}: {was!r} there, {now!r} now"
+                     for key, (was, now) in config_changes(old, new).items())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
