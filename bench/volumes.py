@@ -28,7 +28,8 @@ SIZES = (32, 64)
 CONTENDERS = ("grid_sample", "tensorflow", "jax", "torch")
 PATH = {
     "grid_sample": "torch affine_grid + grid_sample (NCDHW), eager + backward()",
-    "tensorflow": "tf.function + tape -> keras_warp -> kinds3d.tf_volume_sample (XLA)",
+    "tensorflow": "tf.function + tape -> keras_warp -> tf_volume_sample (XLA) -> "
+                  "trilinear_sample_rows",
     "jax": "jax.jit(jax.grad) of kinds.warp_ops (keras.ops)",
     "torch": "eager kinds.warp_ops -> sampler3d.sample (grid_sample seam) + backward()",
 }
