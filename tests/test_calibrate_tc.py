@@ -70,3 +70,15 @@ def test_dry_run_of_one_unit_writes_the_json(cal, tmp_path, monkeypatch):
     assert 0.0 <= tested["test_error_percent"] <= 100.0
     assert tested["val_error_percent"] == written["units"][0]["val_error_percent"]
     assert (tmp_path / "runs" / "tc-4x8" / "paper-fcn" / "history.csv").read_bytes() == history
+
+
+def test_both_rulers_hold_only_within_fifteen_percent_of_the_papers(cal):
+    fcn = [unit("tc-4x6", 12.06), unit("tc-8x8", 30.0)]
+    cnn = [{**unit("tc-8x8", 2.0), "model": "CNN"}, {**unit("tc-4x8", 3.5), "model": "CNN"}]
+    rows = cal.rulers(fcn, cnn)
+    # Only settings trained with both rulers are listed.
+    assert [r["protocol"] for r in rows] == ["tc-8x8"]
+    assert (rows[0]["fcn_holds"], rows[0]["cnn_holds"]) == (False, False)
+    assert cal.within(13.2 * 1.15, "FCN") and not cal.within(13.2 * 1.16, "FCN")
+    assert cal.within(3.5 * 0.85, "CNN") and not cal.within(3.5 * 0.84, "CNN")
+    assert cal.unit_config("tc-8x8", "float32", {}, cal.RULERS["CNN"]).model.preset == "paper-cnn"
