@@ -4,9 +4,20 @@ Trained once per test session (a few seconds: 2 epochs of 2 steps on 200
 images) and shared by the tests that need a finished run (stn.train.monitor's logs
 and trace, evaluate.py, a checkpoint of another model). It is read-only: a
 test that changes a run works on ``finished_run_copy``.
+
+The suite compiles XLA (TensorFlow's jit-compiled samplers, JAX's functions,
+in this process and in the ones it starts) at LLVM optimisation level 0: the
+tests check numbers, not speed, and compiling is most of their XLA time
+(the JAX backend's worker: 42 -> 31 s). The benchmarks (bench/) compile as
+users do.
 """
 
+import os
 import shutil
+
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 import pytest
 

@@ -1,7 +1,8 @@
 """The layer on every Keras backend: JAX, PyTorch and TensorFlow.
 
 Each other backend runs in its own subprocess (``KERAS_BACKEND`` is read once,
-at import), which is this file run as a script: it writes its numbers to a
+at import), ``tests/backend_worker.py``, which runs :func:`worker` here (and
+tests/test_volumes.py's) once per backend: it writes its numbers to a
 directory, and the tests here (on TensorFlow) check them against the TF
 sampler (:mod:`stn.layer.transform`, through ``stn.layer.kinds.warp``):
 
@@ -176,24 +177,28 @@ def worker(out: Path, tf_file: Path) -> None:
 
 # --- the tests (TensorFlow backend) ------------------------------------------------
 
+def save_tensorflow_model(stem: Path) -> None:
+    """A small ST-CNN saved on TensorFlow (``stem.keras``) and its outputs (``stem.npy``)."""
+    model = small_st_cnn()
+    model.save(stem.with_suffix(".keras"))
+    np.save(stem.with_suffix(".npy"), model.predict(model_inputs(), verbose=0))
+
+
 @pytest.fixture(scope="module")
 def tf_model_file(tmp_path_factory):
-    """A small ST-CNN saved on TensorFlow, and its outputs."""
-    path = tmp_path_factory.mktemp("tensorflow") / "model.keras"
-    model = small_st_cnn()
-    model.save(path)
-    return path, model.predict(model_inputs(), verbose=0)
+    """The small ST-CNN saved on TensorFlow, and its outputs."""
+    import helpers  # here: the worker's own process imports no more than it needs
+
+    folder = helpers.tensorflow_models(tmp_path_factory)
+    return folder / "layer.keras", np.load(folder / "layer.npy")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request, tf_model_file, tmp_path_factory):
+def backend(request, tmp_path_factory):
     """``(name, out_dir)``: the worker's results on that backend."""
-    name = request.param
-    out = tmp_path_factory.mktemp(name)
-    import helpers  # here: the worker's own process imports no more than it needs
+    import helpers
 
-    helpers.run_backend_worker(__file__, name, out, tf_model_file[0], timeout=600)
-    return name, out
+    return request.param, helpers.backend_outputs(tmp_path_factory, request.param) / "layer"
 
 
 def test_the_training_loop_says_it_needs_tensorflow(backend):
@@ -261,6 +266,3 @@ def test_the_tensorflow_fast_path_equals_the_keras_ops_path(kind, image_gradient
         scale = max(1.0, float(np.abs(portable).max()))
         np.testing.assert_allclose(fast, portable, rtol=0, atol=1e-5 * scale)
 
-
-if __name__ == "__main__":
-    worker(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -3,13 +3,12 @@
 References: ``scipy.ndimage.affine_transform`` and ``map_coordinates``
 (order 1), PyTorch's ``affine_grid`` + ``grid_sample`` on 5-D inputs
 (``align_corners=False``), float64 central differences, analytic cases
-(identity, integer shifts). The JAX and PyTorch backends run this file as a
-script in a subprocess (as tests/test_backends.py does) and write their
+(identity, integer shifts). The JAX and PyTorch backends run :func:`worker` here
+in a subprocess (``tests/backend_worker.py``, with tests/test_backends.py's) and write their
 numbers, which the tests here hold to the TensorFlow backend's.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -397,22 +396,26 @@ def test_a_field_of_the_wrong_size_says_what_to_do():
 
 # --- every backend ------------------------------------------------------------------
 
+def save_tensorflow_model(stem: Path) -> None:
+    """A small volume model saved on TensorFlow (``stem.keras``) and its outputs (``stem.npy``)."""
+    model = volume_model()
+    model.save(stem.with_suffix(".keras"))
+    np.save(stem.with_suffix(".npy"), model.predict(model_inputs(), verbose=0))
+
+
 @pytest.fixture(scope="module")
 def tf_model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tensorflow_volumes") / "model.keras"
-    model = volume_model()
-    model.save(path)
-    return path, model.predict(model_inputs(), verbose=0)
+    import helpers  # here: the worker's own process imports no more than it needs
+
+    folder = helpers.tensorflow_models(tmp_path_factory)
+    return folder / "volumes.keras", np.load(folder / "volumes.npy")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request, tf_model_file, tmp_path_factory):
-    name = request.param
-    out = tmp_path_factory.mktemp(f"{name}_volumes")
-    import helpers  # here: the worker's own process imports no more than it needs
+def backend(request, tmp_path_factory):
+    import helpers
 
-    helpers.run_backend_worker(__file__, name, out, tf_model_file[0], timeout=900)
-    return name, out
+    return request.param, helpers.backend_outputs(tmp_path_factory, request.param) / "volumes"
 
 
 def test_every_backend_gives_the_same_warps(backend):
@@ -438,6 +441,3 @@ def test_volume_models_load_across_backends(backend, tf_model_file):
     np.testing.assert_allclose(theirs.predict(model_inputs(), verbose=0), results["own"],
                                rtol=0, atol=1e-5)
 
-
-if __name__ == "__main__":
-    worker(Path(sys.argv[1]), Path(sys.argv[2]))
