@@ -5,6 +5,7 @@
     python -m experiments.addition --table-only      # rewrite results/addition.{json,md}
     python -m experiments.addition --list            # the models and whether they are done
     python -m experiments.addition --screen          # the recipe screen (validation only)
+    python -m experiments.addition --screen budget   # the budget screen (validation only)
     python -m experiments.addition --tiny --runs-dir D --results-dir R --images-dir I
 
 The task: two MNIST digits, each in its own channel of a 42 x 42 image and
@@ -73,6 +74,15 @@ CELL = "cell.json"  # written after the runner's record: a model is done when it
 # moves with the budget.
 SCREEN = [("FCN", {"learning_rate": 1e-3}), ("FCN", {}), ("FCN", {"learning_rate": 1e-2}),
           ("FCN", {"epochs": 60})]
+# The budget screen (--screen budget), after the recipe screen: how far the FCN
+# (150 and 300 epochs) and the 2xST-FCN (60 epochs) move with the budget, on
+# validation only. It chooses nothing by itself (docs/history/addition.md):
+# the full runs' epochs are set from it under the 20-minute cap per model,
+# the choice and its reason written down before any full run.
+BUDGET_SCREEN = [("FCN", {"epochs": 150}), ("FCN", {"epochs": 300}),
+                 ("2xST-FCN", {"epochs": 60})]
+SCREENS = {"rate": ("addition-recipe", SCREEN, "screen_addition.json"),
+           "budget": ("addition-budget", BUDGET_SCREEN, "screen_addition_budget.json")}
 TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2,
         "max_eval_examples": 256}
 
@@ -102,12 +112,15 @@ def screen_unit(model: str, changes: dict, runs_dir: Path, **fields):
                        model_config(model, **{**changes, **fields}), runs_dir / slug)
 
 
-def run_screen(runs_dir: Path, out: Path, mnist_path=None, **fields) -> list[dict]:
-    """Trains (or reads back) :data:`SCREEN`'s variants on validation; writes ``out``."""
+def run_screen(runs_dir: Path, out: Path, mnist_path=None, study: str = "rate",
+               **fields) -> list[dict]:
+    """Trains (or reads back) a screen's variants (:data:`SCREENS`) on validation; writes
+    ``out``."""
     from stn.train import runs
 
+    name, variants, _ = SCREENS[study]
     rows = []
-    for model, changes in SCREEN:
+    for model, changes in variants:
         unit = screen_unit(model, changes, runs_dir, **fields)
         metrics = runner.run(unit, test=False, mnist_path=mnist_path).metrics
         rows.append({"model": model, "changes": changes, "run": str(unit.run_dir),
@@ -115,7 +128,7 @@ def run_screen(runs_dir: Path, out: Path, mnist_path=None, **fields) -> list[dic
                      "val_error_percent": runner.error_percent(metrics, "val"),
                      "train_seconds": metrics["train_seconds"]})
         print(json.dumps(rows[-1]), flush=True)
-        runs.write_json(out, {"study": "addition-recipe", "variants": rows})
+        runs.write_json(out, {"study": name, "variants": rows})
     return rows
 
 
@@ -311,9 +324,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-steps", type=int, metavar="N",
                    help="only time N training steps of each model (one at a time) and "
                    "estimate a full run")
-    p.add_argument("--screen", action="store_true",
-                   help="train the recipe screen's FCN variants (validation only; runs in "
-                   "RUNS_DIR/screen/, the record in RESULTS_DIR/screen_addition.json)")
+    p.add_argument("--screen", nargs="?", const="rate", choices=sorted(SCREENS),
+                   help="train a screen's variants, validation only: 'rate' (the default: "
+                   "the FCN at three learning rates) or 'budget' (the FCN and the 2xST-FCN "
+                   "at more epochs); runs in RUNS_DIR/screen/, the record in "
+                   "RESULTS_DIR/screen_addition.json or screen_addition_budget.json")
     p.add_argument("--tiny", action="store_true",
                    help=f"smoke run: {TINY} on every model (the tests)")
     cli.add_data_flags(p)
@@ -349,8 +364,8 @@ def main(argv=None) -> int:
         print_timings(chosen, args.time_steps, precision, args.mnist)
         return 0
     if args.screen:
-        run_screen(runs_dir / "screen", results_dir / "screen_addition.json", args.mnist,
-                   precision=precision, **fields(args))
+        run_screen(runs_dir / "screen", results_dir / SCREENS[args.screen][2], args.mnist,
+                   study=args.screen, precision=precision, **fields(args))
         return 0
     if args.list:
         for m in chosen:

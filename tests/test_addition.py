@@ -326,3 +326,16 @@ def test_the_docs_page_states_each_models_parameter_count():
         assert row, f"docs/addition.md has no row for {model}"
         count = build_model(study.model_config(model).model).count_params()
         assert int(row.group(1).replace(",", "")) == count, model
+
+
+def test_the_budget_screen_trains_longer_on_validation(monkeypatch, tmp_path):
+    from experiments import addition as study
+
+    name, variants, record = study.SCREENS["budget"]
+    configs = [study.model_config(m, **changes) for m, changes in variants]
+    assert [(c.model.transformers, c.epochs) for c in configs] == [(1, 150), (1, 300), (2, 60)]
+    calls = []
+    monkeypatch.setattr(study, "run_screen", lambda *a, **k: calls.append((a, k)) or [])
+    assert study.main(["--screen", "budget", "--runs-dir", str(tmp_path)]) == 0
+    (_, out, _), kwargs = calls[0]
+    assert out.name == record == "screen_addition_budget.json" and kwargs["study"] == "budget"
