@@ -2,6 +2,7 @@
 
     python -m experiments.volumes                 # both models, seed 0, 3 epochs (~6 + ~5 min here)
     python -m experiments.volumes --models st --epochs 2
+    python -m experiments.volumes --screen        # the localization rate screen (validation only)
     python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
 
 The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
@@ -42,10 +43,19 @@ class Plan:
     train_size: int | None = 38400  # None: the whole split (55,000)
     validation_size: int | None = None  # None: 5,000
     test_size: int | None = None  # None: MNIST's 10,000 test digits
+    localization_lr_scale: float = 1.0  # the localization net's Adam steps, times the rate
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
 """The smoke plan the tests run (seconds of CPU)."""
+
+# The screen (--screen), validation only: the ST model with its localization net
+# at 1x (the default plan's run, read from its record), 3x and 10x Adam's rate.
+# Rule, written before its runs (docs/history/volumes.md): the scale with the
+# lowest validation error after the plan's epochs; within 0.3 point, the
+# smaller scale. The test split is not evaluated in the screen.
+SCREEN_SCALES = (1.0, 3.0, 10.0)
+SCREEN_MARGIN = 0.3  # points of validation error
 
 
 def cpu_model() -> str:
@@ -90,14 +100,19 @@ def check_plan(name: str, plan: Plan, run_dir: Path) -> None:
 
     if (run_dir / "metrics.json").exists():
         kept = json.loads((run_dir / "config.json").read_text())["plan"]
+        # A record from before a field was added holds that field's default.
+        kept = {**dataclasses.asdict(Plan()), **kept}
         if kept != dataclasses.asdict(plan):
             raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
                                 f"({runs.changes_text(kept, dataclasses.asdict(plan))}): pass "
                                 "another --run-dir (and --json, --figure) for this plan")
 
 
-def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
-    """Trains model ``name`` into ``run_dir``, or reads back its finished metrics."""
+def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = True) -> dict:
+    """Trains model ``name`` into ``run_dir``, or reads back its finished metrics.
+
+    ``test=False`` (a screen's unit): the test split is not evaluated (``test_error`` None).
+    """
     import keras
     import numpy as np
 
@@ -113,7 +128,10 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
                                               "environment": runs.environment()})
     keras.utils.set_random_seed(plan.seed)
     model = volume_model.BUILDERS[name]()
-    model.compile(keras.optimizers.Adam(plan.learning_rate),
+    from stn.train import optimizers
+    optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
+                                               learning_rate=plan.learning_rate)
+    model.compile(optimizer,
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     render, train = _renderer(), splits["train"]
     history, step_seconds, start = [], [], time.perf_counter()
@@ -136,7 +154,8 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path) -> dict:
     metrics = {"model": name, "parameters": int(model.count_params()), "history": history,
                "train_seconds": seconds, "median_step_seconds": float(np.median(step_seconds)),
                "steps": len(step_seconds),
-               "test_error": error_rate(model, splits["test"], plan.batch_size, render)}
+               "test_error": (error_rate(model, splits["test"], plan.batch_size, render)
+                              if test else None)}
     runs.write_json(metrics_file, metrics)
     return metrics
 
@@ -195,6 +214,53 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
     return record
 
 
+def choose(rows: list[dict]) -> float:
+    """The screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
+    smaller scale."""
+    best = min(r["validation_error_percent"] for r in rows)
+    return min(r["localization_lr_scale"] for r in rows
+               if r["validation_error_percent"] <= best + SCREEN_MARGIN)
+
+
+def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
+           mnist_path: str | None = None) -> dict:
+    """The localization rate screen: the ST model at each of :data:`SCREEN_SCALES` on
+    validation only, in ``runs_dir/loc-lr<scale>/st/`` (resumable), written to ``out``.
+
+    A variant whose plan is the one ``default_json`` records (the study's own ST run) is
+    read from that record, not trained again.
+    """
+    from stn.data import mnist, volumes
+    from stn.layer.backends import require_tensorflow
+    from stn.train import runs
+    require_tensorflow("experiments.volumes --screen")
+    variants = [dataclasses.replace(plan, localization_lr_scale=s) for s in SCREEN_SCALES]
+    default = json.loads(default_json.read_text()) if default_json.exists() else None
+    rows, splits = [], None
+    for variant in variants:
+        run_dir = runs_dir / f"loc-lr{variant.localization_lr_scale:g}" / "st"
+        if default and {**dataclasses.asdict(Plan()), **default["plan"]} == dataclasses.asdict(
+                variant) and "st" in default["models"]:
+            unit, source = default["models"]["st"], str(default_json)
+        else:
+            check_plan("st", variant, run_dir)
+            if splits is None:
+                limits = {"train": variant.train_size, "validation": variant.validation_size}
+                splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), variant.seed,
+                                             {k: v for k, v in limits.items() if v is not None})
+            unit, source = train_unit("st", splits, variant, run_dir, test=False), str(run_dir)
+        rows.append({"localization_lr_scale": variant.localization_lr_scale,
+                     "validation_error_percent": round(
+                         100 * unit["history"][-1]["validation_error"], 2),
+                     "train_seconds": round(unit["train_seconds"], 1), "run": source})
+        print(json.dumps(rows[-1]), flush=True)
+    record = {"study": "volumes-localization-rate", "plan": dataclasses.asdict(plan),
+              "rule": f"lowest validation error; within {SCREEN_MARGIN} point, the smaller "
+                      "scale", "cpu": cpu_model(), "variants": rows, "chosen": choose(rows)}
+    runs.write_json(out, record)
+    return record
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,12 +289,30 @@ def main(argv=None) -> None:
                         help="the record of both models")
     parser.add_argument("--figure", type=Path, default=ROOT / "images" / "volumes.png",
                         help="projections of a few test volumes and the transformer's output")
+    parser.add_argument("--localization-lr-scale", type=float,
+                        default=defaults.localization_lr_scale,
+                        help="the localization net's Adam steps at this multiple of the rate")
+    parser.add_argument("--screen", action="store_true",
+                        help=f"train the ST model at localization scales {SCREEN_SCALES} on "
+                        "validation only (runs in RUN_DIR/../volumes_screen/, the record in "
+                        "results/screen_volumes.json) and name the rule's choice")
     parser.add_argument("--mnist", default=None, help="a Keras mnist.npz or IDX folder")
     args = parser.parse_args(argv)
+    if args.localization_lr_scale <= 0:
+        parser.error("--localization-lr-scale must be positive")
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
-                                       args.validation_size, args.test_size)
+                                       args.validation_size, args.test_size,
+                                       args.localization_lr_scale)
     from stn.train import runs
+    if args.screen:
+        try:
+            record = screen(plan, args.run_dir.parent / "volumes_screen", args.json,
+                            args.json.parent / "screen_volumes.json", args.mnist)
+        except runs.RunError as e:
+            parser.exit(2, f"volumes.py: error: {e}\n")
+        print(f"chosen: localization_lr_scale {record['chosen']:g}")
+        return
     try:
         record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)
     except runs.RunError as e:

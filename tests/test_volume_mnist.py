@@ -1,6 +1,7 @@
 """3-D MNIST (stn.data.volumes, stn.volume_model, experiments.volumes): analytic cases, tiny run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,36 @@ def test_a_finished_unit_of_another_plan_is_refused(tiny_run, capsys):
             "epochs: 1 there, 2 now; ") in err
     assert "pass another --run-dir" in err
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing trained or written
+
+
+def test_the_screen_rule_prefers_the_smaller_scale_within_its_margin():
+    from experiments import volumes as E
+
+    def rows(*errors):
+        return [{"localization_lr_scale": s, "validation_error_percent": e}
+                for s, e in zip(E.SCREEN_SCALES, errors)]
+
+    assert E.choose(rows(10.5, 8.0, 9.0)) == 3.0
+    assert E.choose(rows(10.5, 8.0, 7.8)) == 3.0  # 0.2 point better: not enough
+    assert E.choose(rows(10.5, 8.0, 7.6)) == 10.0
+    assert E.choose(rows(8.1, 8.0, 9.0)) == 1.0
+
+
+def test_the_tiny_screen_reads_the_default_back_and_trains_the_rest_on_validation(tiny_run):
+    from experiments import volumes as E
+    record, paths = tiny_run
+    out = paths["json_path"].parent / "screen.json"
+    runs_dir = paths["json_path"].parent / "screen_runs"
+    screen = E.screen(E.TINY, runs_dir, paths["json_path"], out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(screen))
+    variants = screen["variants"]
+    assert [v["localization_lr_scale"] for v in variants] == list(E.SCREEN_SCALES)
+    assert variants[0]["run"] == str(paths["json_path"])  # the study's own ST run
+    assert variants[0]["validation_error_percent"] == round(
+        100 * record["models"]["st"]["history"][-1]["validation_error"], 2)
+    for v in variants[1:]:
+        metrics = json.loads((Path(v["run"]) / "metrics.json").read_text())
+        assert metrics["test_error"] is None  # a choice on validation
+        assert json.loads((Path(v["run"]) / "config.json").read_text())["plan"][
+            "localization_lr_scale"] == v["localization_lr_scale"]
+    assert screen["chosen"] == E.choose(variants)

@@ -46,16 +46,19 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Opt
     base = keras.optimizers.AdamW if config.weight_decay else keras.optimizers.Adam
     if config.weight_decay:
         common["weight_decay"] = config.weight_decay
-    if config.localization_lr_scale != 1.0:
-        optimizer = _scaled_optimizer(base)(config.localization_lr_scale, **common)
-    else:
-        optimizer = base(**common)
+    optimizer = localization_scaled(base, config.localization_lr_scale, **common)
     if config.model.dtype == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
 LOCALIZATION_PATH = "/localization/"  # in the variable paths of every transformer's net
+
+
+def localization_scaled(base: type, scale: float, **kwargs) -> keras.optimizers.Optimizer:
+    """``base(**kwargs)`` (Adam or AdamW) whose localization nets step at ``scale`` times the
+    rate (plain ``base`` when ``scale`` is 1)."""
+    return base(**kwargs) if scale == 1.0 else _scaled_optimizer(base)(scale, **kwargs)
 
 
 def _scaled_optimizer(base: type) -> type:
