@@ -30,7 +30,7 @@ PATH = {
     "grid_sample": "torch affine_grid + grid_sample (NCDHW), eager + backward()",
     "tensorflow": "tf.function + tape -> keras_warp -> tf_volume_sample (XLA) -> "
                   "trilinear_sample_rows",
-    "jax": "jax.jit(jax.grad) of kinds.warp_ops (keras.ops)",
+    "jax": "jax.jit(jax.grad) of kinds.warp_ops -> sampler3d.sample (sampler3d_jax custom_vjp)",
     "torch": "eager kinds.warp_ops -> sampler3d.sample (grid_sample seam) + backward()",
 }
 

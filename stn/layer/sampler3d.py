@@ -24,7 +24,8 @@ be. Differentiable in the volumes and in the grid on JAX, PyTorch and
 TensorFlow by each backend's autodiff. The warps sample through one seam,
 :func:`sample`: on TensorFlow the one-gather form :func:`trilinear_sample_rows`,
 as its own XLA function (:func:`stn.layer.kinds3d.tf_volume_sample`); on PyTorch
-its own ``grid_sample``; on JAX :func:`trilinear_sample`.
+its own ``grid_sample``; on JAX :func:`trilinear_sample` with its gradient written
+out (:mod:`stn.layer.sampler3d_jax`).
 """
 
 import keras
@@ -152,11 +153,16 @@ def sample(volumes, grid):
     ``torch.nn.functional.grid_sample`` (5-D, ``align_corners=False``, zeros:
     this module's convention) on the volumes permuted to NCDHW: the
     ``keras.ops`` sampler's eight gathers ran at 4-9x its time, eagerly
-    (``python -m bench volumes``). Elsewhere (JAX), :func:`trilinear_sample`.
+    (``python -m bench volumes``). On JAX, the same eight gathers with the
+    gradient written out (:mod:`stn.layer.sampler3d_jax`: JAX's autodiff of
+    this module's sampler ran forward + backward at about twice the time).
     ``tests/test_volumes.py`` holds each equal to :func:`trilinear_sample`.
     """
     if keras.backend.backend() == "tensorflow":
         return trilinear_sample_rows(volumes, grid)
+    if keras.backend.backend() == "jax":
+        from stn.layer import sampler3d_jax
+        return sampler3d_jax.trilinear_sample(volumes, grid)
     if keras.backend.backend() != "torch":
         return trilinear_sample(volumes, grid)
     import torch.nn.functional as F
