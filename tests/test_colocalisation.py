@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stn.train import colocalisation as C
+from stn.train import colocalisation_fit as F
 from stn.layer import kinds
 
 
@@ -160,6 +161,28 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     np.testing.assert_allclose(kept["snapshots"][0]["params"], [[7 / 12, 0.0, 0.0]] * 4,
                                atol=1e-5)
     assert json.loads((tmp_path / "results" / "colocalisation.json").read_text()) == summary
+    # An embedding CNN trained on distorted digits: cached beside the plain one, recorded.
+    plain = (tmp_path / "runs" / "embedding_cnn.keras").read_bytes()
+    augmented = [*screen, "--cnn-augment", "--results-dir", str(tmp_path / "augmented")]
+    assert E.main(augmented) == 0
+    assert (tmp_path / "runs" / "embedding_cnn.keras").read_bytes() == plain
+    cnn = json.loads((tmp_path / "runs" / "embedding_cnn_augmented.json").read_text())
+    assert cnn["augment"] == json.loads(json.dumps(F.AUGMENT))
+    kept = json.loads((tmp_path / "augmented/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert kept["embedding_cnn"] == cnn
+
+
+def test_the_augmenter_distorts_each_digit_and_keeps_blank_blank():
+    import keras
+
+    digits = np.zeros((8, 28, 28, 1), np.float32)
+    digits[:, 8:20, 12:16] = 1.0  # a bar
+    out = keras.ops.convert_to_numpy(F.augmenter(0)(digits, training=True))
+    assert out.shape == digits.shape and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    assert not np.allclose(out[0], digits[0]) and not np.allclose(out[0], out[1])
+    blank = keras.ops.convert_to_numpy(F.augmenter(0)(np.zeros_like(digits), training=True))
+    assert np.abs(blank).max() == 0.0
 
 
 def test_limited_scale_clips_forward_and_passes_the_gradient():
