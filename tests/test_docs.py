@@ -241,7 +241,10 @@ def _tc_claims() -> list[tuple[str, tuple[str, ...]]]:
     pages = ("README.md", "docs/protocols.md")
     return [(f"{chosen['pieces']} crops of {chosen['piece_size']}x{chosen['piece_size']} px",
              pages),
-            (f"{chosen['val_error_percent']:.2f}%", pages), (f"{paper}%", pages)]
+            (f"{chosen['val_error_percent']:.2f}%", pages), (f"{paper}%", pages),
+            *[(f"FCN {r['fcn_val_error_percent']:.2f}%", pages) for r in record["rulers"]],
+            *[(f"{r['cnn_val_error_percent']:.2f}%", (*pages, "docs/table1.md"))
+              for r in record["rulers"]]]
 
 
 def _colocalisation_claims() -> list[tuple[str, tuple[str, ...]]]:
