@@ -339,3 +339,13 @@ def test_the_budget_screen_trains_longer_on_validation(monkeypatch, tmp_path):
     assert study.main(["--screen", "budget", "--runs-dir", str(tmp_path)]) == 0
     (_, out, _), kwargs = calls[0]
     assert out.name == record == "screen_addition_budget.json" and kwargs["study"] == "budget"
+
+
+def test_each_model_spends_its_budget_capped_at_300_epochs():
+    from experiments import addition as study
+
+    assert study.EPOCHS == {"FCN": 300, "CNN": 36, "ST-FCN": 300, "2xST-FCN": 255,
+                            "2xST-CNN": 36}
+    for model, epochs in study.EPOCHS.items():
+        assert epochs * study.EPOCH_SECONDS[model] <= study.BUDGET_SECONDS
+        assert study.model_config(model).epochs == epochs
