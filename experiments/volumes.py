@@ -214,6 +214,14 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
     return record
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (records name runs that way)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def choose(rows: list[dict]) -> float:
     """The screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
     smaller scale."""
@@ -241,14 +249,15 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
         run_dir = runs_dir / f"loc-lr{variant.localization_lr_scale:g}" / "st"
         if default and {**dataclasses.asdict(Plan()), **default["plan"]} == dataclasses.asdict(
                 variant) and "st" in default["models"]:
-            unit, source = default["models"]["st"], str(default_json)
+            unit, source = default["models"]["st"], _relative(default_json)
         else:
             check_plan("st", variant, run_dir)
-            if splits is None:
+            if splits is None and not (run_dir / "metrics.json").exists():
                 limits = {"train": variant.train_size, "validation": variant.validation_size}
                 splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), variant.seed,
                                              {k: v for k, v in limits.items() if v is not None})
-            unit, source = train_unit("st", splits, variant, run_dir, test=False), str(run_dir)
+            unit = train_unit("st", splits, variant, run_dir, test=False)
+            source = _relative(run_dir)
         rows.append({"localization_lr_scale": variant.localization_lr_scale,
                      "validation_error_percent": round(
                          100 * unit["history"][-1]["validation_error"], 2),

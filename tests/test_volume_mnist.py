@@ -140,7 +140,7 @@ def test_the_tiny_screen_reads_the_default_back_and_trains_the_rest_on_validatio
     assert json.loads(out.read_text()) == json.loads(json.dumps(screen))
     variants = screen["variants"]
     assert [v["localization_lr_scale"] for v in variants] == list(E.SCREEN_SCALES)
-    assert variants[0]["run"] == str(paths["json_path"])  # the study's own ST run
+    assert variants[0]["run"] == str(paths["json_path"])  # the study's own ST run (outside the repo)
     assert variants[0]["validation_error_percent"] == round(
         100 * record["models"]["st"]["history"][-1]["validation_error"], 2)
     for v in variants[1:]:
