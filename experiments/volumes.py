@@ -3,6 +3,7 @@
     python -m experiments.volumes                 # both models, seed 0, 3 epochs (~6 + ~5 min here)
     python -m experiments.volumes --models st --epochs 2
     python -m experiments.volumes --screen        # the localization rate screen (validation only)
+    python -m experiments.volumes --screen pose-ramp   # the pose curriculum screen (validation only)
     python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
 
 The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
@@ -44,17 +45,23 @@ class Plan:
     validation_size: int | None = None  # None: 5,000
     test_size: int | None = None  # None: MNIST's 10,000 test digits
     localization_lr_scale: float = 1.0  # the localization net's Adam steps, times the rate
+    # Training poses grow from upright to the full ranges over this many epochs
+    # (stn.data.pipeline.warp_strength; 0: full from the start). Validation and test: full.
+    pose_ramp_epochs: float = 0.0
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
 """The smoke plan the tests run (seconds of CPU)."""
 
-# The screen (--screen), validation only: the ST model with its localization net
-# at 1x (the default plan's run, read from its record), 3x and 10x Adam's rate.
-# Rule, written before its runs (docs/history/volumes.md): the scale with the
-# lowest validation error after the plan's epochs; within 0.3 point, the
-# smaller scale. The test split is not evaluated in the screen.
-SCREEN_SCALES = (1.0, 3.0, 10.0)
+# The screens (--screen NAME), validation only: the ST model at each value of one
+# Plan field, the default plan's value read from the study's record. Rule, written
+# before their runs (docs/history/volumes.md): the value with the lowest validation
+# error after the plan's epochs; within 0.3 point, the smaller value. The test
+# split is not evaluated in a screen.
+SCREENS = {  # name -> (Plan field, values, record)
+    "localization-rate": ("localization_lr_scale", (1.0, 3.0, 10.0), "screen_volumes.json"),
+    "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json"),
+}
 SCREEN_MARGIN = 0.3  # points of validation error
 
 
@@ -118,6 +125,7 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = 
 
     from stn import volume_model
     from stn.data import volumes
+    from stn.data.pipeline import warp_strength
     from stn.train import runs
 
     metrics_file = run_dir / "metrics.json"
@@ -136,7 +144,8 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = 
     render, train = _renderer(), splits["train"]
     history, step_seconds, start = [], [], time.perf_counter()
     for epoch in range(plan.epochs):
-        poses = volumes.epoch_poses(len(train.labels), plan.seed, epoch)
+        poses = volumes.epoch_poses(len(train.labels), plan.seed, epoch,
+                                    warp_strength(epoch, plan.pose_ramp_epochs))
         order = np.random.default_rng([plan.seed, epoch]).permutation(len(train.labels))
         losses = []
         for digits, batch_poses, labels in _batches(train, poses, plan.batch_size, order):
@@ -222,18 +231,17 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def choose(rows: list[dict]) -> float:
-    """The screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
-    smaller scale."""
+def choose(rows: list[dict], field: str = "localization_lr_scale") -> float:
+    """A screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
+    smaller value of ``field``."""
     best = min(r["validation_error_percent"] for r in rows)
-    return min(r["localization_lr_scale"] for r in rows
-               if r["validation_error_percent"] <= best + SCREEN_MARGIN)
+    return min(r[field] for r in rows if r["validation_error_percent"] <= best + SCREEN_MARGIN)
 
 
 def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
-           mnist_path: str | None = None) -> dict:
-    """The localization rate screen: the ST model at each of :data:`SCREEN_SCALES` on
-    validation only, in ``runs_dir/loc-lr<scale>/st/`` (resumable), written to ``out``.
+           mnist_path: str | None = None, name: str = "localization-rate") -> dict:
+    """The screen ``name`` (:data:`SCREENS`): the ST model at each of its values on
+    validation only, in ``runs_dir/<field-slug><value>/st/`` (resumable), written to ``out``.
 
     A variant whose plan is the one ``default_json`` records (the study's own ST run) is
     read from that record, not trained again.
@@ -242,11 +250,13 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
     from stn.layer.backends import require_tensorflow
     from stn.train import runs
     require_tensorflow("experiments.volumes --screen")
-    variants = [dataclasses.replace(plan, localization_lr_scale=s) for s in SCREEN_SCALES]
+    field, values, _ = SCREENS[name]
+    slug = {"localization_lr_scale": "loc-lr", "pose_ramp_epochs": "pose-ramp"}[field]
+    variants = [dataclasses.replace(plan, **{field: v}) for v in values]
     default = json.loads(default_json.read_text()) if default_json.exists() else None
     rows, splits = [], None
     for variant in variants:
-        run_dir = runs_dir / f"loc-lr{variant.localization_lr_scale:g}" / "st"
+        run_dir = runs_dir / f"{slug}{getattr(variant, field):g}" / "st"
         if default and {**dataclasses.asdict(Plan()), **default["plan"]} == dataclasses.asdict(
                 variant) and "st" in default["models"]:
             unit, source = default["models"]["st"], _relative(default_json)
@@ -258,14 +268,15 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
                                              {k: v for k, v in limits.items() if v is not None})
             unit = train_unit("st", splits, variant, run_dir, test=False)
             source = _relative(run_dir)
-        rows.append({"localization_lr_scale": variant.localization_lr_scale,
+        rows.append({field: getattr(variant, field),
                      "validation_error_percent": round(
                          100 * unit["history"][-1]["validation_error"], 2),
                      "train_seconds": round(unit["train_seconds"], 1), "run": source})
         print(json.dumps(rows[-1]), flush=True)
-    record = {"study": "volumes-localization-rate", "plan": dataclasses.asdict(plan),
+    record = {"study": f"volumes-{name}", "plan": dataclasses.asdict(plan),
               "rule": f"lowest validation error; within {SCREEN_MARGIN} point, the smaller "
-                      "scale", "cpu": cpu_model(), "variants": rows, "chosen": choose(rows)}
+                      f"{field}", "cpu": cpu_model(), "variants": rows,
+              "chosen": choose(rows, field)}
     runs.write_json(out, record)
     return record
 
@@ -301,26 +312,34 @@ def main(argv=None) -> None:
     parser.add_argument("--localization-lr-scale", type=float,
                         default=defaults.localization_lr_scale,
                         help="the localization net's Adam steps at this multiple of the rate")
-    parser.add_argument("--screen", action="store_true",
-                        help=f"train the ST model at localization scales {SCREEN_SCALES} on "
-                        "validation only (runs in RUN_DIR/../volumes_screen/, the record in "
-                        "results/screen_volumes.json) and name the rule's choice")
+    parser.add_argument("--pose-ramp-epochs", type=float, default=defaults.pose_ramp_epochs,
+                        help="training poses grow from upright to the full ranges over this "
+                        "many epochs (0: full from the start)")
+    parser.add_argument("--screen", nargs="?", const="localization-rate", choices=list(SCREENS),
+                        help="train the ST model at each value of one setting on validation "
+                        "only and name the rule's choice: " + "; ".join(
+                            f"{k}: {f} in {v}, record results/{r}"
+                            for k, (f, v, r) in SCREENS.items())
+                        + " (runs in RUN_DIR/../volumes_screen/; default: localization-rate)")
     parser.add_argument("--mnist", default=None, help="a Keras mnist.npz or IDX folder")
     args = parser.parse_args(argv)
     if args.localization_lr_scale <= 0:
         parser.error("--localization-lr-scale must be positive")
+    if args.pose_ramp_epochs < 0:
+        parser.error("--pose-ramp-epochs must be 0 or more")
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size,
-                                       args.localization_lr_scale)
+                                       args.localization_lr_scale, args.pose_ramp_epochs)
     from stn.train import runs
     if args.screen:
         try:
             record = screen(plan, args.run_dir.parent / "volumes_screen", args.json,
-                            args.json.parent / "screen_volumes.json", args.mnist)
+                            args.json.parent / SCREENS[args.screen][2], args.mnist,
+                            args.screen)
         except runs.RunError as e:
             parser.exit(2, f"volumes.py: error: {e}\n")
-        print(f"chosen: localization_lr_scale {record['chosen']:g}")
+        print(f"chosen: {SCREENS[args.screen][0]} {record['chosen']:g}")
         return
     try:
         record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)

@@ -1,5 +1,6 @@
 """3-D MNIST (stn.data.volumes, stn.volume_model, experiments.volumes): analytic cases, tiny run."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_the_screen_rule_prefers_the_smaller_scale_within_its_margin():
 
     def rows(*errors):
         return [{"localization_lr_scale": s, "validation_error_percent": e}
-                for s, e in zip(E.SCREEN_SCALES, errors)]
+                for s, e in zip(E.SCREENS["localization-rate"][1], errors)]
 
     assert E.choose(rows(10.5, 8.0, 9.0)) == 3.0
     assert E.choose(rows(10.5, 8.0, 7.8)) == 3.0  # 0.2 point better: not enough
@@ -139,7 +140,7 @@ def test_the_tiny_screen_reads_the_default_back_and_trains_the_rest_on_validatio
     screen = E.screen(E.TINY, runs_dir, paths["json_path"], out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(screen))
     variants = screen["variants"]
-    assert [v["localization_lr_scale"] for v in variants] == list(E.SCREEN_SCALES)
+    assert [v["localization_lr_scale"] for v in variants] == list(E.SCREENS["localization-rate"][1])
     assert variants[0]["run"] == str(paths["json_path"])  # the study's own ST run (outside the repo)
     assert variants[0]["validation_error_percent"] == round(
         100 * record["models"]["st"]["history"][-1]["validation_error"], 2)
@@ -149,3 +150,35 @@ def test_the_tiny_screen_reads_the_default_back_and_trains_the_rest_on_validatio
         assert json.loads((Path(v["run"]) / "config.json").read_text())["plan"][
             "localization_lr_scale"] == v["localization_lr_scale"]
     assert screen["chosen"] == E.choose(variants)
+
+
+def test_a_pose_curriculum_scales_the_same_draws():
+    full, none, half = (V.epoch_poses(64, 0, 1, s) for s in (1.0, 0.0, 0.5))
+    np.testing.assert_allclose(none, V.upright_poses(64), atol=1e-6)  # upright and centred
+    # The same draws at half the angles and shifts.
+    rng = np.random.default_rng(7)
+    tilts = np.deg2rad(rng.uniform(-V.TILT_DEG, V.TILT_DEG, (2, 64)))
+    in_plane = np.deg2rad(rng.uniform(-V.IN_PLANE_DEG, V.IN_PLANE_DEG, 64))
+    shifts = rng.uniform(-V.SHIFT_VOXELS, V.SHIFT_VOXELS, (64, 3))
+    expected = V.pose_params(V.rotation(tilts[0] / 2, tilts[1] / 2, in_plane / 2), shifts / 2)
+    np.testing.assert_allclose(V.random_poses(64, np.random.default_rng(7), 0.5), expected,
+                               atol=1e-6)
+    assert not np.allclose(half, full)
+    np.testing.assert_array_equal(V.epoch_poses(64, 0, 1), full)  # strength 1: as before
+
+
+def test_the_pose_ramp_screen_trains_its_variants_with_growing_poses(tiny_run, monkeypatch):
+    from experiments import volumes as E
+    record, paths = tiny_run
+    seen = []
+    real = V.epoch_poses
+    monkeypatch.setattr(V, "epoch_poses", lambda n, seed, epoch, strength=1.0: (
+        seen.append(strength), real(n, seed, epoch, strength))[1])
+    plan = dataclasses.replace(E.TINY, epochs=2)
+    out = paths["json_path"].parent / "screen_pose.json"
+    screen = E.screen(plan, paths["json_path"].parent / "pose_runs", paths["json_path"], out,
+                      name="pose-ramp")
+    assert [v["pose_ramp_epochs"] for v in screen["variants"]] == [0.0, 1.0, 2.0]
+    # ramp 0: full poses; 1: upright, then full; 2: upright, then half.
+    assert seen == [1.0, 1.0, 0.0, 1.0, 0.0, 0.5]
+    assert screen["chosen"] == E.choose(screen["variants"], "pose_ramp_epochs")

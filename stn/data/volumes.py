@@ -83,11 +83,15 @@ def pose_params(rotations: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return np.concatenate([linear, offset[..., None]], axis=2).reshape(-1, 12).astype(np.float32)
 
 
-def random_poses(n: int, rng: np.random.Generator) -> np.ndarray:
-    """float32 ``[n, 12]``: poses drawn from the module's ranges (see the docstring)."""
-    tilts = np.deg2rad(rng.uniform(-TILT_DEG, TILT_DEG, (2, n)))
-    in_plane = np.deg2rad(rng.uniform(-IN_PLANE_DEG, IN_PLANE_DEG, n))
-    shifts = rng.uniform(-SHIFT_VOXELS, SHIFT_VOXELS, (n, 3))
+def random_poses(n: int, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """float32 ``[n, 12]``: poses drawn from the module's ranges (see the docstring).
+
+    ``strength`` in [0, 1] scales every angle and shift of the same draws (0: upright and
+    centred; a pose curriculum, :func:`stn.data.pipeline.warp_strength`).
+    """
+    tilts = np.deg2rad(rng.uniform(-TILT_DEG, TILT_DEG, (2, n))) * strength
+    in_plane = np.deg2rad(rng.uniform(-IN_PLANE_DEG, IN_PLANE_DEG, n)) * strength
+    shifts = rng.uniform(-SHIFT_VOXELS, SHIFT_VOXELS, (n, 3)) * strength
     return pose_params(rotation(tilts[0], tilts[1], in_plane), shifts)
 
 
@@ -143,6 +147,7 @@ def make_splits(mnist, seed: int = 0, limits: dict | None = None) -> dict[str, V
     return splits
 
 
-def epoch_poses(n: int, seed: int, epoch: int) -> np.ndarray:
-    """float32 ``[n, 12]``: fresh training poses for one epoch (a pure function of both)."""
-    return random_poses(n, _rng(seed, f"train epoch {epoch}"))
+def epoch_poses(n: int, seed: int, epoch: int, strength: float = 1.0) -> np.ndarray:
+    """float32 ``[n, 12]``: fresh training poses for one epoch (a pure function of the
+    arguments), at ``strength`` (:func:`random_poses`)."""
+    return random_poses(n, _rng(seed, f"train epoch {epoch}"), strength)
