@@ -58,9 +58,11 @@ TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size
 # before their runs (docs/history/volumes.md): the value with the lowest validation
 # error after the plan's epochs; within 0.3 point, the smaller value. The test
 # split is not evaluated in a screen.
-SCREENS = {  # name -> (Plan field, values, record)
-    "localization-rate": ("localization_lr_scale", (1.0, 3.0, 10.0), "screen_volumes.json"),
-    "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json"),
+SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
+    "localization-rate": ("localization_lr_scale", (1.0, 3.0, 10.0), "screen_volumes.json",
+                          "loc-lr"),
+    "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json",
+                  "pose-ramp"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 
@@ -101,14 +103,17 @@ def error_rate(model, split, batch_size: int, render) -> float:
     return wrong / len(split.labels)
 
 
+def kept_plan(recorded: dict) -> dict:
+    """A record's plan as a dict of every field: a field added after it holds its default."""
+    return {**dataclasses.asdict(Plan()), **recorded}
+
+
 def check_plan(name: str, plan: Plan, run_dir: Path) -> None:
     """Refuses a finished unit of another plan in ``run_dir`` (before any data is built)."""
     from stn.train import runs
 
     if (run_dir / "metrics.json").exists():
-        kept = json.loads((run_dir / "config.json").read_text())["plan"]
-        # A record from before a field was added holds that field's default.
-        kept = {**dataclasses.asdict(Plan()), **kept}
+        kept = kept_plan(json.loads((run_dir / "config.json").read_text())["plan"])
         if kept != dataclasses.asdict(plan):
             raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
                                 f"({runs.changes_text(kept, dataclasses.asdict(plan))}): pass "
@@ -241,7 +246,7 @@ def choose(rows: list[dict], field: str = "localization_lr_scale") -> float:
 def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
            mnist_path: str | None = None, name: str = "localization-rate") -> dict:
     """The screen ``name`` (:data:`SCREENS`): the ST model at each of its values on
-    validation only, in ``runs_dir/<field-slug><value>/st/`` (resumable), written to ``out``.
+    validation only, in ``runs_dir/<prefix><value>/st/`` (resumable), written to ``out``.
 
     A variant whose plan is the one ``default_json`` records (the study's own ST run) is
     read from that record, not trained again.
@@ -250,15 +255,14 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
     from stn.layer.backends import require_tensorflow
     from stn.train import runs
     require_tensorflow("experiments.volumes --screen")
-    field, values, _ = SCREENS[name]
-    slug = {"localization_lr_scale": "loc-lr", "pose_ramp_epochs": "pose-ramp"}[field]
+    field, values, _, slug = SCREENS[name]
     variants = [dataclasses.replace(plan, **{field: v}) for v in values]
     default = json.loads(default_json.read_text()) if default_json.exists() else None
     rows, splits = [], None
     for variant in variants:
         run_dir = runs_dir / f"{slug}{getattr(variant, field):g}" / "st"
-        if default and {**dataclasses.asdict(Plan()), **default["plan"]} == dataclasses.asdict(
-                variant) and "st" in default["models"]:
+        if default and kept_plan(default["plan"]) == dataclasses.asdict(variant) \
+                and "st" in default["models"]:
             unit, source = default["models"]["st"], _relative(default_json)
         else:
             check_plan("st", variant, run_dir)
@@ -319,7 +323,7 @@ def main(argv=None) -> None:
                         help="train the ST model at each value of one setting on validation "
                         "only and name the rule's choice: " + "; ".join(
                             f"{k}: {f} in {v}, record results/{r}"
-                            for k, (f, v, r) in SCREENS.items())
+                            for k, (f, v, r, _) in SCREENS.items())
                         + " (runs in RUN_DIR/../volumes_screen/; default: localization-rate)")
     parser.add_argument("--mnist", default=None, help="a Keras mnist.npz or IDX folder")
     args = parser.parse_args(argv)
