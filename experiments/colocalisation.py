@@ -82,9 +82,14 @@ def read_unit(path: Path, settings, cnn_record: dict) -> dict | None:
     """The unit's record if it is finished with these settings and this CNN, else None."""
     if not path.exists():
         return None
+    from stn.train import colocalisation_fit as F
+
     record = json.loads(path.read_text())
     same = json.loads(json.dumps(dataclasses.asdict(settings)))
-    if record.get("settings") != same or record.get("embedding_cnn") != cnn_record:
+    # A field added after the record was written holds its default there.
+    kept = {**json.loads(json.dumps(dataclasses.asdict(F.Settings()))),
+            **record.get("settings", {})}
+    if kept != same or record.get("embedding_cnn") != cnn_record:
         return None
     return record
 
@@ -187,6 +192,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--box", choices=("free", "inside"), default="free",
                    help="free: the transformer's parameters are the box (the paper); inside: "
                    "mapped to a box inside the canvas by construction (default: %(default)s)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="the triplet loss's margin (the paper's 1; 4 keeps the hinge of "
+                   "unit-length embeddings open; default: %(default)s)")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="coarse to fine: the crops read the images blurred by a Gaussian of "
+                   "this sigma (px) at the start, shrinking to none at half the steps "
+                   "(ours; default: %(default)s, off)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")
@@ -206,6 +218,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     # Smoke runs (the tests): an embedding CNN trained on this many digits.
     p.add_argument("--cnn-examples", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.margin <= 0:
+        p.error(f"--margin must be positive, got {args.margin}")
+    if args.blur < 0:
+        p.error(f"--blur must be 0 or more, got {args.blur}")
     if any(not 0 <= d <= 9 for d in args.digits):
         p.error(f"--digits must be 0-9, got {args.digits}")
     return args
@@ -219,7 +235,8 @@ def main(argv=None) -> int:
     units = [F.Settings(dataset=d, digit=k, seed=s, images=args.images, steps=args.steps,
                         learning_rate=args.learning_rate, normalise=args.normalise,
                         negatives=args.negatives, max_scale=args.max_scale,
-                        box_penalty=args.box_penalty, box=args.box)
+                        box_penalty=args.box_penalty, box=args.box, margin=args.margin,
+                        blur=args.blur)
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
@@ -236,6 +253,7 @@ def main(argv=None) -> int:
         record = run_unit(u, mnist, cnn, cnn_record, results_dir, args.split)
         if args.split != "test":
             print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
+                              "margin": u.margin, "blur": u.blur,
                               "localised_fraction": record["localised_fraction"],
                               "mean_iou": record["mean_iou"]}), flush=True)
             continue

@@ -171,6 +171,19 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     kept = json.loads((tmp_path / "augmented/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert kept["embedding_cnn"] == cnn
+    # The open hinge and the blur reach the unit's settings; a record written before
+    # those fields existed is read back as the defaults' (it holds them at their defaults).
+    coarse = [*screen[:-2], "--margin", "4", "--blur", "2", "--results-dir",
+              str(tmp_path / "coarse")]
+    assert E.main(coarse) == 0
+    kept = json.loads((tmp_path / "coarse/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert (kept["settings"]["margin"], kept["settings"]["blur"]) == (4.0, 2.0)
+    old = {k: v for k, v in record["settings"].items() if k not in ("margin", "blur")}
+    unit.write_text(json.dumps({**record, "settings": old}))
+    capsys.readouterr()
+    assert E.main(argv) == 0
+    assert "T_digit1_seed0.json: done" in capsys.readouterr().out
 
 
 def test_the_augmenter_distorts_each_digit_and_keeps_blank_blank():
@@ -206,6 +219,26 @@ def test_same_scale_crops_keep_their_centre_on_the_canvas():
     assert np.all(crops[:, 0] == 1.0) and np.all(np.abs(crops[:, 1:]) <= 1.0)
     with pytest.raises(ValueError, match="negatives"):
         F.Settings(negatives="other")
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])
+def test_gaussian_blur_matches_scipy_with_zero_outside(sigma):
+    import tensorflow as tf
+    from scipy import ndimage
+
+    x = np.random.default_rng(0).random((2, 30, 31, 2)).astype(np.float32)
+    radius = 8
+    got = F.gaussian_blur(tf.constant(x), tf.constant(sigma), radius).numpy()
+    want = (ndimage.gaussian_filter(x, (0, sigma, sigma, 0), mode="constant",
+                                    truncate=radius / sigma) if sigma else x)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_blur_shrinks_linearly_to_none_at_half_the_steps():
+    settings = F.Settings(steps=600, blur=6.0)
+    assert [F.blur_sigma(k, settings) for k in (0, 150, 300, 600)] == [6.0, 3.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="margin"):
+        F.Settings(margin=0.0)
 
 
 def test_outside_is_zero_inside_the_canvas_and_analytic_beyond():

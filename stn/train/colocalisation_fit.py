@@ -50,6 +50,14 @@ class Settings:
     # "free": the transformer's parameters are the box (the paper); "inside": its
     # outputs are mapped to a box inside the canvas by construction (`inside`).
     box: str = "free"
+    # The triplet loss's margin (the paper's 1). With unit-length embeddings a squared
+    # distance is at most 4, so a margin of 4 keeps every triplet's hinge open: the loss
+    # never stops pulling the crops together once they clear the margin.
+    margin: float = C.MARGIN
+    # Coarse to fine (ours): the crops are read from the images blurred by a Gaussian of
+    # this many pixels (sigma) at step 0, shrinking linearly to none at half the steps
+    # (`blur_sigma`); the localization net always reads the sharp images. 0: off.
+    blur: float = 0.0
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -62,6 +70,9 @@ class Settings:
             raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
         if self.negatives not in ("range", "same"):
             raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
+        if self.margin <= 0 or self.blur < 0:
+            raise ValueError(f"need margin > 0 and blur >= 0 (got margin={self.margin}, "
+                             f"blur={self.blur})")
         if self.images < 2 or self.steps < 1:
             raise ValueError("need at least 2 images and 1 step "
                              f"(got images={self.images}, steps={self.steps})")
@@ -184,27 +195,53 @@ def outside(theta):
     return tf.reduce_sum(tf.square(beyond), axis=1) / 2.0
 
 
+def blur_sigma(step: int, settings: "Settings") -> float:
+    """The blur (pixels) of the crops at ``step``: ``settings.blur`` shrinking linearly to
+    0 at half the steps, 0 after."""
+    half = settings.steps / 2.0
+    return settings.blur * max(0.0, 1.0 - step / half)
+
+
+def gaussian_blur(images, sigma, radius: int):
+    """``images [N, H, W, C]`` blurred by a Gaussian of ``sigma`` pixels (a scalar tensor),
+    zero outside the image, the kernel cut at ``radius`` pixels and summing to 1.
+
+    ``sigma`` near 0 gives the images back (the kernel is then a unit impulse).
+    """
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
+    weights = tf.exp(-0.5 * tf.square(x / sigma))
+    weights /= tf.reduce_sum(weights)
+    channels = images.shape[-1]
+    rows = tf.tile(tf.reshape(weights, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    cols = tf.reshape(rows, [1, -1, channels, 1])
+    out = tf.nn.depthwise_conv2d(images, rows, [1, 1, 1, 1], "SAME")
+    return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "SAME")
+
+
 def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
-    """The compiled step: ``(partner [N], crops [N, 3]) -> loss``.
+    """The compiled step: ``(partner [N], crops [N, 3], sigma) -> loss``.
 
     With ``settings.negatives == "same"``, each crop's scale is replaced by
     its image's localised scale (no gradient through it).
     """
     out = (MNIST_SIZE, MNIST_SIZE)
     same_scale, box_penalty = settings.negatives == "same", settings.box_penalty
+    radius = max(1, int(np.ceil(3 * settings.blur)))
 
     @tf.function(reduce_retracing=True)
-    def step(partner, crops):
+    def step(partner, crops, sigma):
+        seen = gaussian_blur(images, sigma, radius) if settings.blur else images
         with tf.GradientTape() as tape:
             theta = box_params(layer.params(images, training=True), settings)
-            localised, _ = layer.transform_and_theta(images, training=True, params=theta)
+            localised, _ = layer.transform_and_theta(seen, training=True, params=theta)
             anchor = embed(localised, training=False)
             if same_scale:
                 crops = tf.concat([tf.stop_gradient(theta[:, :1]), crops[:, 1:]], axis=1)
-            negative = embed(kinds.keras_warp(images, crops, C.KIND, out,
+            negative = embed(kinds.keras_warp(seen, crops, C.KIND, out,
                                               image_gradient=False), training=False)
             loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
-                                  tf.stop_gradient(negative))
+                                  tf.stop_gradient(negative), settings.margin)
             if box_penalty:
                 loss += box_penalty * tf.reduce_mean(outside(theta))
         variables = layer.trainable_variables
@@ -263,7 +300,8 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
         if k == settings.steps:
             break
         window.append(float(step(tf.constant(C.partners(rng, len(images))),
-                                 tf.constant(negative_crops(rng, len(images), settings)))))
+                                 tf.constant(negative_crops(rng, len(images), settings)),
+                                 tf.constant(blur_sigma(k, settings), tf.float32))))
         if len(window) == 25:
             losses.append(round(float(np.mean(window)), 4))
             window = []
