@@ -4,6 +4,7 @@
     python -m experiments.volumes --models st --epochs 2
     python -m experiments.volumes --screen        # the localization rate screen (validation only)
     python -m experiments.volumes --screen pose-ramp   # the pose curriculum screen (validation only)
+    python -m experiments.volumes --screen localization  # conv3d vs projections (validation only)
     python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
 
 The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
@@ -30,6 +31,8 @@ from experiments import ROOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+LOCALIZERS = ("conv3d", "projections")  # stn.volume_model.LOCALIZERS (not imported: no TF for --help)
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -48,6 +51,9 @@ class Plan:
     # Training poses grow from upright to the full ranges over this many epochs
     # (stn.data.pipeline.warp_strength; 0: full from the start). Validation and test: full.
     pose_ramp_epochs: float = 0.0
+    # The ST model's localization net (stn.volume_model.LOCALIZERS); the baseline's Dense
+    # width follows it, so that the two keep about the same number of parameters.
+    localization: str = "conv3d"
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
@@ -56,13 +62,15 @@ TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size
 # The screens (--screen NAME), validation only: the ST model at each value of one
 # Plan field, the default plan's value read from the study's record. Rule, written
 # before their runs (docs/history/volumes.md): the value with the lowest validation
-# error after the plan's epochs; within 0.3 point, the smaller value. The test
-# split is not evaluated in a screen.
+# error after the plan's epochs; within 0.3 point, the earliest value listed (the
+# smaller number; the current net). The test split is not evaluated in a screen.
 SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
     "localization-rate": ("localization_lr_scale", (1.0, 3.0, 10.0), "screen_volumes.json",
                           "loc-lr"),
     "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json",
                   "pose-ramp"),
+    "localization": ("localization", ("conv3d", "projections"),
+                     "screen_volumes_localization.json", "loc-"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 
@@ -140,7 +148,7 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = 
     runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
                                               "environment": runs.environment()})
     keras.utils.set_random_seed(plan.seed)
-    model = volume_model.BUILDERS[name]()
+    model = volume_model.BUILDERS[name](localization=plan.localization)
     from stn.train import optimizers
     optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
                                                learning_rate=plan.learning_rate)
@@ -236,11 +244,16 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def choose(rows: list[dict], field: str = "localization_lr_scale") -> float:
+def choose(rows: list[dict], field: str = "localization_lr_scale"):
     """A screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
-    smaller value of ``field``."""
+    earliest row (the screens list their values from the smallest, or the current one)."""
     best = min(r["validation_error_percent"] for r in rows)
-    return min(r[field] for r in rows if r["validation_error_percent"] <= best + SCREEN_MARGIN)
+    return next(r[field] for r in rows if r["validation_error_percent"] <= best + SCREEN_MARGIN)
+
+
+def _label(value) -> str:
+    """A screen value as it names a run dir and prints: ``3`` for 3.0, strings as they are."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
@@ -260,7 +273,7 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
     default = json.loads(default_json.read_text()) if default_json.exists() else None
     rows, splits = [], None
     for variant in variants:
-        run_dir = runs_dir / f"{slug}{getattr(variant, field):g}" / "st"
+        run_dir = runs_dir / f"{slug}{_label(getattr(variant, field))}" / "st"
         if default and kept_plan(default["plan"]) == dataclasses.asdict(variant) \
                 and "st" in default["models"]:
             unit, source = default["models"]["st"], _relative(default_json)
@@ -277,9 +290,11 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
                          100 * unit["history"][-1]["validation_error"], 2),
                      "train_seconds": round(unit["train_seconds"], 1), "run": source})
         print(json.dumps(rows[-1]), flush=True)
+    earliest = (f"the smaller {field}" if isinstance(values[0], (int, float))
+                else f"the earlier of {list(values)}")
     record = {"study": f"volumes-{name}", "plan": dataclasses.asdict(plan),
-              "rule": f"lowest validation error; within {SCREEN_MARGIN} point, the smaller "
-                      f"{field}", "cpu": cpu_model(), "variants": rows,
+              "rule": f"lowest validation error; within {SCREEN_MARGIN} point, {earliest}",
+              "cpu": cpu_model(), "variants": rows,
               "chosen": choose(rows, field)}
     runs.write_json(out, record)
     return record
@@ -319,6 +334,10 @@ def main(argv=None) -> None:
     parser.add_argument("--pose-ramp-epochs", type=float, default=defaults.pose_ramp_epochs,
                         help="training poses grow from upright to the full ranges over this "
                         "many epochs (0: full from the start)")
+    parser.add_argument("--localization", choices=list(LOCALIZERS),
+                        default=defaults.localization,
+                        help="the ST model's localization net: conv3d (strided 3-D convs) or "
+                        "projections (2-D convs on the volume's three axis sums)")
     parser.add_argument("--screen", nargs="?", const="localization-rate", choices=list(SCREENS),
                         help="train the ST model at each value of one setting on validation "
                         "only and name the rule's choice: " + "; ".join(
@@ -334,7 +353,8 @@ def main(argv=None) -> None:
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size,
-                                       args.localization_lr_scale, args.pose_ramp_epochs)
+                                       args.localization_lr_scale, args.pose_ramp_epochs,
+                                       args.localization)
     from stn.train import runs
     if args.screen:
         try:
@@ -343,7 +363,7 @@ def main(argv=None) -> None:
                             args.screen)
         except runs.RunError as e:
             parser.exit(2, f"volumes.py: error: {e}\n")
-        print(f"chosen: {SCREENS[args.screen][0]} {record['chosen']:g}")
+        print(f"chosen: {SCREENS[args.screen][0]} {_label(record['chosen'])}")
         return
     try:
         record = run(plan, args.run_dir, args.json, args.figure, tuple(args.models), args.mnist)

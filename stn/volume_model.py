@@ -39,6 +39,7 @@ CNN = "paper-cnn"
 CNN_DENSE = 128  # the preset's Dense width, the ST model's
 LOCALIZATION = ((8, 4, 4), (16, 3, 2), (32, 3, 2))  # (filters, kernel, stride) per Conv3D
 LOCALIZATION_DENSE = 32
+PROJECTION_LOCALIZATION = ((16, 5, 2), (32, 3, 2), (32, 3, 2))  # (filters, kernel, stride) per Conv2D
 
 
 @keras.saving.register_keras_serializable(package="stn")
@@ -74,15 +75,57 @@ def volume_localization(layers=LOCALIZATION, dense: int = LOCALIZATION_DENSE,
     ], name=name)
 
 
+@keras.saving.register_keras_serializable(package="stn")
+class AxisProjections(keras.layers.Layer):
+    """``[B, D, H, W, 1] -> [B, D, D, 3]`` (a cube): the volume summed along each axis.
+
+    Channel 0 is the sum along depth (an ``(H, W)`` image), 1 along height
+    ``(D, W)``, 2 along width ``(D, H)``. A plate tilted about an in-plane axis
+    is a slanted line in the projection along that axis, the slope its tilt:
+    three 2-D images carry the pose a 3-D conv must find in 216,000 voxels.
+    """
+
+    def call(self, volumes):
+        ops = keras.ops
+        return ops.concatenate([ops.sum(volumes, axis=a) for a in (1, 2, 3)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2], input_shape[3], 3)
+
+
+def projection_localization(layers=PROJECTION_LOCALIZATION, dense: int = LOCALIZATION_DENSE,
+                            name: str = "localization") -> keras.Sequential:
+    """:class:`AxisProjections` -> strided 2-D convs (ReLU, valid) -> Dense -> the 12
+    ``affine3d`` parameters (identity init).
+
+    With the defaults, 60^3 -> 60^2 x 3 -> 28^2 x 16 -> 13^2 x 32 -> 6^2 x 32 -> 32 -> 12.
+    """
+    return keras.Sequential([
+        AxisProjections(name="axis_projections"),
+        *[keras.layers.Conv2D(f, k, strides=s, activation="relu") for f, k, s in layers],
+        keras.layers.Flatten(),
+        keras.layers.Dense(dense, activation="relu"),
+        theta_layer("identity", kind="affine3d"),
+    ], name=name)
+
+
+LOCALIZERS = {"conv3d": volume_localization, "projections": projection_localization}
+"""The ST model's localization nets by name (``build_st(localization=...)``)."""
+
+
 def _classify(x, dense_units: int) -> keras.KerasTensor:
     cnn = build_model(CNN, input_size=OUTPUT_SIZE, dense_units=dense_units)
     return cnn(x)
 
 
-def build_st(output_depth: int = OUTPUT_DEPTH) -> keras.Model:
-    """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``."""
+def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = "conv3d") -> keras.Model:
+    """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``, its
+    localization net one of :data:`LOCALIZERS`."""
+    if localization not in LOCALIZERS:
+        raise ValueError(f"localization must be one of {sorted(LOCALIZERS)}, "
+                         f"got {localization!r}")
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
-    x = SpatialTransformer(volume_localization(), kind="affine3d",
+    x = SpatialTransformer(LOCALIZERS[localization](), kind="affine3d",
                            output_size=(output_depth, OUTPUT_SIZE, OUTPUT_SIZE),
                            image_gradient=False,
                            name="transformer")(inputs)
@@ -90,22 +133,23 @@ def build_st(output_depth: int = OUTPUT_DEPTH) -> keras.Model:
     return keras.Model(inputs, _classify(x, CNN_DENSE), name="volumes_st")
 
 
-def build_baseline(dense_units: int | None = None) -> keras.Model:
-    """The baseline: the raw volume's projection -> the CNN (Dense width matched by default)."""
+def build_baseline(dense_units: int | None = None, localization: str = "conv3d") -> keras.Model:
+    """The baseline: the raw volume's projection -> the CNN (Dense width matched by default
+    to the ST model with that ``localization`` net)."""
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
     x = DepthProjection(1.0, name="projection")(inputs)
     x = keras.layers.AveragePooling2D(CANVAS // OUTPUT_SIZE, name="downsample")(x)
-    units = baseline_dense_units() if dense_units is None else dense_units
+    units = baseline_dense_units(localization) if dense_units is None else dense_units
     return keras.Model(inputs, _classify(x, units), name="volumes_baseline")
 
 
-def baseline_dense_units() -> int:
+def baseline_dense_units(localization: str = "conv3d") -> int:
     """The baseline CNN's Dense width whose count is nearest the ST model's.
 
     Each Dense unit costs its inputs, a bias and 10 logit weights; the ST
     model's extra parameters are its localization net's.
     """
-    extra = build_st().get_layer("transformer").count_params()
+    extra = build_st(localization=localization).get_layer("transformer").count_params()
     cnn = build_model(CNN, input_size=OUTPUT_SIZE)
     per_unit = cnn.get_layer("flatten").output.shape[-1] + 1 + 10
     return CNN_DENSE + round(extra / per_unit)

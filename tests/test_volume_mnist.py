@@ -182,3 +182,41 @@ def test_the_pose_ramp_screen_trains_its_variants_with_growing_poses(tiny_run, m
     # ramp 0: full poses; 1: upright, then full; 2: upright, then half.
     assert seen == [1.0, 1.0, 0.0, 1.0, 0.0, 0.5]
     assert screen["chosen"] == E.choose(screen["variants"], "pose_ramp_epochs")
+
+
+def test_axis_projections_are_the_volume_summed_along_each_axis():
+    volumes = np.random.default_rng(0).random((2, 6, 6, 6, 1)).astype(np.float32)
+    got = np.asarray(M.AxisProjections()(volumes))
+    assert got.shape == (2, 6, 6, 3)
+    for channel, axis in enumerate((1, 2, 3)):
+        np.testing.assert_allclose(got[..., channel], volumes[..., 0].sum(axis=axis), rtol=1e-6)
+
+
+def test_the_projections_net_starts_at_the_identity_and_keeps_the_counts_matched():
+    st = M.build_st(localization="projections")
+    baseline = M.build_baseline(localization="projections")
+    assert abs(st.count_params() - baseline.count_params()) <= 0.01 * st.count_params()
+    theta = st.get_layer("transformer").localization(np.zeros((1, 60, 60, 60, 1), np.float32))
+    np.testing.assert_allclose(np.asarray(theta)[0],
+                               np.eye(3, 4).reshape(-1), atol=1e-6)
+    with pytest.raises(ValueError, match="localization must be one of"):
+        M.build_st(localization="dense")
+
+
+def test_the_localization_screen_names_its_runs_and_keeps_the_current_net_on_a_tie(
+        tiny_run):
+    from experiments import volumes as E
+    record, paths = tiny_run
+    out = paths["json_path"].parent / "screen_loc.json"
+    runs_dir = paths["json_path"].parent / "loc_runs"
+    screen = E.screen(E.TINY, runs_dir, paths["json_path"], out, name="localization")
+    assert [v["localization"] for v in screen["variants"]] == ["conv3d", "projections"]
+    assert screen["variants"][0]["run"] == str(paths["json_path"])  # the study's own run
+    config = json.loads((runs_dir / "loc-projections" / "st" / "config.json").read_text())
+    assert config["plan"]["localization"] == "projections"
+    assert "the earlier of" in screen["rule"]
+    rows = [{"localization": n, "validation_error_percent": e}
+            for n, e in (("conv3d", 10.0), ("projections", 9.8))]
+    assert E.choose(rows, "localization") == "conv3d"  # 0.2 point: within the margin
+    rows[1]["validation_error_percent"] = 9.6
+    assert E.choose(rows, "localization") == "projections"
