@@ -71,17 +71,47 @@ def affine3d_grid(theta, depth: int, height: int, width: int):
                       for j in range(3)], axis=-1)
 
 
+AXES = ((0, (1, 1, 1, -1)), (1, (1, 1, -1, 1)), (2, (1, -1, 1, 1)))
+"""Per grid component ``(x, y, z)``: its index in the grid's last axis and the shape that
+broadcasts the output's centres along it (over ``[B, d, h, w]``)."""
+
+
+def axis_coordinates(grid, k: int, size: int, out_size: int):
+    """Along grid component ``k`` (0 x, 1 y, 2 z) of an input axis of ``size`` voxels:
+
+    ``(u, index, w_low, w_high)``: the pixel coordinate :func:`~stn.layer.sampler.pixel_coordinates`,
+    then :func:`~stn.layer.sampler.lower_corner`'s padded lower index and its two weights, each
+    ``[B, d, h, w]``. Both samplers (this module's and :mod:`stn.layer.sampler3d_jax`) read it.
+    """
+    u = pixel_coordinates(grid[..., k], size, out_size, AXES[k][1])
+    return (u, *lower_corner(u, size))
+
+
+def padded_rows(volumes, z0, y0, x0):
+    """The volumes padded by one zero voxel before and two after on each axis
+    (:func:`~stn.layer.sampler.lower_corner`'s index range), flattened to rows of ``C``
+    values, and the row of each sample's lower corner.
+
+    Returns ``(flat [B (D+3) (H+3) (W+3), C], first [B, d, h, w], row, plane)``: the corner
+    ``(dz, dy, dx)`` of a sample is the row ``first + dz * plane + dy * row + dx``.
+    """
+    _, depth, height, width, channels = volumes.shape
+    row, plane = width + 3, (height + 3) * (width + 3)
+    flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
+                       (-1, channels))
+    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
+                        (-1, 1, 1, 1))
+    return flat, start + z0 * plane + y0 * row + x0, row, plane
+
+
 def _corners(volumes, grid):
     """The sizes, lower corners and weights of trilinear sampling (both samplers')."""
     _, depth, height, width, channels = volumes.shape
     _, out_d, out_h, out_w, _ = grid.shape
     grid = ops.cast(grid, volumes.dtype)
-    x0, wx0, wx1 = lower_corner(pixel_coordinates(grid[..., 0], width, out_w, (1, 1, 1, -1)),
-                                width)
-    y0, wy0, wy1 = lower_corner(pixel_coordinates(grid[..., 1], height, out_h, (1, 1, -1, 1)),
-                                height)
-    z0, wz0, wz1 = lower_corner(pixel_coordinates(grid[..., 2], depth, out_d, (1, -1, 1, 1)),
-                                depth)
+    _, x0, wx0, wx1 = axis_coordinates(grid, 0, width, out_w)
+    _, y0, wy0, wy1 = axis_coordinates(grid, 1, height, out_h)
+    _, z0, wz0, wz1 = axis_coordinates(grid, 2, depth, out_d)
     return (depth, height, width, channels), (out_d, out_h, out_w), \
         (z0, y0, x0), ((wz0, wz1), (wy0, wy1), (wx0, wx1))
 
@@ -97,16 +127,9 @@ def trilinear_sample(volumes, grid):
     Returns:
       ``[B, d, h, w, C]`` of the dtype of ``volumes``, zero-padded outside.
     """
-    (depth, height, width, channels), _, (z0, y0, x0), weights = _corners(volumes, grid)
+    _, _, (z0, y0, x0), weights = _corners(volumes, grid)
     (wz0, wz1), (wy0, wy1), (wx0, wx1) = weights
-    # Padded by one zero voxel before and two after on each axis (lower_corner's
-    # index range), flattened so that each corner is one row gather.
-    row, plane = width + 3, (height + 3) * (width + 3)
-    flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
-                       (-1, channels))
-    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
-                        (-1, 1, 1, 1))
-    first = start + z0 * plane + y0 * row + x0  # (B, d, h, w): the lower corner's row
+    flat, first, row, plane = padded_rows(volumes, z0, y0, x0)  # each corner: one row gather
     out = None
     for dz, wz in ((0, wz0), (plane, wz1)):
         for dy, wy in ((0, wy0), (row, wy1)):

@@ -1,7 +1,8 @@
 """The trilinear sampler on JAX, its gradient written out: the 3-D seam's JAX form.
 
 The same sampling as :func:`stn.layer.sampler3d.trilinear_sample` (eight
-gathers from the volumes padded by one zero voxel before and two after), as a
+gathers from its :func:`~stn.layer.sampler3d.padded_rows`, at its
+:func:`~stn.layer.sampler3d.axis_coordinates`), as a
 ``jax.custom_vjp``. JAX's own autodiff of the ``keras.ops`` sampler ran forward
 + backward to theta at 1.6x PyTorch's ``grid_sample`` (64^3, ``python -m bench
 volumes``): XLA on CPU computed the gradient in the grid through windowed
@@ -24,15 +25,13 @@ gradients to finite differences.
 import jax
 import jax.numpy as jnp
 
-from stn.layer.sampler import lower_corner, pixel_coordinates
+from stn.layer.sampler3d import CORNERS as OFFSETS
+from stn.layer.sampler3d import axis_coordinates, padded_rows
 
-OFFSETS = tuple((dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1))
 
-
-def _axis(grid, k: int, size: int, out_size: int, shape):
+def _axis(grid, k: int, size: int, out_size: int):
     """Along one axis: the lower corner's padded index, the fraction, and ``d f / d grid``."""
-    u = pixel_coordinates(grid[..., k], size, out_size, shape)
-    index, _, fraction = lower_corner(u, size)
+    u, index, _, fraction = axis_coordinates(grid, k, size, out_size)
     slope = jnp.where((u >= -1.0) & (u <= size), size / 2.0, 0.0).astype(u.dtype)
     return index, fraction, slope
 
@@ -43,40 +42,36 @@ def _lerp(a, b, f):
 
 
 def _forward(volumes, grid):
-    _, depth, height, width, channels = volumes.shape
+    _, depth, height, width, _ = volumes.shape
     _, out_d, out_h, out_w, _ = grid.shape
-    x0, fx, sx = _axis(grid, 0, width, out_w, (1, 1, 1, -1))
-    y0, fy, sy = _axis(grid, 1, height, out_h, (1, 1, -1, 1))
-    z0, fz, sz = _axis(grid, 2, depth, out_d, (1, -1, 1, 1))
-    padded = jnp.pad(volumes, ((0, 0), (1, 2), (1, 2), (1, 2), (0, 0)))
-    row, plane = width + 3, (height + 3) * (width + 3)
-    start = jnp.arange(volumes.shape[0], dtype=jnp.int32).reshape(-1, 1, 1, 1) * (
-        (depth + 3) * plane)
-    first = start + z0 * plane + y0 * row + x0  # (B, d, h, w): the lower corner's row
-    flat = padded.reshape(-1, channels)
+    x0, fx, sx = _axis(grid, 0, width, out_w)
+    y0, fy, sy = _axis(grid, 1, height, out_h)
+    z0, fz, sz = _axis(grid, 2, depth, out_d)
+    flat, first, row, plane = padded_rows(volumes, z0, y0, x0)
     v = [jnp.take(flat, first + dz * plane + dy * row + dx, axis=0, mode="clip")
          for dz, dy, dx in OFFSETS]  # each (B, d, h, w, C)
     out = _lerp(_lerp(_lerp(v[0], v[1], fx), _lerp(v[2], v[3], fx), fy),
                 _lerp(_lerp(v[4], v[5], fx), _lerp(v[6], v[7], fx), fy), fz)
-    return out, (v, (fz, fy, fx), (sz, sy, sx), first, padded)
+    return out, (v, (fz, fy, fx), (sz, sy, sx), first, volumes)
 
 
 def _backward(residuals, g):
-    v, (fz, fy, fx), (sz, sy, sx), first, padded = residuals
+    v, (fz, fy, fx), (sz, sy, sx), first, volumes = residuals
     along_x = [_lerp(v[i], v[i + 1], fx) for i in (0, 2, 4, 6)]  # (z, y) = 00, 01, 10, 11
     d_fx = _lerp(_lerp(v[1] - v[0], v[3] - v[2], fy), _lerp(v[5] - v[4], v[7] - v[6], fy), fz)
     d_fy = _lerp(along_x[1] - along_x[0], along_x[3] - along_x[2], fz)
     d_fz = _lerp(along_x[2], along_x[3], fy) - _lerp(along_x[0], along_x[1], fy)
     d_grid = jnp.stack([jnp.sum(g * d_fx, axis=-1) * sx, jnp.sum(g * d_fy, axis=-1) * sy,
                         jnp.sum(g * d_fz, axis=-1) * sz], axis=-1)
-    _, depth3, height3, width3, channels = padded.shape
-    row, plane = width3, height3 * width3
-    d_flat = jnp.zeros((padded.size // channels, channels), g.dtype)
+    batch, depth, height, width, channels = volumes.shape
+    padded = (batch, depth + 3, height + 3, width + 3, channels)
+    row, plane = width + 3, (height + 3) * (width + 3)
+    d_flat = jnp.zeros((batch * plane * (depth + 3), channels), g.dtype)
     for dz, dy, dx in OFFSETS:
         weight = (fz if dz else 1 - fz) * (fy if dy else 1 - fy) * (fx if dx else 1 - fx)
         d_flat = d_flat.at[first + dz * plane + dy * row + dx].add(g * weight[..., None],
                                                                    mode="clip")
-    d_volumes = d_flat.reshape(padded.shape)[:, 1:-2, 1:-2, 1:-2]
+    d_volumes = d_flat.reshape(padded)[:, 1:-2, 1:-2, 1:-2]
     return d_volumes, d_grid
 
 
