@@ -39,6 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CNN_FILE, CNN_RECORD = "embedding_cnn.keras", "embedding_cnn.json"
 RUN_KEYS = ("dataset", "digit", "seed", "localised_fraction", "mean_iou", "steps", "seconds")
+LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0}
+"""What a unit record written before these settings existed ran with (the paper's margin, no
+blur)."""
 PAPER = {"T": "100% for every class", "TC": "75-93% depending on the class"}
 
 
@@ -82,13 +85,10 @@ def read_unit(path: Path, settings, cnn_record: dict) -> dict | None:
     """The unit's record if it is finished with these settings and this CNN, else None."""
     if not path.exists():
         return None
-    from stn.train import colocalisation_fit as F
-
     record = json.loads(path.read_text())
     same = json.loads(json.dumps(dataclasses.asdict(settings)))
-    # A field added after the record was written holds its default there.
-    kept = {**json.loads(json.dumps(dataclasses.asdict(F.Settings()))),
-            **record.get("settings", {})}
+    # A field added after the record was written holds the value it ran with.
+    kept = {**LEGACY_SETTINGS, **record.get("settings", {})}
     if kept != same or record.get("embedding_cnn") != cnn_record:
         return None
     return record
@@ -192,9 +192,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--box", choices=("free", "inside"), default="free",
                    help="free: the transformer's parameters are the box (the paper); inside: "
                    "mapped to a box inside the canvas by construction (default: %(default)s)")
-    p.add_argument("--margin", type=float, default=1.0,
-                   help="the triplet loss's margin (the paper's 1; 4 keeps the hinge of "
-                   "unit-length embeddings open; default: %(default)s)")
+    p.add_argument("--margin", type=float, default=4.0,
+                   help="the triplet loss's margin (the paper's 1; 4, ours, keeps the hinge "
+                   "of unit-length embeddings open; default: %(default)s)")
     p.add_argument("--blur", type=float, default=0.0,
                    help="coarse to fine: the crops read the images blurred by a Gaussian of "
                    "this sigma (px) at the start, shrinking to none at half the steps "

@@ -1,5 +1,6 @@
 """Co-localisation: data, boxes against analytic cases, the loss against NumPy, a tiny run."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -171,19 +172,21 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     kept = json.loads((tmp_path / "augmented/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert kept["embedding_cnn"] == cnn
-    # The open hinge and the blur reach the unit's settings; a record written before
-    # those fields existed is read back as the defaults' (it holds them at their defaults).
-    coarse = [*screen[:-2], "--margin", "4", "--blur", "2", "--results-dir",
+    # The margin and the blur reach the unit's settings; a record written before those
+    # fields existed ran with the paper's margin and no blur, and is read back as such.
+    coarse = [*screen[:-2], "--margin", "1", "--blur", "2", "--results-dir",
               str(tmp_path / "coarse")]
     assert E.main(coarse) == 0
     kept = json.loads((tmp_path / "coarse/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
-    assert (kept["settings"]["margin"], kept["settings"]["blur"]) == (4.0, 2.0)
+    assert (kept["settings"]["margin"], kept["settings"]["blur"]) == (1.0, 2.0)
+    assert record["settings"]["margin"] == 4.0  # the default
     old = {k: v for k, v in record["settings"].items() if k not in ("margin", "blur")}
     unit.write_text(json.dumps({**record, "settings": old}))
-    capsys.readouterr()
-    assert E.main(argv) == 0
-    assert "T_digit1_seed0.json: done" in capsys.readouterr().out
+    settings = F.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in old.items()})
+    assert E.read_unit(unit, settings, record["embedding_cnn"]) is None  # not margin 4's
+    assert E.read_unit(unit, dataclasses.replace(settings, margin=1.0),
+                       record["embedding_cnn"]) is not None
 
 
 def test_the_augmenter_distorts_each_digit_and_keeps_blank_blank():
@@ -252,6 +255,11 @@ def test_outside_is_zero_inside_the_canvas_and_analytic_beyond():
     # 1 and both |t| over 1 - s = -0.2 by 0.2 and 0.3.
     np.testing.assert_allclose(F.outside(theta).numpy(),
                                [0.0, 0.0, 0.04 / 2, (0.04 + 0.04 + 0.09) / 2], atol=1e-6)
+    # A negative scale is the same box mirrored: as far outside as its twin.
+    np.testing.assert_allclose(F.outside(theta * tf.constant([[-1.0, 1.0, 1.0]])).numpy(),
+                               F.outside(theta).numpy(), atol=1e-6)
+    np.testing.assert_allclose(F.outside(tf.constant([[-2.76, 3.565, -0.854]])).numpy(),
+                               [(1.76 ** 2 + 5.325 ** 2 + 2.614 ** 2) / 2], rtol=1e-5)
 
 
 def test_inside_boxes_lie_on_the_canvas_whatever_the_net_outputs():

@@ -50,10 +50,11 @@ class Settings:
     # "free": the transformer's parameters are the box (the paper); "inside": its
     # outputs are mapped to a box inside the canvas by construction (`inside`).
     box: str = "free"
-    # The triplet loss's margin (the paper's 1). With unit-length embeddings a squared
-    # distance is at most 4, so a margin of 4 keeps every triplet's hinge open: the loss
-    # never stops pulling the crops together once they clear the margin.
-    margin: float = C.MARGIN
+    # The triplet loss's margin (the paper's 1, C.MARGIN). With unit-length embeddings a
+    # squared distance is at most 4, so a margin of 4 keeps every triplet's hinge open: the
+    # loss never stops pulling the crops together once they clear the margin. 4 chosen on
+    # validation (docs/history/colocalisation.md).
+    margin: float = 4.0
     # Coarse to fine (ours): the crops are read from the images blurred by a Gaussian of
     # this many pixels (sigma) at step 0, shrinking linearly to none at half the steps
     # (`blur_sigma`); the localization net always reads the sharp images. 0: off.
@@ -70,7 +71,7 @@ class Settings:
             raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
         if self.negatives not in ("range", "same"):
             raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
-        if self.margin <= 0 or self.blur < 0:
+        if self.margin <= 0 or self.blur < 0:  # a margin of 0 would be no loss at all
             raise ValueError(f"need margin > 0 and blur >= 0 (got margin={self.margin}, "
                              f"blur={self.blur})")
         if self.images < 2 or self.steps < 1:
@@ -186,11 +187,14 @@ def box_params(raw, settings: "Settings"):
 def outside(theta):
     """``[N]``: how far each attention box ``theta [N, 3]`` leaves the canvas.
 
-    Half the sum of the squared excesses, normalized units: of the scale
-    over 1, and of each ``|t|`` over ``1 - s`` (the box's edge past the
-    canvas's). Zero for every box inside the canvas.
+    Half the sum of the squared excesses, normalized units: of the side
+    ``|s|`` over 1, and of each ``|t|`` over ``1 - |s|`` (the box's edge past
+    the canvas's). Zero for every box inside the canvas. A negative scale is
+    the same box mirrored (:func:`stn.train.colocalisation.predicted_boxes`),
+    so it is measured by ``|s|``: read as ``s``, a box of side 2.8 mirrored
+    counted as inside.
     """
-    s, t = theta[:, :1], theta[:, 1:]
+    s, t = tf.abs(theta[:, :1]), theta[:, 1:]
     beyond = tf.concat([tf.nn.relu(s - 1.0), tf.nn.relu(tf.abs(t) - (1.0 - s))], axis=1)
     return tf.reduce_sum(tf.square(beyond), axis=1) / 2.0
 
