@@ -51,9 +51,11 @@ class Plan:
     # Training poses grow from upright to the full ranges over this many epochs
     # (stn.data.pipeline.warp_strength; 0: full from the start). Validation and test: full.
     pose_ramp_epochs: float = 0.0
-    # The ST model's localization net (stn.volume_model.LOCALIZERS); the baseline's Dense
-    # width follows it, so that the two keep about the same number of parameters.
-    localization: str = "conv3d"
+    # The ST model's localization net (stn.volume_model.LOCALIZERS; "projections" chosen on
+    # validation over "conv3d", results/screen_volumes_localization.json, whose first record
+    # is results/volumes_conv3d.json); the baseline's Dense width follows it, so that the
+    # two keep about the same number of parameters.
+    localization: str = "projections"
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)

@@ -1,7 +1,9 @@
 """The 3-D MNIST classifiers (paper, appendix A.3): with and without a 3-D transformer.
 
-* **ST**: volume ``[B, 60, 60, 60, 1]`` -> 3-D affine transformer (a strided
-  3-D conv localization net, :func:`volume_localization`) -> output volume
+* **ST**: volume ``[B, 60, 60, 60, 1]`` -> 3-D affine transformer (its
+  localization net 2-D convs on the volume's three axis sums,
+  :func:`projection_localization`, chosen on validation over strided 3-D
+  convs, :func:`volume_localization`) -> output volume
   ``[B, 20, 30, 30, 1]`` -> :class:`DepthProjection` -> ``[B, 30, 30, 1]`` ->
   the paper's Table 1 CNN (``stn.model.build_model("paper-cnn")``: conv 9x9
   -> pool -> conv 7x7 -> pool -> Dense 128) -> logits.
@@ -111,6 +113,8 @@ def projection_localization(layers=PROJECTION_LOCALIZATION, dense: int = LOCALIZ
 
 LOCALIZERS = {"conv3d": volume_localization, "projections": projection_localization}
 """The ST model's localization nets by name (``build_st(localization=...)``)."""
+DEFAULT_LOCALIZER = "projections"
+"""The default of :data:`LOCALIZERS` (results/screen_volumes_localization.json)."""
 
 
 def _classify(x, dense_units: int) -> keras.KerasTensor:
@@ -118,7 +122,7 @@ def _classify(x, dense_units: int) -> keras.KerasTensor:
     return cnn(x)
 
 
-def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = "conv3d") -> keras.Model:
+def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = DEFAULT_LOCALIZER) -> keras.Model:
     """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``, its
     localization net one of :data:`LOCALIZERS`."""
     if localization not in LOCALIZERS:
@@ -133,7 +137,8 @@ def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = "conv3d") -> 
     return keras.Model(inputs, _classify(x, CNN_DENSE), name="volumes_st")
 
 
-def build_baseline(dense_units: int | None = None, localization: str = "conv3d") -> keras.Model:
+def build_baseline(dense_units: int | None = None,
+                   localization: str = DEFAULT_LOCALIZER) -> keras.Model:
     """The baseline: the raw volume's projection -> the CNN (Dense width matched by default
     to the ST model with that ``localization`` net)."""
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
@@ -143,7 +148,7 @@ def build_baseline(dense_units: int | None = None, localization: str = "conv3d")
     return keras.Model(inputs, _classify(x, units), name="volumes_baseline")
 
 
-def baseline_dense_units(localization: str = "conv3d") -> int:
+def baseline_dense_units(localization: str = DEFAULT_LOCALIZER) -> int:
     """The baseline CNN's Dense width whose count is nearest the ST model's.
 
     Each Dense unit costs its inputs, a bias and 10 logit weights; the ST
