@@ -195,10 +195,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--margin", type=float, default=4.0,
                    help="the triplet loss's margin (the paper's 1; 4, ours, keeps the hinge "
                    "of unit-length embeddings open; default: %(default)s)")
-    p.add_argument("--blur", type=float, default=0.0,
+    p.add_argument("--blur", type=float, default=6.0,
                    help="coarse to fine: the crops read the images blurred by a Gaussian of "
                    "this sigma (px) at the start, shrinking to none at half the steps "
-                   "(ours; default: %(default)s, off)")
+                   "(ours; 0: off; default: %(default)s)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")

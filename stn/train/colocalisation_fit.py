@@ -57,8 +57,9 @@ class Settings:
     margin: float = 4.0
     # Coarse to fine (ours): the crops are read from the images blurred by a Gaussian of
     # this many pixels (sigma) at step 0, shrinking linearly to none at half the steps
-    # (`blur_sigma`); the localization net always reads the sharp images. 0: off.
-    blur: float = 0.0
+    # (`blur_sigma`); the localization net always reads the sharp images. 0: off. 6 chosen
+    # on validation (docs/history/colocalisation.md).
+    blur: float = 6.0
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
