@@ -180,12 +180,12 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     kept = json.loads((tmp_path / "coarse/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert (kept["settings"]["margin"], kept["settings"]["blur"]) == (1.0, 2.0)
-    assert record["settings"]["margin"] == 4.0  # the default
+    assert (record["settings"]["margin"], record["settings"]["blur"]) == (4.0, 6.0)  # defaults
     old = {k: v for k, v in record["settings"].items() if k not in ("margin", "blur")}
     unit.write_text(json.dumps({**record, "settings": old}))
     settings = F.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in old.items()})
     assert E.read_unit(unit, settings, record["embedding_cnn"]) is None  # not margin 4's
-    assert E.read_unit(unit, dataclasses.replace(settings, margin=1.0),
+    assert E.read_unit(unit, dataclasses.replace(settings, margin=1.0, blur=0.0),
                        record["embedding_cnn"]) is not None
 
 
