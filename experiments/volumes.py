@@ -113,9 +113,15 @@ def error_rate(model, split, batch_size: int, render) -> float:
     return wrong / len(split.labels)
 
 
+LEGACY_PLAN = {"localization": "conv3d"}
+"""What a record written before a field existed ran with, where the field's default has changed
+since (the others ran at today's defaults)."""
+
+
 def kept_plan(recorded: dict) -> dict:
-    """A record's plan as a dict of every field: a field added after it holds its default."""
-    return {**dataclasses.asdict(Plan()), **recorded}
+    """A record's plan as a dict of every field: a field added after it holds the value it ran
+    with (:data:`LEGACY_PLAN`, else the default)."""
+    return {**dataclasses.asdict(Plan()), **LEGACY_PLAN, **recorded}
 
 
 def check_plan(name: str, plan: Plan, run_dir: Path) -> None:

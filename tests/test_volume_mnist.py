@@ -221,3 +221,18 @@ def test_the_localization_screen_names_its_runs_and_keeps_the_current_net_on_a_t
     assert E.choose(rows, "localization") == "conv3d"  # 0.2 point: within the margin
     rows[1]["validation_error_percent"] = 9.6
     assert E.choose(rows, "localization") == "projections"
+
+
+def test_a_record_from_before_the_localization_field_is_the_conv3d_nets(tmp_path):
+    from experiments import volumes as E
+    from stn.train import runs
+
+    old = {k: v for k, v in dataclasses.asdict(E.Plan()).items() if k != "localization"}
+    assert E.kept_plan(old)["localization"] == "conv3d"
+    unit = tmp_path / "st"
+    unit.mkdir()
+    (unit / "metrics.json").write_text("{}")
+    (unit / "config.json").write_text(json.dumps({"plan": old}))
+    with pytest.raises(runs.RunError, match="localization"):
+        E.check_plan("st", E.Plan(), unit)  # the default plan is the projections net's
+    E.check_plan("st", dataclasses.replace(E.Plan(), localization="conv3d"), unit)
