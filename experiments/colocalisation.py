@@ -181,9 +181,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--box-penalty", type=float, default=10.0,
                    help="weight of the penalty on the box's part outside the canvas "
                    "(ours; 0 = the paper's loss alone; default: %(default)s)")
-    p.add_argument("--negatives", choices=("range", "same"), default="range",
+    p.add_argument("--negatives", choices=("range", "same", "away"), default="range",
                    help="random crops: scale uniform in [1/6, 2/3] inside the canvas "
-                   "(range, default), or at the localised crop's scale (same)")
+                   "(range, default), at the localised crop's scale (same), or of 8 such "
+                   "crops the one overlapping the localised box least (away)")
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="whose digits the units localise: validation (the first 5,000 "
                    "training images) for a screen, its records in "
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
         record = run_unit(u, mnist, cnn, cnn_record, results_dir, args.split)
         if args.split != "test":
             print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
-                              "margin": u.margin, "blur": u.blur,
+                              "margin": u.margin, "blur": u.blur, "negatives": u.negatives,
                               "localised_fraction": record["localised_fraction"],
                               "mean_iou": record["mean_iou"]}), flush=True)
             continue

@@ -180,6 +180,12 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     kept = json.loads((tmp_path / "coarse/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert (kept["settings"]["margin"], kept["settings"]["blur"]) == (1.0, 2.0)
+    away = [*screen[:-2], "--negatives", "away", "--results-dir", str(tmp_path / "away")]
+    assert E.main(away) == 0
+    kept = json.loads((tmp_path / "away/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert kept["settings"]["negatives"] == "away" and np.isfinite(kept["loss_every_25_steps"] or
+                                                                   [0.0]).all()
     assert (record["settings"]["margin"], record["settings"]["blur"]) == (4.0, 6.0)  # defaults
     old = {k: v for k, v in record["settings"].items() if k not in ("margin", "blur")}
     unit.write_text(json.dumps({**record, "settings": old}))
@@ -222,6 +228,22 @@ def test_same_scale_crops_keep_their_centre_on_the_canvas():
     assert np.all(crops[:, 0] == 1.0) and np.all(np.abs(crops[:, 1:]) <= 1.0)
     with pytest.raises(ValueError, match="negatives"):
         F.Settings(negatives="other")
+
+
+def test_away_negatives_are_the_candidates_overlapping_the_box_least():
+    import tensorflow as tf
+
+    boxes = tf.constant([[0.25, -0.5, -0.5], [-0.25, 0.5, 0.5]])  # the second mirrored
+    crops = tf.constant([[[0.25, -0.5, -0.5], [0.25, -0.25, -0.5], [0.25, 0.5, 0.5]],
+                         [[0.25, 0.5, 0.5], [0.5, 0.0, 0.0], [0.25, -0.5, 0.5]]])
+    # Shared area: identical boxes 0.5^2; shifted by 0.25 in x 0.25 x 0.5; disjoint 0;
+    # a half-side 0.5 box at the centre with one of 0.25 at (0.5, 0.5): 0.25^2.
+    np.testing.assert_allclose(F.overlap(boxes, crops).numpy(),
+                               [[0.25, 0.125, 0.0], [0.25, 0.0625, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(F.away_from(boxes, crops).numpy(),
+                               [[0.25, 0.5, 0.5], [0.25, -0.5, 0.5]])
+    drawn = F.negative_crops(np.random.default_rng(0), 5, F.Settings(negatives="away"))
+    assert drawn.shape == (5, F.AWAY_CANDIDATES, 3)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])

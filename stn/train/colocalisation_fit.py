@@ -39,7 +39,8 @@ class Settings:
     normalise: bool = True  # unit-length embeddings (stn.colocalisation.embedding)
     # Random crops: "range" = scale uniform in crop_scales, inside the canvas
     # (stn.colocalisation.random_crops); "same" = at the localised crop's own
-    # scale, its centre uniform over the canvas.
+    # scale, its centre uniform over the canvas; "away" = of AWAY_CANDIDATES "range"
+    # crops, the one that overlaps the localised box least (`away_from`).
     negatives: str = "range"
     # The crop's scale at most this (a crop of the image, not of its zero
     # padding); the gradient passes as if unlimited. None: no limit (the paper).
@@ -70,8 +71,8 @@ class Settings:
             raise ValueError(f"digit must be 0-9, got {self.digit}")
         if self.box not in BOXES:
             raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
-        if self.negatives not in ("range", "same"):
-            raise ValueError(f"negatives must be 'range' or 'same', got {self.negatives!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.margin <= 0 or self.blur < 0:  # a margin of 0 would be no loss at all
             raise ValueError(f"need margin > 0 and blur >= 0 (got margin={self.margin}, "
                              f"blur={self.blur})")
@@ -96,6 +97,12 @@ def unit_data(settings: Settings, mnist, split: str = "test"):
            0 if split == "test" else 1]
     return C.class_images(digits, labels, settings.digit, settings.images, settings.dataset,
                           x_train[VALIDATION_SIZE:], np.random.default_rng(key))
+
+
+NEGATIVES = ("range", "same", "away")
+AWAY_CANDIDATES = 8
+"""Random crops drawn per image for ``negatives="away"``, of which the least overlapping is
+the negative."""
 
 
 AUGMENT = {"rotation_deg": 45.0, "zoom": (-0.2, 0.4), "shift": 0.15}
@@ -224,6 +231,20 @@ def gaussian_blur(images, sigma, radius: int):
     return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "SAME")
 
 
+def overlap(boxes, crops):
+    """``[N, K]``: the area shared by each attention box ``boxes [N, 3]`` and each of its
+    candidate crops ``crops [N, K, 3]``, in normalized units (a scale read by its size)."""
+    s, t = tf.abs(boxes[:, None, :1]), boxes[:, None, 1:]
+    r, u = tf.abs(crops[..., :1]), crops[..., 1:]
+    sides = tf.nn.relu(tf.minimum(t + s, u + r) - tf.maximum(t - s, u - r))  # [N, K, 2]
+    return sides[..., 0] * sides[..., 1]
+
+
+def away_from(boxes, crops):
+    """``[N, 3]``: of each box's candidate crops ``[N, K, 3]``, the one it overlaps least."""
+    return tf.gather(crops, tf.argmin(overlap(boxes, crops), axis=1), axis=1, batch_dims=1)
+
+
 def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
     """The compiled step: ``(partner [N], crops [N, 3], sigma) -> loss``.
 
@@ -243,6 +264,8 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
             anchor = embed(localised, training=False)
             if same_scale:
                 crops = tf.concat([tf.stop_gradient(theta[:, :1]), crops[:, 1:]], axis=1)
+            elif settings.negatives == "away":
+                crops = away_from(tf.stop_gradient(theta), crops)
             negative = embed(kinds.keras_warp(seen, crops, C.KIND, out,
                                               image_gradient=False), training=False)
             loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
@@ -257,7 +280,11 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
 
 
 def negative_crops(rng: np.random.Generator, n: int, settings: Settings) -> np.ndarray:
-    """float32 ``[n, 3]``: the step's random crops (their scale replaced if ``same``)."""
+    """float32 ``[n, 3]``: the step's random crops (their scale replaced if ``same``);
+    ``[n, AWAY_CANDIDATES, 3]`` candidates if ``away``."""
+    if settings.negatives == "away":
+        return C.random_crops(rng, n * AWAY_CANDIDATES, settings.crop_scales).reshape(
+            n, AWAY_CANDIDATES, 3)
     if settings.negatives == "same":
         return np.concatenate([np.ones((n, 1)), rng.uniform(-1, 1, (n, 2))],
                               axis=1).astype(np.float32)
