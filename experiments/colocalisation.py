@@ -22,9 +22,10 @@ its record (test accuracy) beside it.
 
 The paper's loss alone (``--no-normalise --box-penalty 0``) collapses on the
 validation split: the transformer zooms out past the canvas, where every
-crop is nearly black and alike. The defaults add two things of ours, chosen
-on 100 validation-split digits (docs/colocalisation.md): unit-length
-embeddings and a penalty on the part of the box outside the canvas.
+crop is nearly black and alike. The defaults add four things of ours, chosen
+on 100 validation-split digits per class (docs/colocalisation.md): unit-length
+embeddings, a penalty on the part of the box outside the canvas, a margin of 4
+(``--margin``) and a blurred start (``--blur``).
 """
 
 import argparse

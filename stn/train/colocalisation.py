@@ -13,9 +13,9 @@ MNIST digits (paper, Eq. 8; the margin ``alpha = 1``):
 Squared Euclidean distances, as the paper's ``||.||_2^2``. The optimisation
 is transductive, as in the paper: the transformer is fitted to the very
 images it then localises; the true boxes are only read to score it. By
-default :mod:`stn.colocalisation_fit` adds two things of ours, without which
-the optimisation collapses (docs/colocalisation.md): unit-length embeddings
-and a penalty on the part of the box outside the canvas.
+default :mod:`stn.train.colocalisation_fit` adds things of ours, chosen on
+validation digits (docs/colocalisation.md): unit-length embeddings, a penalty
+on the part of the box outside the canvas, a margin of 4 and a blurred start.
 
 * **Data** (:func:`place_digits`, :func:`add_clutter`): a 28 x 28 digit at a
   uniform random position on an 84 x 84 black canvas (T); TC adds
