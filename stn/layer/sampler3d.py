@@ -32,14 +32,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from stn.layer.sampler import centres, lower_corner, pixel_coordinates
+from stn.layer.sampler import centres
+from stn.layer.trilinear import CORNERS, axis_coordinates, padded_rows
 
 AFFINE3D_IDENTITY = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 """The identity 3-D affine map, row-major ``[3, 4]`` flattened."""
-
-
-CORNERS = tuple((dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1))
-"""A cell's eight corners as offsets ``(dz, dy, dx)`` from its lower corner."""
 
 
 def centre_points3d(depth: int, height: int, width: int) -> np.ndarray:
@@ -69,39 +66,6 @@ def affine3d_grid(theta, depth: int, height: int, width: int):
     z = axis(centres(depth), (-1, 1, 1))
     return ops.stack([t[:, j, 0] * x + t[:, j, 1] * y + t[:, j, 2] * z + t[:, j, 3]
                       for j in range(3)], axis=-1)
-
-
-AXES = ((0, (1, 1, 1, -1)), (1, (1, 1, -1, 1)), (2, (1, -1, 1, 1)))
-"""Per grid component ``(x, y, z)``: its index in the grid's last axis and the shape that
-broadcasts the output's centres along it (over ``[B, d, h, w]``)."""
-
-
-def axis_coordinates(grid, k: int, size: int, out_size: int):
-    """Along grid component ``k`` (0 x, 1 y, 2 z) of an input axis of ``size`` voxels:
-
-    ``(u, index, w_low, w_high)``: the pixel coordinate :func:`~stn.layer.sampler.pixel_coordinates`,
-    then :func:`~stn.layer.sampler.lower_corner`'s padded lower index and its two weights, each
-    ``[B, d, h, w]``. Both samplers (this module's and :mod:`stn.layer.sampler3d_jax`) read it.
-    """
-    u = pixel_coordinates(grid[..., k], size, out_size, AXES[k][1])
-    return (u, *lower_corner(u, size))
-
-
-def padded_rows(volumes, z0, y0, x0):
-    """The volumes padded by one zero voxel before and two after on each axis
-    (:func:`~stn.layer.sampler.lower_corner`'s index range), flattened to rows of ``C``
-    values, and the row of each sample's lower corner.
-
-    Returns ``(flat [B (D+3) (H+3) (W+3), C], first [B, d, h, w], row, plane)``: the corner
-    ``(dz, dy, dx)`` of a sample is the row ``first + dz * plane + dy * row + dx``.
-    """
-    _, depth, height, width, channels = volumes.shape
-    row, plane = width + 3, (height + 3) * (width + 3)
-    flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
-                       (-1, channels))
-    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
-                        (-1, 1, 1, 1))
-    return flat, start + z0 * plane + y0 * row + x0, row, plane
 
 
 def _corners(volumes, grid):

@@ -1,8 +1,8 @@
 """The trilinear sampler on JAX, its gradient written out: the 3-D seam's JAX form.
 
 The same sampling as :func:`stn.layer.sampler3d.trilinear_sample` (eight
-gathers from its :func:`~stn.layer.sampler3d.padded_rows`, at its
-:func:`~stn.layer.sampler3d.axis_coordinates`), as a
+gathers from :func:`~stn.layer.trilinear.padded_rows`, at
+:func:`~stn.layer.trilinear.axis_coordinates`), as a
 ``jax.custom_vjp``. JAX's own autodiff of the ``keras.ops`` sampler ran forward
 + backward to theta at 1.6x PyTorch's ``grid_sample`` (64^3, ``python -m bench
 volumes``): XLA on CPU computed the gradient in the grid through windowed
@@ -25,8 +25,8 @@ gradients to finite differences.
 import jax
 import jax.numpy as jnp
 
-from stn.layer.sampler3d import CORNERS as OFFSETS
-from stn.layer.sampler3d import axis_coordinates, padded_rows
+from stn.layer.trilinear import CORNERS as OFFSETS
+from stn.layer.trilinear import axis_coordinates, padded_rows
 
 
 def _axis(grid, k: int, size: int, out_size: int):
