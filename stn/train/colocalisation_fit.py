@@ -257,7 +257,10 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
 
     @tf.function(reduce_retracing=True)
     def step(partner, crops, sigma):
-        seen = gaussian_blur(images, sigma, radius) if settings.blur else images
+        # Half the steps see no blur: skip the convolution there (at sigma 0 it is exact
+        # identity anyway).
+        seen = (tf.cond(sigma > 0.0, lambda: gaussian_blur(images, sigma, radius),
+                        lambda: images) if settings.blur else images)
         with tf.GradientTape() as tape:
             theta = box_params(layer.params(images, training=True), settings)
             localised, _ = layer.transform_and_theta(seen, training=True, params=theta)
