@@ -71,10 +71,15 @@ def volume_localization(layers=LOCALIZATION, dense: int = LOCALIZATION_DENSE,
     """
     return keras.Sequential([
         *[keras.layers.Conv3D(f, k, strides=s, activation="relu") for f, k, s in layers],
-        keras.layers.Flatten(),
-        keras.layers.Dense(dense, activation="relu"),
-        theta_layer("identity", kind="affine3d"),
+        *_theta_head(dense),
     ], name=name)
+
+
+def _theta_head(dense: int) -> list:
+    """Both localization nets' tail: Flatten -> Dense (ReLU) -> the 12 ``affine3d``
+    parameters, identity at init."""
+    return [keras.layers.Flatten(), keras.layers.Dense(dense, activation="relu"),
+            theta_layer("identity", kind="affine3d")]
 
 
 @keras.saving.register_keras_serializable(package="stn")
@@ -105,9 +110,7 @@ def projection_localization(layers=PROJECTION_LOCALIZATION, dense: int = LOCALIZ
     return keras.Sequential([
         AxisProjections(name="axis_projections"),
         *[keras.layers.Conv2D(f, k, strides=s, activation="relu") for f, k, s in layers],
-        keras.layers.Flatten(),
-        keras.layers.Dense(dense, activation="relu"),
-        theta_layer("identity", kind="affine3d"),
+        *_theta_head(dense),
     ], name=name)
 
 
