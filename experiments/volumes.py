@@ -71,8 +71,7 @@ SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
                           "loc-lr"),
     "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json",
                   "pose-ramp"),
-    "localization": ("localization", ("conv3d", "projections"),
-                     "screen_volumes_localization.json", "loc-"),
+    "localization": ("localization", LOCALIZERS, "screen_volumes_localization.json", "loc-"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 

@@ -211,6 +211,7 @@ def test_the_localization_screen_names_its_runs_and_keeps_the_current_net_on_a_t
     runs_dir = paths["json_path"].parent / "loc_runs"
     screen = E.screen(E.TINY, runs_dir, paths["json_path"], out, name="localization")
     assert [v["localization"] for v in screen["variants"]] == ["conv3d", "projections"]
+    assert E.LOCALIZERS == tuple(M.LOCALIZERS)  # the runner's names are the builder's
     assert E.TINY.localization == "projections"  # the default: read from the study's record
     assert screen["variants"][1]["run"] == str(paths["json_path"])
     config = json.loads((runs_dir / "loc-conv3d" / "st" / "config.json").read_text())
