@@ -40,9 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CNN_FILE, CNN_RECORD = "embedding_cnn.keras", "embedding_cnn.json"
 RUN_KEYS = ("dataset", "digit", "seed", "localised_fraction", "mean_iou", "steps", "seconds")
-LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0}
+LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0, "flat": 0.0, "per_layer": False}
 """What a unit record written before these settings existed ran with (the paper's margin, no
-blur)."""
+blur, no flat term, the embedding unit length as a whole)."""
 PAPER = {"T": "100% for every class", "TC": "75-93% depending on the class"}
 
 
@@ -110,7 +110,7 @@ def run_unit(settings, mnist, cnn, cnn_record: dict, results_dir: Path,
     print(f"\n=== {settings.dataset}, digit {settings.digit}, seed {settings.seed} -> {path}",
           flush=True)
     images, boxes, index = F.unit_data(settings, mnist, split)
-    embed = C.embedding(cnn, settings.embedding_layers, settings.normalise)
+    embed = C.embedding(cnn, settings.embedding_layers, settings.normalise, settings.per_layer)
     record = {"settings": dataclasses.asdict(settings), "embedding_cnn": cnn_record,
               "test_index": index.tolist(),
               **F.optimise(settings, images, boxes, embed, log=print)}
@@ -201,6 +201,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="coarse to fine: the crops read the images blurred by a Gaussian of "
                    "this sigma (px) at the start, shrinking to none at half the steps "
                    "(ours; 0: off; default: %(default)s)")
+    p.add_argument("--flat", type=float, default=0.0,
+                   help="weight of a second triplet term whose negative is the localised "
+                   "crop made flat (every pixel its mean), so that a crop with nothing in "
+                   "it pays the whole margin (ours; 0: off; default: %(default)s)")
+    p.add_argument("--per-layer", action=argparse.BooleanOptionalAction, default=False,
+                   help="each embedding layer (pool1, pool2, logits) weighs the same: each "
+                   "part unit length before the concatenation (ours; default: off, the "
+                   "whole unit length)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")
@@ -222,8 +230,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.margin <= 0:
         p.error(f"--margin must be positive, got {args.margin}")
-    if args.blur < 0:
-        p.error(f"--blur must be 0 or more, got {args.blur}")
+    if args.blur < 0 or args.flat < 0:
+        p.error(f"--blur and --flat must be 0 or more, got {args.blur} and {args.flat}")
     if any(not 0 <= d <= 9 for d in args.digits):
         p.error(f"--digits must be 0-9, got {args.digits}")
     return args
@@ -238,7 +246,7 @@ def main(argv=None) -> int:
                         learning_rate=args.learning_rate, normalise=args.normalise,
                         negatives=args.negatives, max_scale=args.max_scale,
                         box_penalty=args.box_penalty, box=args.box, margin=args.margin,
-                        blur=args.blur)
+                        blur=args.blur, flat=args.flat, per_layer=args.per_layer)
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
@@ -256,6 +264,7 @@ def main(argv=None) -> int:
         if args.split != "test":
             print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
                               "margin": u.margin, "blur": u.blur, "negatives": u.negatives,
+                              "flat": u.flat, "per_layer": u.per_layer,
                               "localised_fraction": record["localised_fraction"],
                               "mean_iou": record["mean_iou"]}), flush=True)
             continue

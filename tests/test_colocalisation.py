@@ -111,6 +111,33 @@ def test_embedding_concatenates_the_named_layers():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_per_layer_embedding_weighs_each_layer_the_same():
+    from stn.model import build_model
+
+    cnn = build_model("paper-cnn", input_size=28)
+    x = np.random.default_rng(1).random((3, 28, 28, 1)).astype(np.float32)
+    got = np.asarray(C.embedding(cnn, per_layer=True)(x))
+    plain = np.asarray(C.embedding(cnn)(x))
+    bounds = np.cumsum([0, 6400, 256, 10])
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        part = plain[:, low:high]
+        np.testing.assert_allclose(got[:, low:high],
+                                   part / np.linalg.norm(part, axis=1, keepdims=True) / np.sqrt(3),
+                                   rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+def test_flat_crops_hold_their_mean_and_a_blank_crop_is_its_own():
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 5, 4, 1)).astype(np.float32)
+    got = np.asarray(C.flat(x))
+    np.testing.assert_allclose(got, np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True),
+                                                    x.shape), rtol=1e-6)
+    blank = np.zeros_like(x)
+    blank[1] = 0.3  # a box shrunk to a point on a stroke: one value everywhere
+    np.testing.assert_allclose(np.asarray(C.flat(blank)), blank, rtol=1e-6)
+
+
 def test_unit_data_is_pure_in_its_settings():
     from stn.train import colocalisation_fit as F
 
@@ -186,8 +213,15 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
                       .read_text())
     assert kept["settings"]["negatives"] == "away" and np.isfinite(kept["loss_every_25_steps"] or
                                                                    [0.0]).all()
+    flat = [*screen[:-2], "--flat", "1", "--per-layer", "--results-dir", str(tmp_path / "flat")]
+    assert E.main(flat) == 0
+    kept = json.loads((tmp_path / "flat/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert (kept["settings"]["flat"], kept["settings"]["per_layer"]) == (1.0, True)
+    assert np.isfinite(kept["final_params"]).all()
     assert (record["settings"]["margin"], record["settings"]["blur"]) == (4.0, 6.0)  # defaults
-    old = {k: v for k, v in record["settings"].items() if k not in ("margin", "blur")}
+    old = {k: v for k, v in record["settings"].items()
+           if k not in ("margin", "blur", "flat", "per_layer")}
     unit.write_text(json.dumps({**record, "settings": old}))
     settings = F.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in old.items()})
     assert E.read_unit(unit, settings, record["embedding_cnn"]) is None  # not margin 4's

@@ -198,7 +198,8 @@ EMBEDDING_LAYERS = ("pool1", "pool2", "logits")
 """The ``paper-cnn`` layers whose activations, flattened and concatenated, embed a crop."""
 
 
-def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS, normalise: bool = False) -> keras.Model:
+def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS, normalise: bool = False,
+              per_layer: bool = False) -> keras.Model:
     """``[B, 28, 28, 1] -> [B, D]``: the named layers' outputs of ``cnn``, concatenated.
 
     The paper concatenates "the three layers of activations" of its Table 1
@@ -213,9 +214,20 @@ def embedding(cnn: keras.Model, layers=EMBEDDING_LAYERS, normalise: bool = False
     out past the canvas) has a lower loss than the true boxes; with it, the
     true boxes have the lowest loss of the boxes we tried (the validation
     screen in docs/colocalisation.md).
+
+    ``per_layer``: scale each layer's part to length ``1 / sqrt(L)`` before
+    the concatenation (ours), so that each of the ``L`` layers weighs the
+    same and the whole is unit length: unit-length as a whole, the 6,400
+    pool1 numbers (where two digits of one class differ pixel by pixel) drown
+    the 10 logits (where they agree).
     """
     outputs = [keras.layers.Flatten(name=f"embedding_{name}")(cnn.get_layer(name).output)
                for name in layers]
+    if per_layer:
+        weight = 1.0 / float(np.sqrt(len(layers)))
+        outputs = [keras.layers.Rescaling(weight, name=f"embedding_{name}_weight")(
+            keras.layers.UnitNormalization(name=f"embedding_{name}_unit")(out))
+            for name, out in zip(layers, outputs)]
     joined = keras.layers.Concatenate(name="embedding_concat")(outputs)
     if normalise:
         joined = keras.layers.UnitNormalization(name="embedding_unit")(joined)
@@ -235,6 +247,16 @@ def triplet_loss(anchor, positive, negative, margin: float = MARGIN):
     near = ops.sum(ops.square(anchor - positive), axis=-1)
     far = ops.sum(ops.square(anchor - negative), axis=-1)
     return ops.mean(ops.relu(near - far + margin))
+
+
+def flat(images):
+    """``images [B, H, W, C]`` with every pixel set to its image's mean (over H, W and C).
+
+    What a crop would be with nothing in it but its brightness: a crop of black canvas,
+    or a box shrunk to a point, is its own flat version.
+    """
+    ops = keras.ops
+    return ops.ones_like(images) * ops.mean(images, axis=(1, 2, 3), keepdims=True)
 
 
 def random_crops(rng: np.random.Generator, n: int, scales=(1 / 6, 2 / 3)) -> np.ndarray:

@@ -61,6 +61,13 @@ class Settings:
     # (`blur_sigma`); the localization net always reads the sharp images. 0: off. 6 chosen
     # on validation (docs/history/colocalisation.md).
     blur: float = 6.0
+    # Weight of a second triplet term whose negative is the localised crop made flat (every
+    # pixel its mean; stn.train.colocalisation.flat), ours: a crop of black canvas or a box
+    # shrunk to a point is its own flat version, so it pays the whole margin there. 0: off.
+    flat: float = 0.0
+    # Each embedding layer's part of equal length (stn.train.colocalisation.embedding's
+    # per_layer), ours. False: the whole unit length (with normalise).
+    per_layer: bool = False
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -73,9 +80,9 @@ class Settings:
             raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
-        if self.margin <= 0 or self.blur < 0:  # a margin of 0 would be no loss at all
-            raise ValueError(f"need margin > 0 and blur >= 0 (got margin={self.margin}, "
-                             f"blur={self.blur})")
+        if self.margin <= 0 or self.blur < 0 or self.flat < 0:  # margin 0: no loss at all
+            raise ValueError(f"need margin > 0, blur >= 0 and flat >= 0 (got margin="
+                             f"{self.margin}, blur={self.blur}, flat={self.flat})")
         if self.images < 2 or self.steps < 1:
             raise ValueError("need at least 2 images and 1 step "
                              f"(got images={self.images}, steps={self.steps})")
@@ -271,8 +278,11 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
                 crops = away_from(tf.stop_gradient(theta), crops)
             negative = embed(kinds.keras_warp(seen, crops, C.KIND, out,
                                               image_gradient=False), training=False)
-            loss = C.triplet_loss(anchor, tf.gather(anchor, partner),
-                                  tf.stop_gradient(negative), settings.margin)
+            positive = tf.gather(anchor, partner)
+            loss = C.triplet_loss(anchor, positive, tf.stop_gradient(negative), settings.margin)
+            if settings.flat:
+                blank = tf.stop_gradient(embed(C.flat(localised), training=False))
+                loss += settings.flat * C.triplet_loss(anchor, positive, blank, settings.margin)
             if box_penalty:
                 loss += box_penalty * tf.reduce_mean(outside(theta))
         variables = layer.trainable_variables
