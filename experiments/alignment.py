@@ -40,11 +40,10 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import grid, runner
+from experiments import ROOT, grid, relative, runner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
 METHOD_NAME = "consistency"
 # Chosen on the validation split (results/screen_alignment.json).
 METHOD = {"alignment_weight": 1.0, "alignment_degrees": 45.0}
@@ -119,10 +118,7 @@ def row(model: str, method: str, protocol: str, seed: int, kept: Path) -> dict:
     parameters = (results.get("pose") or {}).get("parameters") or {}
     rotation = (parameters.get("rotation") or {}).get("ratio")
     shifts = [parameters[k]["residual"]["std"] for k in ("tx", "ty") if k in parameters]
-    # Relative to the checkout, without resolving links: a frozen worktree
-    # whose results/ links to the main one still writes "results/...".
-    run = (kept.relative_to(ROOT) if kept.is_absolute() and kept.is_relative_to(ROOT)
-           else kept).as_posix()
+    run = relative(kept)
     return {"model": model, "method": method, "protocol": protocol, "seed": seed,
             "error_percent": round(results["error_percent"], 2),
             "rotation_ratio": None if rotation is None else round(rotation, 3),
