@@ -88,8 +88,9 @@ def read_unit(path: Path, settings, cnn_record: dict) -> dict | None:
         return None
     record = json.loads(path.read_text())
     same = json.loads(json.dumps(dataclasses.asdict(settings)))
+    from stn.train import runs
     # A field added after the record was written holds the value it ran with.
-    kept = {**LEGACY_SETTINGS, **record.get("settings", {})}
+    kept = runs.as_recorded(record.get("settings", {}), LEGACY_SETTINGS)
     if kept != same or record.get("embedding_cnn") != cnn_record:
         return None
     return record

@@ -27,7 +27,7 @@ import platform
 import time
 from pathlib import Path
 
-from experiments import ROOT
+from experiments import ROOT, relative
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -120,7 +120,8 @@ since (the others ran at today's defaults)."""
 def kept_plan(recorded: dict) -> dict:
     """A record's plan as a dict of every field: a field added after it holds the value it ran
     with (:data:`LEGACY_PLAN`, else the default)."""
-    return {**dataclasses.asdict(Plan()), **LEGACY_PLAN, **recorded}
+    from stn.train import runs
+    return runs.as_recorded(recorded, LEGACY_PLAN, dataclasses.asdict(Plan()))
 
 
 def check_plan(name: str, plan: Plan, run_dir: Path) -> None:
@@ -243,14 +244,6 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
     return record
 
 
-def _relative(path: Path) -> str:
-    """``path`` relative to the repository when inside it (records name runs that way)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def choose(rows: list[dict], field: str = "localization_lr_scale"):
     """A screen's rule: the lowest validation error; within :data:`SCREEN_MARGIN`, the
     earliest row (the screens list their values from the smallest, or the current one)."""
@@ -283,7 +276,7 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
         run_dir = runs_dir / f"{slug}{_label(getattr(variant, field))}" / "st"
         if default and kept_plan(default["plan"]) == dataclasses.asdict(variant) \
                 and "st" in default["models"]:
-            unit, source = default["models"]["st"], _relative(default_json)
+            unit, source = default["models"]["st"], relative(default_json)
         else:
             check_plan("st", variant, run_dir)
             if splits is None and not (run_dir / "metrics.json").exists():
@@ -291,7 +284,7 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
                 splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), variant.seed,
                                              {k: v for k, v in limits.items() if v is not None})
             unit = train_unit("st", splits, variant, run_dir, test=False)
-            source = _relative(run_dir)
+            source = relative(run_dir)
         rows.append({field: getattr(variant, field),
                      "validation_error_percent": round(
                          100 * unit["history"][-1]["validation_error"], 2),

@@ -227,6 +227,14 @@ def test_config_changes_lists_the_differing_leaves_by_dotted_path():
     assert runs.config_changes({"a": {"b": 1}}, {}) == {"a.b": (1, None)}
 
 
+def test_as_recorded_fills_a_missing_field_from_legacy_then_defaults():
+    defaults = {"epochs": 3, "net": "projections", "rate": 1.0}
+    old = {"epochs": 5}  # written before "net" and "rate" existed
+    assert runs.as_recorded(old, {"net": "conv3d"}, defaults) == {
+        "epochs": 5, "net": "conv3d", "rate": 1.0}
+    assert runs.as_recorded({"net": "projections"}, {"net": "conv3d"}) == {"net": "projections"}
+
+
 def test_non_run_directory_is_refused(tmp_path, capsys, train_main):
     (tmp_path / "notes.txt").write_text("mine")
     assert train_main(["--run-dir", str(tmp_path)]) == 2

@@ -183,6 +183,17 @@ def init_run_dir(run_dir: Path, config: Config, command: list[str] | None = None
     return False
 
 
+def as_recorded(recorded: dict, legacy: dict, defaults: dict | None = None) -> dict:
+    """The settings a record ran with, every field filled in.
+
+    A record written before a field existed lacks it: it ran with the value in
+    ``legacy`` (where the field's default has changed since), else with the
+    field's default (``defaults``, for settings whose other fields were
+    added at their default). What the record holds always wins.
+    """
+    return {**(defaults or {}), **legacy, **recorded}
+
+
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """``{"model.kind": (old value, new value), ...}`` for the leaves that differ.
 
