@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from stn.layer.trilinear import CORNERS as OFFSETS
-from stn.layer.trilinear import axis_coordinates, padded_rows
+from stn.layer.trilinear import axis_coordinates, padded_layout, padded_rows
 
 
 def _axis(grid, k: int, size: int, out_size: int):
@@ -63,10 +63,8 @@ def _backward(residuals, g):
     d_fz = _lerp(along_x[2], along_x[3], fy) - _lerp(along_x[0], along_x[1], fy)
     d_grid = jnp.stack([jnp.sum(g * d_fx, axis=-1) * sx, jnp.sum(g * d_fy, axis=-1) * sy,
                         jnp.sum(g * d_fz, axis=-1) * sz], axis=-1)
-    batch, depth, height, width, channels = volumes.shape
-    padded = (batch, depth + 3, height + 3, width + 3, channels)
-    row, plane = width + 3, (height + 3) * (width + 3)
-    d_flat = jnp.zeros((batch * plane * (depth + 3), channels), g.dtype)
+    padded, row, plane = padded_layout(volumes.shape)
+    d_flat = jnp.zeros((padded[0] * padded[1] * plane, padded[-1]), g.dtype)
     for dz, dy, dx in OFFSETS:
         weight = (fz if dz else 1 - fz) * (fy if dy else 1 - fy) * (fx if dx else 1 - fx)
         d_flat = d_flat.at[first + dz * plane + dy * row + dx].add(g * weight[..., None],

@@ -32,6 +32,15 @@ def axis_coordinates(grid, k: int, size: int, out_size: int):
     return (u, *lower_corner(u, size))
 
 
+def padded_layout(shape):
+    """``(padded, row, plane)`` of volumes of ``shape`` ``(B, D, H, W, C)``: the padded
+    shape ``(B, D + 3, H + 3, W + 3, C)`` and the rows between neighbours along y and z in
+    :func:`padded_rows`'s flattening."""
+    batch, depth, height, width, channels = shape
+    return ((batch, depth + 3, height + 3, width + 3, channels), width + 3,
+            (height + 3) * (width + 3))
+
+
 def padded_rows(volumes, z0, y0, x0):
     """The volumes padded by one zero voxel before and two after on each axis
     (:func:`~stn.layer.sampler.lower_corner`'s index range), flattened to rows of ``C``
@@ -40,10 +49,9 @@ def padded_rows(volumes, z0, y0, x0):
     Returns ``(flat [B (D+3) (H+3) (W+3), C], first [B, d, h, w], row, plane)``: the corner
     ``(dz, dy, dx)`` of a sample is the row ``first + dz * plane + dy * row + dx``.
     """
-    _, depth, height, width, channels = volumes.shape
-    row, plane = width + 3, (height + 3) * (width + 3)
+    (_, depth, _, _, channels), row, plane = padded_layout(volumes.shape)
     flat = ops.reshape(ops.pad(volumes, [[0, 0], [1, 2], [1, 2], [1, 2], [0, 0]]),
                        (-1, channels))
-    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * ((depth + 3) * plane),
+    start = ops.reshape(ops.arange(ops.shape(volumes)[0], dtype="int32") * (depth * plane),
                         (-1, 1, 1, 1))
     return flat, start + z0 * plane + y0 * row + x0, row, plane
