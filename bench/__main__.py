@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import backends, default_run, input_gradient, kinds, pipeline, sampler, scaling, training, volumes  # noqa: E402  (after the log-level setting)
+from experiments import cpu_model  # noqa: E402
 from stn.train import runs  # noqa: E402
 
 BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run,
@@ -17,24 +18,13 @@ BENCHMARKS = {"sampler": sampler.run, "kinds": kinds.run, "scaling": scaling.run
               "default_run": default_run.run, "volumes": volumes.run}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[],
                         help="benchmarks to run (default: all)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, python "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, python "
           f"{platform.python_version()} (absolute times include whatever else it runs; "
           "ratios are measured side by side)")
     results = {name: BENCHMARKS[name]() for name in (args.names or BENCHMARKS)}

@@ -7,6 +7,7 @@ The Table 1 grid (its cells, configs and run names) is defined once, in
 :mod:`experiments.grid`; the other studies import it from there.
 """
 
+import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: results/, runs/, pretrained/
@@ -20,3 +21,14 @@ def relative(path) -> str:
     if path.is_absolute() and path.is_relative_to(ROOT):
         return path.relative_to(ROOT).as_posix()
     return path.as_posix()
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (from /proc/cpuinfo), for the records."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -23,11 +23,10 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
-from experiments import ROOT, relative
+from experiments import ROOT, cpu_model, relative
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -74,17 +73,6 @@ SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
     "localization": ("localization", LOCALIZERS, "screen_volumes_localization.json", "loc-"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (from /proc/cpuinfo), for the record."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _renderer():

@@ -70,6 +70,14 @@ def test_the_true_boxes_parameters_box_the_digit_and_crop_it_exactly():
     np.testing.assert_allclose(C.iou(C.predicted_boxes(half), boxes), [1 / 3], atol=1e-9)
 
 
+def test_crop_params_invert_predicted_boxes():
+    rng = np.random.default_rng(3)
+    corner, side = rng.integers(0, 50, (5, 2)), rng.integers(6, 34, 5)
+    boxes = np.concatenate([corner, corner + side[:, None]], axis=1).astype(np.float64)
+    np.testing.assert_allclose(C.predicted_boxes(C.crop_params(boxes)), boxes, atol=1e-4)
+    np.testing.assert_allclose(C.crop_params([[0, 0, 84, 84]]), [[1.0, 0.0, 0.0]])
+
+
 def test_triplet_loss_matches_numpy():
     rng = np.random.default_rng(0)
     a, p, r = (rng.normal(size=(7, 5)).astype(np.float32) for _ in range(3))
@@ -339,3 +347,26 @@ def test_inside_boxes_lie_on_the_canvas_whatever_the_net_outputs():
     assert F.box_params(raw, F.Settings(box="inside")).numpy() == pytest.approx(F.inside(raw).numpy())
     with pytest.raises(ValueError, match="box must be one of"):
         F.Settings(box="outside")
+
+
+def test_landscape_scores_fixed_boxes_and_ranks_the_true_ones(tmp_path):
+    from experiments import colocalisation_landscape as L
+
+    out = tmp_path / "landscape.json"
+    assert L.main(["--digits", "1", "--images", "6", "--draws", "2", "--cnn-examples", "256",
+                   "--runs-dir", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    digit = record["digits"]["1"]
+    assert digit["iou"]["true"] == pytest.approx(1.0, abs=1e-3)
+    assert digit["iou"]["point on black"] == 0.0 and digit["iou"]["whole canvas"] < 0.2
+    terms = digit["terms"]["pool1+pool2+logits"]
+    # Crops of black are all alike and their own flat version: the flat term is the margin.
+    assert terms["point on black"]["flat"] == pytest.approx(4.0, abs=1e-4)
+    assert terms["true"]["outside"] == 0.0
+    for row in record["summary"]:
+        t = record["digits"][str(row["digit"])]["terms"][row["embedding"]]
+        total = {k: v["paper"] + row["flat"] * v["flat"] + 10.0 * v["outside"]
+                 for k, v in t.items()}
+        assert row["best"] == min(total, key=total.get)
+        assert row["true_rank"] == sorted(total, key=total.get).index("true") + 1
+    assert len(record["summary"]) == 2 * len(L.LAYER_SETS)

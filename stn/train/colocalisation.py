@@ -153,6 +153,20 @@ def predicted_boxes(params, in_size=(CANVAS, CANVAS)) -> np.ndarray:
     return np.concatenate([low, high], axis=1)
 
 
+def crop_params(boxes, in_size=(CANVAS, CANVAS)) -> np.ndarray:
+    """float32 ``[n, 3]``: the attention parameters that crop square ``boxes [n, 4]``.
+
+    The inverse of :func:`predicted_boxes` for square boxes on a square canvas: the
+    scale is the box's side over the canvas's, the translation its centre's offset
+    from the canvas's centre in normalized units (half the canvas is 1).
+    """
+    boxes = np.asarray(boxes, np.float64)
+    side, half = boxes[:, 2] - boxes[:, 0], in_size[1] / 2.0
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    return np.concatenate([side[:, None] / in_size[1], (centre - half) / half],
+                          axis=1).astype(np.float32)
+
+
 def iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     """float64 ``[n]``: intersection over union of paired boxes ``(x0, y0, x1, y1)``."""
     boxes, others = np.asarray(boxes, np.float64), np.asarray(others, np.float64)

@@ -292,6 +292,38 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
     return step
 
 
+def fixed_box_loss(embed, images, params, settings: Settings, rng: np.random.Generator,
+                   draws: int = 10) -> dict:
+    """The loss's terms with every box held at ``params [N, 3]``, no blur.
+
+    Args:
+      embed: ``[B, 28, 28, 1] -> [B, D]`` (stn.train.colocalisation.embedding).
+      images: float32 ``[N, 84, 84, 1]``.
+      settings: its margin and crop scales (``negatives`` must be ``"range"``).
+      rng: draws ``draws`` sets of partners and random crops, averaged over.
+
+    Returns:
+      ``{"paper": the triplet loss with random crops as negatives, "flat": the flat
+      term's loss (unweighted), "outside": the mean box penalty (unweighted)}``.
+    """
+    if settings.negatives != "range":
+        raise ValueError(f"fixed_box_loss draws range crops, not {settings.negatives!r}")
+    out, x = (MNIST_SIZE, MNIST_SIZE), tf.constant(images, tf.float32)
+    theta = tf.constant(params, tf.float32)
+    crops = kinds.keras_warp(x, theta, C.KIND, out, image_gradient=False)
+    anchor, blank = embed(crops, training=False), embed(C.flat(crops), training=False)
+    paper, flat = [], []
+    for _ in range(draws):
+        positive = tf.gather(anchor, C.partners(rng, len(images)))
+        negative = embed(kinds.keras_warp(x, tf.constant(C.random_crops(
+            rng, len(images), settings.crop_scales)), C.KIND, out, image_gradient=False),
+            training=False)
+        paper.append(float(C.triplet_loss(anchor, positive, negative, settings.margin)))
+        flat.append(float(C.triplet_loss(anchor, positive, blank, settings.margin)))
+    return {"paper": float(np.mean(paper)), "flat": float(np.mean(flat)),
+            "outside": float(tf.reduce_mean(outside(theta)))}
+
+
 def negative_crops(rng: np.random.Generator, n: int, settings: Settings) -> np.ndarray:
     """float32 ``[n, 3]``: the step's random crops (their scale replaced if ``same``);
     ``[n, AWAY_CANDIDATES, 3]`` candidates if ``away``."""
