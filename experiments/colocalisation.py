@@ -43,6 +43,7 @@ RUN_KEYS = ("dataset", "digit", "seed", "localised_fraction", "mean_iou", "steps
 LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0, "flat": 0.0, "per_layer": False}
 """What a unit record written before these settings existed ran with (the paper's margin, no
 blur, no flat term, the embedding unit length as a whole)."""
+EMBEDDING_LAYERS = ("pool1", "pool2", "logits")  # stn.train.colocalisation's (no Keras for --help)
 PAPER = {"T": "100% for every class", "TC": "75-93% depending on the class"}
 
 
@@ -210,6 +211,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="each embedding layer (pool1, pool2, logits) weighs the same: each "
                    "part unit length before the concatenation (ours; default: off, the "
                    "whole unit length)")
+    p.add_argument("--embedding-layers", nargs="+", default=list(EMBEDDING_LAYERS),
+                   choices=("pool1", "pool2", "dense", "logits"),
+                   help="the embedding CNN's layers whose outputs, concatenated, embed a crop "
+                   "(default: %(default)s, the paper's three)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")
@@ -247,7 +252,8 @@ def main(argv=None) -> int:
                         learning_rate=args.learning_rate, normalise=args.normalise,
                         negatives=args.negatives, max_scale=args.max_scale,
                         box_penalty=args.box_penalty, box=args.box, margin=args.margin,
-                        blur=args.blur, flat=args.flat, per_layer=args.per_layer)
+                        blur=args.blur, flat=args.flat, per_layer=args.per_layer,
+                        embedding_layers=tuple(args.embedding_layers))
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
@@ -266,6 +272,7 @@ def main(argv=None) -> int:
             print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
                               "margin": u.margin, "blur": u.blur, "negatives": u.negatives,
                               "flat": u.flat, "per_layer": u.per_layer,
+                              "embedding_layers": u.embedding_layers,
                               "localised_fraction": record["localised_fraction"],
                               "mean_iou": record["mean_iou"]}), flush=True)
             continue

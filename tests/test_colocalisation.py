@@ -105,6 +105,12 @@ def test_localization_net_starts_at_the_identity():
     assert net.count_params() == 656 + 5192 + 72 + 27
 
 
+def test_the_runners_embedding_layers_are_the_libraries():
+    from experiments import colocalisation as E
+
+    assert E.EMBEDDING_LAYERS == C.EMBEDDING_LAYERS
+
+
 def test_embedding_concatenates_the_named_layers():
     import keras
 
@@ -221,11 +227,13 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
                       .read_text())
     assert kept["settings"]["negatives"] == "away" and np.isfinite(kept["loss_every_25_steps"] or
                                                                    [0.0]).all()
-    flat = [*screen[:-2], "--flat", "1", "--per-layer", "--results-dir", str(tmp_path / "flat")]
+    flat = [*screen[:-2], "--flat", "1", "--per-layer", "--embedding-layers", "dense", "logits",
+            "--results-dir", str(tmp_path / "flat")]
     assert E.main(flat) == 0
     kept = json.loads((tmp_path / "flat/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert (kept["settings"]["flat"], kept["settings"]["per_layer"]) == (1.0, True)
+    assert kept["settings"]["embedding_layers"] == ["dense", "logits"]
     assert np.isfinite(kept["final_params"]).all()
     assert (record["settings"]["margin"], record["settings"]["blur"]) == (4.0, 6.0)  # defaults
     old = {k: v for k, v in record["settings"].items()
