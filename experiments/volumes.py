@@ -55,6 +55,9 @@ class Plan:
     # is results/volumes_conv3d.json); the baseline's Dense width follows it, so that the
     # two keep about the same number of parameters.
     localization: str = "projections"
+    # The ST model's transformer refined this many times, its net reading the volume warped
+    # by the map so far (the inverse compositional STN; stn.volume_model.build_st).
+    iterations: int = 1
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
@@ -71,6 +74,7 @@ SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
     "pose-ramp": ("pose_ramp_epochs", (0.0, 1.0, 2.0), "screen_volumes_pose_ramp.json",
                   "pose-ramp"),
     "localization": ("localization", LOCALIZERS, "screen_volumes_localization.json", "loc-"),
+    "iterations": ("iterations", (1, 2), "screen_volumes_iterations.json", "iter-"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 
@@ -144,7 +148,8 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = 
     runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
                                               "environment": runs.environment()})
     keras.utils.set_random_seed(plan.seed)
-    model = volume_model.BUILDERS[name](localization=plan.localization)
+    model = volume_model.BUILDERS[name](localization=plan.localization,
+                                        **({"iterations": plan.iterations} if name == "st" else {}))
     from stn.train import optimizers
     optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
                                                learning_rate=plan.learning_rate)
@@ -326,6 +331,9 @@ def main(argv=None) -> None:
                         default=defaults.localization,
                         help="the ST model's localization net: conv3d (strided 3-D convs) or "
                         "projections (2-D convs on the volume's three axis sums)")
+    parser.add_argument("--iterations", type=int, default=defaults.iterations,
+                        help="refine the ST model's map this many times, its net reading the "
+                        "volume warped by the map so far (1: the paper's transformer)")
     parser.add_argument("--screen", nargs="?", const="localization-rate", choices=list(SCREENS),
                         help="train the ST model at each value of one setting on validation "
                         "only and name the rule's choice: " + "; ".join(
@@ -338,11 +346,13 @@ def main(argv=None) -> None:
         parser.error("--localization-lr-scale must be positive")
     if args.pose_ramp_epochs < 0:
         parser.error("--pose-ramp-epochs must be 0 or more")
+    if args.iterations < 1:
+        parser.error("--iterations must be 1 or more")
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size,
                                        args.localization_lr_scale, args.pose_ramp_epochs,
-                                       args.localization)
+                                       args.localization, args.iterations)
     from stn.train import runs
     if args.screen:
         try:

@@ -125,16 +125,18 @@ def _classify(x, dense_units: int) -> keras.KerasTensor:
     return cnn(x)
 
 
-def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = DEFAULT_LOCALIZER) -> keras.Model:
+def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = DEFAULT_LOCALIZER,
+             iterations: int = 1) -> keras.Model:
     """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``, its
-    localization net one of :data:`LOCALIZERS`."""
+    localization net one of :data:`LOCALIZERS`; ``iterations > 1`` refines the map, the
+    same net reading the volume warped by the map so far (stn.layer.layers.SpatialTransformer)."""
     if localization not in LOCALIZERS:
         raise ValueError(f"localization must be one of {sorted(LOCALIZERS)}, "
                          f"got {localization!r}")
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
     x = SpatialTransformer(LOCALIZERS[localization](), kind="affine3d",
                            output_size=(output_depth, OUTPUT_SIZE, OUTPUT_SIZE),
-                           image_gradient=False,
+                           image_gradient=False, iterations=iterations,
                            name="transformer")(inputs)
     x = DepthProjection(CANVAS / output_depth, name="projection")(x)
     return keras.Model(inputs, _classify(x, CNN_DENSE), name="volumes_st")

@@ -237,3 +237,18 @@ def test_a_record_from_before_the_localization_field_is_the_conv3d_nets(tmp_path
     with pytest.raises(runs.RunError, match="localization"):
         E.check_plan("st", E.Plan(), unit)  # the default plan is the projections net's
     E.check_plan("st", dataclasses.replace(E.Plan(), localization="conv3d"), unit)
+
+
+def test_the_iterations_screen_refines_the_st_models_map(tiny_run):
+    import keras
+
+    from experiments import volumes as E
+    record, paths = tiny_run
+    out = paths["json_path"].parent / "screen_iterations.json"
+    runs_dir = paths["json_path"].parent / "iter_runs"
+    screen = E.screen(E.TINY, runs_dir, paths["json_path"], out, name="iterations")
+    assert [v["iterations"] for v in screen["variants"]] == [1, 2]
+    assert screen["variants"][0]["run"] == str(paths["json_path"])  # the study's, read back
+    model = keras.saving.load_model(runs_dir / "iter-2" / "st" / "model.keras")
+    assert model.get_layer("transformer").iterations == 2
+    assert M.build_st(iterations=2).count_params() == M.build_st().count_params()  # one net

@@ -311,6 +311,35 @@ def test_the_affine3d_numpy_map_is_the_grid():
     np.testing.assert_allclose(points, grid.reshape(2, -1, 3), rtol=0, atol=1e-12)
 
 
+def test_composed_affine3d_maps_read_the_first_at_the_seconds_image():
+    from stn.layer.layers import compose
+    from stn.layer.sampler3d import centre_points3d
+    _, theta = case(np.float64, seed=1)
+    _, other = case(np.float64, seed=2)
+    points = centre_points3d(*OUT_SIZE).reshape(-1, 3)
+    kind = K.get_kind("affine3d")
+    want = np.stack([kind.points(theta[i:i + 1], kind.points(other[i:i + 1], points)[0])[0]
+                     for i in range(2)])
+    got = kind.points(np.asarray(compose(theta, other, "affine3d")), points)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_iterations_refine_a_3d_transformer_by_composition():
+    import keras
+    from stn.layer.layers import SpatialTransformer, compose
+    _, theta = case(np.float32, seed=3, spread=0.1)
+    net = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(
+        12, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(theta[0]))])
+    layer = SpatialTransformer(net, kind="affine3d", output_size=OUT_SIZE, iterations=2)
+    volumes = model_inputs()
+    twice = np.asarray(compose(theta[:1], theta[:1], "affine3d"))
+    np.testing.assert_allclose(layer.params(volumes), np.tile(twice, (3, 1)), atol=1e-6)
+    np.testing.assert_allclose(layer(volumes), K.warp_ops(volumes, np.tile(twice, (3, 1)),
+                                                          "affine3d", OUT_SIZE), atol=1e-5)
+    with pytest.raises(ValueError, match="output_jitter needs"):
+        SpatialTransformer(net, kind="affine3d", output_jitter=0.1)
+
+
 def test_keras_file_round_trip(tmp_path):
     import keras
     for kind in ("affine3d", "flow3d"):

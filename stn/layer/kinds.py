@@ -134,9 +134,11 @@ KINDS = {
 }
 
 
-COMPOSABLE_KINDS = ("affine", "projective")
-"""The kinds whose maps compose as 3 x 3 matrices (:func:`stn.layers.compose`): the
-ones the layer's ``output_jitter`` and ``iterations`` take."""
+COMPOSABLE_KINDS = ("affine", "projective", "affine3d")
+"""The kinds whose maps compose as matrices (:func:`stn.layer.layers.compose`; 3 x 3, or
+4 x 4 for ``affine3d``): the ones the layer's ``iterations`` take."""
+JITTER_KINDS = ("affine", "projective")
+"""The kinds the layer's ``output_jitter`` (a random 2-D affine map) composes with."""
 
 
 def get_kind(kind: "str | Kind") -> Kind:

@@ -85,8 +85,13 @@ def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity
 
 
 def _square(params, kind: str):
-    """``[B, 3, 3]``: the matrix of ``params [B, P]`` of an affine or projective kind."""
+    """``[B, 3, 3]``: the matrix of ``params [B, P]`` of an affine or projective kind
+    (``[B, 4, 4]`` for ``affine3d``)."""
     ops = keras.ops
+    if kind == "affine3d":
+        bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 0.0, 1.0]], params.dtype),
+                                  (ops.shape(params)[0], 1, 4))
+        return ops.concatenate([ops.reshape(params, (-1, 3, 4)), bottom], axis=1)
     if kind == "affine":
         bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 1.0]], params.dtype),
                                   (ops.shape(params)[0], 1, 3))
@@ -100,16 +105,17 @@ def compose(theta, other, kind: str):
 
     Both go from output to input coordinates (stn.layer.sampler's convention), so
     the composed map reads, at output point ``p``, what ``theta`` reads at
-    ``S p``: ``[M | t] [A | a] = [M A | M a + t]`` for the affine kind, the
-    3 x 3 product divided by its last entry for the projective one.
+    ``S p``: ``[M | t] [A | a] = [M A | M a + t]`` for the affine kinds (2-D and
+    3-D), the 3 x 3 product divided by its last entry for the projective one.
     Returns ``[B, P]``, ``theta``'s dtype.
     """
     if kind not in kinds.COMPOSABLE_KINDS:
         raise ValueError(f"compose: kind must be one of {kinds.COMPOSABLE_KINDS}, "
                          f"got {kind!r}")
     product = keras.ops.matmul(_square(theta, kind), _square(other, kind))
-    if kind == "affine":
-        return keras.ops.reshape(product[:, :2], (-1, 6))
+    if kind in ("affine", "affine3d"):
+        rows = 2 if kind == "affine" else 3
+        return keras.ops.reshape(product[:, :rows], (-1, rows * (rows + 1)))
     product = keras.ops.reshape(product, (-1, 9))
     return product[:, :8] / product[:, 8:]
 
@@ -146,7 +152,7 @@ class SpatialTransformer(keras.layers.Layer):
         Augmentation of what the classifier sees, composed into the
         parameters, so it costs no extra sampling; 0 (default) is off.
       seed: of the jitter's draws (a :class:`keras.random.SeedGenerator`).
-      iterations: affine and projective kinds: 1 (default) is the paper's
+      iterations: affine, projective and affine3d kinds: 1 (default) is the paper's
         transformer; ``k > 1`` refines it ``k - 1`` times, each time the
         localization net reading the input warped by the map so far (at
         the input's size) and its prediction composed after that map
@@ -171,10 +177,10 @@ class SpatialTransformer(keras.layers.Layer):
             raise ValueError(f"theta_activation must be None or 'tanh', got {theta_activation!r}")
         if not 0.0 <= output_jitter < 1.0:  # also refuses NaN
             raise ValueError(f"output_jitter must be in [0, 1), got {output_jitter}")
-        for name, value, off in (("output_jitter", output_jitter, 0.0),
-                                 ("iterations", iterations, 1)):
-            if value != off and kinds.get_kind(kind).name not in kinds.COMPOSABLE_KINDS:
-                raise ValueError(f"{name} needs one of the kinds {kinds.COMPOSABLE_KINDS} "
+        for name, value, off, able in (("output_jitter", output_jitter, 0.0, kinds.JITTER_KINDS),
+                                       ("iterations", iterations, 1, kinds.COMPOSABLE_KINDS)):
+            if value != off and kinds.get_kind(kind).name not in able:
+                raise ValueError(f"{name} needs one of the kinds {able} "
                                  f"(maps it composes), got {kind!r}; set it to {off}")
         if not (isinstance(iterations, int) and iterations >= 1):
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")

@@ -109,15 +109,15 @@ class ModelConfig:
         for name in ("classifier_dropout", "output_jitter", "localization_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name, on, composes in (("output_jitter", self.output_jitter, True),
-                                   ("transformer_iterations > 1",
-                                    self.transformer_iterations > 1, True),
-                                   ("transformers > 1", self.transformers > 1, False)):
+        for name, on, able in (("output_jitter", self.output_jitter, kinds.JITTER_KINDS),
+                               ("transformer_iterations > 1",
+                                self.transformer_iterations > 1, kinds.COMPOSABLE_KINDS),
+                               ("transformers > 1", self.transformers > 1, None)):
             if on and not self.transformer:
                 raise ValueError(f"{name} needs a model with a transformer")
-            if on and composes and self.kind not in kinds.COMPOSABLE_KINDS:
+            if on and able and self.kind not in able:
                 raise ValueError(f"{name} needs a transformer of one of the kinds "
-                                 f"{kinds.COMPOSABLE_KINDS}, got kind {self.kind!r}")
+                                 f"{able}, got kind {self.kind!r}")
         if len(self.conv_filters) != 2:
             raise ValueError(f"conv_filters needs two entries, got {self.conv_filters}")
 
