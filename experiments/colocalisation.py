@@ -48,27 +48,29 @@ PAPER = {"T": "100% for every class", "TC": "75-93% depending on the class"}
 
 
 def embedding_cnn(runs_dir: Path, mnist, epochs: int, max_examples=None,
-                  augment: bool = False):
+                  augment: bool = False, offcentre: bool = False):
     """``(cnn, record)``: the cached embedding CNN, trained first if missing or different
-    (the one trained on distorted digits, ``augment``, cached beside the plain one)."""
+    (the one trained on distorted digits, ``augment``, and the one with an off-centre class,
+    ``offcentre``, cached beside the plain one)."""
     import keras
 
     from stn.train import colocalisation_fit as F
     from stn.train import runs
 
-    stem = "_augmented" if augment else ""
+    stem = ("_augmented" if augment else "") + ("_offcentre" if offcentre else "")
     path = runs_dir / CNN_FILE.replace(".keras", f"{stem}.keras")
     record_path = runs_dir / CNN_RECORD.replace(".json", f"{stem}.json")
-    wanted = {"epochs": epochs, "train_examples": max_examples, "augment": augment}
+    wanted = {"epochs": epochs, "train_examples": max_examples, "augment": augment,
+              "offcentre": offcentre}
     if path.exists() and record_path.exists():
         record = json.loads(record_path.read_text())
         if record["epochs"] == epochs and (max_examples is None
                                            or record["train_examples"] == max_examples) \
-                and ("augment" in record) == augment:
+                and ("augment" in record) == augment and ("offcentre" in record) == offcentre:
             return keras.saving.load_model(path), record
     print(f"training the embedding CNN ({wanted}) -> {path}", flush=True)
     cnn, record = F.train_embedding_cnn(mnist, epochs=epochs, max_examples=max_examples,
-                                        augment=augment)
+                                        augment=augment, offcentre=offcentre)
     runs_dir.mkdir(parents=True, exist_ok=True)
     cnn.save(path)
     runs.write_json(record_path, record)
@@ -224,6 +226,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train the embedding CNN on distorted digits (rotation, zoom, shift: "
                    "stn.train.colocalisation_fit.AUGMENT) instead of plain ones "
                    "(default: plain)")
+    p.add_argument("--cnn-offcentre", action=argparse.BooleanOptionalAction, default=False,
+                   help="train the embedding CNN with an eleventh class of off-centre crops "
+                   "of the training digits (stn.train.colocalisation_fit.OFFCENTRE; ours; "
+                   "default: off)")
     p.add_argument("--runs-dir", default="runs/colocalisation", help="default: %(default)s")
     p.add_argument("--results-dir", default="results", help="default: %(default)s")
     p.add_argument("--figure", default="images/colocalisation.png", help="default: %(default)s")
@@ -258,7 +264,7 @@ def main(argv=None) -> int:
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
     cnn, cnn_record = embedding_cnn(runs_dir, mnist, args.cnn_epochs, args.cnn_examples,
-                                    args.cnn_augment)
+                                    args.cnn_augment, args.cnn_offcentre)
     if args.list:
         for u in units:
             done = read_unit(unit_path(results_dir, u), u, cnn_record) is not None

@@ -102,6 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="draws of partners and random crops averaged over (default: 10)")
     p.add_argument("--runs-dir", default="runs/colocalisation",
                    help="where the embedding CNN is cached (default: %(default)s)")
+    p.add_argument("--cnn-offcentre", action="store_true",
+                   help="the embedding CNN with an off-centre class (experiments.colocalisation)")
     p.add_argument("--json", type=Path, default=ROOT / "results" / "colocalisation_landscape.json",
                    help="default: results/colocalisation_landscape.json")
     p.add_argument("--mnist", help="MNIST file or folder, if not cached (stn.data.mnist)")
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
     from stn.train import runs
 
     mnist = load_mnist(path=args.mnist)
-    cnn, cnn_record = embedding_cnn(Path(args.runs_dir), mnist, 2, args.cnn_examples)
+    cnn, cnn_record = embedding_cnn(Path(args.runs_dir), mnist, 2, args.cnn_examples,
+                                    offcentre=args.cnn_offcentre)
     began, digits, rows = time.perf_counter(), {}, []
     for digit in args.digits:
         settings = F.Settings(dataset="T", digit=digit, images=args.images)

@@ -213,6 +213,14 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     kept = json.loads((tmp_path / "augmented/colocalisation_validation/T_digit1_seed0.json")
                       .read_text())
     assert kept["embedding_cnn"] == cnn
+    # An embedding CNN with an off-centre class: an eleventh logit, cached beside the others.
+    offcentre = [*screen, "--cnn-offcentre", "--results-dir", str(tmp_path / "offcentre")]
+    assert E.main(offcentre) == 0
+    cnn = json.loads((tmp_path / "runs" / "embedding_cnn_offcentre.json").read_text())
+    assert cnn["offcentre"] == json.loads(json.dumps(F.OFFCENTRE))
+    import keras
+    model = keras.saving.load_model(tmp_path / "runs" / "embedding_cnn_offcentre.keras")
+    assert model.output_shape == (None, 11)
     # The margin and the blur reach the unit's settings; a record written before those
     # fields existed ran with the paper's margin and no blur, and is read back as such.
     coarse = [*screen[:-2], "--margin", "1", "--blur", "2", "--results-dir",
@@ -243,6 +251,18 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     assert E.read_unit(unit, settings, record["embedding_cnn"]) is None  # not margin 4's
     assert E.read_unit(unit, dataclasses.replace(settings, margin=1.0, blur=0.0),
                        record["embedding_cnn"]) is not None
+
+
+def test_offcentre_crops_miss_the_digits_frame():
+    rng = np.random.default_rng(4)
+    digits = np.zeros((200, 28, 28, 1), np.float32)
+    digits[:, 4:24, 4:24] = 1.0  # a bright square where MNIST puts its digit
+    crops = F.offcentre_crops(digits, rng)
+    assert crops.shape == digits.shape
+    again = F.offcentre_crops(digits, np.random.default_rng(4))
+    np.testing.assert_array_equal(again, crops)
+    # None is the digit as it was: each crop moved, cut or shrank the square.
+    assert np.all(np.abs(crops - digits).reshape(200, -1).max(axis=1) > 0.5)
 
 
 def test_the_augmenter_distorts_each_digit_and_keeps_blank_blank():
