@@ -40,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CNN_FILE, CNN_RECORD = "embedding_cnn.keras", "embedding_cnn.json"
 RUN_KEYS = ("dataset", "digit", "seed", "localised_fraction", "mean_iou", "steps", "seconds")
-LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0, "flat": 0.0, "per_layer": False}
+LEGACY_SETTINGS = {"margin": 1.0, "blur": 0.0, "flat": 0.0, "per_layer": False,
+                   "init": "identity"}
 """What a unit record written before these settings existed ran with (the paper's margin, no
 blur, no flat term, the embedding unit length as a whole)."""
 EMBEDDING_LAYERS = ("pool1", "pool2", "logits")  # stn.train.colocalisation's (no Keras for --help)
@@ -217,6 +218,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    choices=("pool1", "pool2", "dense", "logits"),
                    help="the embedding CNN's layers whose outputs, concatenated, embed a crop "
                    "(default: %(default)s, the paper's three)")
+    p.add_argument("--init", choices=("identity", "search"), default="identity",
+                   help="where the transformer starts: the whole canvas (identity, the "
+                   "paper's) or fitted to the boxes a grid search of the loss's terms picks "
+                   "(search, ours; stn.train.colocalisation_search; default: %(default)s)")
     p.add_argument("--max-scale", type=float,
                    help="limit the crop's scale to this (straight-through; default: none)")
     p.add_argument("--images", type=int, default=100, help="digits per unit (default: 100)")
@@ -244,6 +249,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--margin must be positive, got {args.margin}")
     if args.blur < 0 or args.flat < 0:
         p.error(f"--blur and --flat must be 0 or more, got {args.blur} and {args.flat}")
+    if args.init == "search" and args.box != "free":
+        p.error("--init search needs --box free (it fits the net to boxes, not to their map)")
     if any(not 0 <= d <= 9 for d in args.digits):
         p.error(f"--digits must be 0-9, got {args.digits}")
     return args
@@ -259,7 +266,7 @@ def main(argv=None) -> int:
                         negatives=args.negatives, max_scale=args.max_scale,
                         box_penalty=args.box_penalty, box=args.box, margin=args.margin,
                         blur=args.blur, flat=args.flat, per_layer=args.per_layer,
-                        embedding_layers=tuple(args.embedding_layers))
+                        embedding_layers=tuple(args.embedding_layers), init=args.init)
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
@@ -278,7 +285,7 @@ def main(argv=None) -> int:
             print(json.dumps({"dataset": u.dataset, "digit": u.digit, "box": u.box,
                               "margin": u.margin, "blur": u.blur, "negatives": u.negatives,
                               "flat": u.flat, "per_layer": u.per_layer,
-                              "embedding_layers": u.embedding_layers,
+                              "embedding_layers": u.embedding_layers, "init": u.init,
                               "localised_fraction": record["localised_fraction"],
                               "mean_iou": record["mean_iou"]}), flush=True)
             continue

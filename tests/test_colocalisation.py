@@ -242,6 +242,12 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
                       .read_text())
     assert (kept["settings"]["flat"], kept["settings"]["per_layer"]) == (1.0, True)
     assert kept["settings"]["embedding_layers"] == ["dense", "logits"]
+    searched = [*screen[:-2], "--init", "search", "--results-dir", str(tmp_path / "search")]
+    assert E.main(searched) == 0
+    kept = json.loads((tmp_path / "search/colocalisation_validation/T_digit1_seed0.json")
+                      .read_text())
+    assert kept["settings"]["init"] == "search" and 0.0 <= kept["search"]["mean_iou"] <= 1.0
+    assert kept["snapshots"][0]["params"] != [[1.0, 0.0, 0.0]] * 4  # it starts where it fitted
     assert np.isfinite(kept["final_params"]).all()
     assert (record["settings"]["margin"], record["settings"]["blur"]) == (4.0, 6.0)  # defaults
     old = {k: v for k, v in record["settings"].items()
@@ -398,3 +404,37 @@ def test_landscape_scores_fixed_boxes_and_ranks_the_true_ones(tmp_path):
         assert row["best"] == min(total, key=total.get)
         assert row["true_rank"] == sorted(total, key=total.get).index("true") + 1
     assert len(record["summary"]) == 2 * len(L.LAYER_SETS)
+
+
+def test_the_search_picks_the_crop_every_image_shares_and_the_net_learns_it():
+    import keras
+
+    from stn.train import colocalisation_search as S
+
+    rng = np.random.default_rng(6)
+    pattern = rng.random((28, 28)).astype(np.float32)
+    places = rng.integers(0, 9, (6, 2)) * 7  # on the candidates' grid (7 px apart)
+    images = np.zeros((6, 84, 84, 1), np.float32)
+    for image, (r, c) in zip(images, places):
+        image[r:r + 28, c:c + 28, 0] = pattern
+    truth = np.concatenate([places[:, ::-1], places[:, ::-1] + 28], axis=1).astype(float)
+
+    # An embedding whose loss is lowest on the pattern: (its match with the pattern, 1),
+    # unit length; the pattern itself matches by 1, anything else less.
+    weights = keras.ops.convert_to_tensor(pattern.reshape(1, -1) / np.sum(pattern ** 2))
+
+    def embed(crops, training=False):
+        match = keras.ops.sum(keras.ops.reshape(crops, (keras.ops.shape(crops)[0], -1))
+                              * weights, axis=1, keepdims=True)
+        pair = keras.ops.concatenate([match, keras.ops.ones_like(match)], axis=1)
+        return pair / keras.ops.norm(pair, axis=1, keepdims=True)
+
+    assert S.candidates().shape == (len(S.SCALES) * S.GRID ** 2, 3)
+    found, scores = S.search_boxes(embed, images, np.random.default_rng(0), margin=4.0)
+    np.testing.assert_allclose(C.iou(C.predicted_boxes(found), truth), 1.0, atol=1e-4)
+    assert np.all(scores < 4.0)  # the shared crop is nearer its partners than random crops
+    layer = C.transformer()
+    layer.build((None, 84, 84, 1))
+    before = float(np.mean((np.asarray(layer.params(images)) - found) ** 2))
+    after = S.fit_to_boxes(layer, images, found, steps=300)
+    assert after < 0.1 * before

@@ -68,6 +68,10 @@ class Settings:
     # Each embedding layer's part of equal length (stn.train.colocalisation.embedding's
     # per_layer), ours. False: the whole unit length (with normalise).
     per_layer: bool = False
+    # Where the transformer starts: "identity" (the whole canvas, the paper), or "search"
+    # (ours): fitted first to the boxes a grid search of the loss's terms picks
+    # (stn.train.colocalisation_search).
+    init: str = "identity"
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
@@ -78,6 +82,9 @@ class Settings:
             raise ValueError(f"digit must be 0-9, got {self.digit}")
         if self.box not in BOXES:
             raise ValueError(f"box must be one of {BOXES}, got {self.box!r}")
+        if self.init not in INITS or (self.init == "search" and self.box != "free"):
+            raise ValueError(f"init must be one of {INITS} (search with box free), got "
+                             f"{self.init!r} with box {self.box!r}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.margin <= 0 or self.blur < 0 or self.flat < 0:  # margin 0: no loss at all
@@ -106,6 +113,7 @@ def unit_data(settings: Settings, mnist, split: str = "test"):
                           x_train[VALIDATION_SIZE:], np.random.default_rng(key))
 
 
+INITS = ("identity", "search")
 NEGATIVES = ("range", "same", "away")
 AWAY_CANDIDATES = 8
 """Random crops drawn per image for ``negatives="away"``, of which the least overlapping is
@@ -371,6 +379,25 @@ def negative_crops(rng: np.random.Generator, n: int, settings: Settings) -> np.n
     return C.random_crops(rng, n, settings.crop_scales)
 
 
+def _search_start(layer, embed, images, boxes, settings: Settings, log=None) -> dict:
+    """Fits ``layer``'s net to the searched boxes; their record (scored against ``boxes``)."""
+    from stn.train import colocalisation_search as S
+
+    began = time.perf_counter()
+    found, _ = S.search_boxes(embed, images, np.random.default_rng([settings.seed, 3]),
+                              settings.margin, settings.crop_scales)
+    ious = C.iou(C.predicted_boxes(found), boxes)
+    error = S.fit_to_boxes(layer, images, found, seed=settings.seed)
+    record = {"localised_fraction": float(np.mean(ious > C.LOCALISED_IOU)),
+              "mean_iou": round(float(np.mean(ious)), 4), "fit_mse": round(error, 6),
+              "seconds": round(time.perf_counter() - began, 1)}
+    if log:
+        log(f"  search: localised {record['localised_fraction']:.2f} (mean IoU "
+            f"{record['mean_iou']}), the net fitted to it (MSE {error:.2g}), "
+            f"{record['seconds']} s")
+    return record
+
+
 def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
              embed: keras.Model, log=None) -> dict:
     """Fits a fresh transformer to ``images``; scores its boxes against ``boxes``.
@@ -394,6 +421,8 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
     optimizer = keras.optimizers.Adam(settings.learning_rate)
     optimizer.build(layer.trainable_variables)
     x = tf.constant(images, tf.float32)
+    search = _search_start(layer, embed, images, boxes, settings, log) \
+        if settings.init == "search" else None
     step = _step_fn(layer, embed, optimizer, x, settings)
     params_fn = tf.function(lambda batch: box_params(layer.params(batch, training=False),
                                                      settings))
@@ -422,4 +451,5 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
             "mean_iou": round(float(np.mean(ious)), 4), "ious": ious.round(4).tolist(),
             "final_params": params.round(5).tolist(), "loss_every_25_steps": losses,
             "snapshots": snapshots, "seconds": round(seconds, 1),
+            **({"search": search} if search else {}),
             "localization_parameters": int(layer.localization.count_params())}
