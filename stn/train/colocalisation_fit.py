@@ -58,9 +58,10 @@ class Settings:
     margin: float = 4.0
     # Coarse to fine (ours): the crops are read from the images blurred by a Gaussian of
     # this many pixels (sigma) at step 0, shrinking linearly to none at half the steps
-    # (`blur_sigma`); the localization net always reads the sharp images. 0: off. 6 chosen
-    # on validation (docs/history/colocalisation.md).
-    blur: float = 6.0
+    # (`blur_sigma`); the localization net always reads the sharp images. 0: off (chosen on
+    # validation with the searched start, which needs no coarse start; 6 before it:
+    # docs/history/colocalisation.md).
+    blur: float = 0.0
     # Weight of a second triplet term whose negative is the localised crop made flat (every
     # pixel its mean; stn.train.colocalisation.flat), ours: a crop of black canvas or a box
     # shrunk to a point is its own flat version, so it pays the whole margin there. 0: off.
@@ -69,9 +70,9 @@ class Settings:
     # per_layer), ours. False: the whole unit length (with normalise).
     per_layer: bool = False
     # Where the transformer starts: "identity" (the whole canvas, the paper), or "search"
-    # (ours): fitted first to the boxes a grid search of the loss's terms picks
-    # (stn.train.colocalisation_search).
-    init: str = "identity"
+    # (ours, chosen on validation): fitted first to the boxes a grid search of the loss's
+    # terms picks (stn.train.colocalisation_search).
+    init: str = "search"
     snapshots: int = 6  # parameters recorded at this many steps, for the figure
     shown: int = 4  # of the first this-many images
 
