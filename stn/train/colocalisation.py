@@ -263,6 +263,13 @@ def triplet_loss(anchor, positive, negative, margin: float = MARGIN):
     return ops.mean(ops.relu(near - far + margin))
 
 
+def crop(images, params):
+    """``[B, 28, 28, C]``: each of ``images [B, H, W, C]`` cropped by its attention box
+    ``params [B, 3]`` and resampled to the CNN's input size; no gradient to the images."""
+    return kinds.keras_warp(images, params, KIND, (MNIST_SIZE, MNIST_SIZE),
+                            image_gradient=False)
+
+
 def flat(images):
     """``images [B, H, W, C]`` with every pixel set to its image's mean (over H, W and C).
 

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from stn.train import colocalisation as C
-from stn.layer import kinds
 from stn.data.pipeline import MNIST_SIZE, VALIDATION_SIZE
 
 
@@ -148,10 +147,9 @@ def offcentre_crops(digits, rng: np.random.Generator):
         boxes = C.predicted_boxes(draw, (MNIST_SIZE, MNIST_SIZE))
         kept = np.concatenate([kept, draw[C.iou(boxes, np.repeat(frame, n, 0))
                                           < OFFCENTRE["max_iou"]]])
-    kept, out = kept[:n], (MNIST_SIZE, MNIST_SIZE)
-    return np.concatenate([np.asarray(kinds.keras_warp(tf.constant(digits[i:i + 5000]),
-                                                       tf.constant(kept[i:i + 5000]), C.KIND,
-                                                       out, image_gradient=False))
+    kept = kept[:n]
+    return np.concatenate([np.asarray(C.crop(tf.constant(digits[i:i + 5000]),
+                                             tf.constant(kept[i:i + 5000])))
                            for i in range(0, n, 5000)])
 
 
@@ -302,7 +300,6 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
     With ``settings.negatives == "same"``, each crop's scale is replaced by
     its image's localised scale (no gradient through it).
     """
-    out = (MNIST_SIZE, MNIST_SIZE)
     same_scale, box_penalty = settings.negatives == "same", settings.box_penalty
     radius = max(1, int(np.ceil(3 * settings.blur)))
 
@@ -320,8 +317,7 @@ def _step_fn(layer, embed, optimizer, images, settings: "Settings"):
                 crops = tf.concat([tf.stop_gradient(theta[:, :1]), crops[:, 1:]], axis=1)
             elif settings.negatives == "away":
                 crops = away_from(tf.stop_gradient(theta), crops)
-            negative = embed(kinds.keras_warp(seen, crops, C.KIND, out,
-                                              image_gradient=False), training=False)
+            negative = embed(C.crop(seen, crops), training=False)
             positive = tf.gather(anchor, partner)
             loss = C.triplet_loss(anchor, positive, tf.stop_gradient(negative), settings.margin)
             if settings.flat:
@@ -352,16 +348,14 @@ def fixed_box_loss(embed, images, params, settings: Settings, rng: np.random.Gen
     """
     if settings.negatives != "range":
         raise ValueError(f"fixed_box_loss draws range crops, not {settings.negatives!r}")
-    out, x = (MNIST_SIZE, MNIST_SIZE), tf.constant(images, tf.float32)
-    theta = tf.constant(params, tf.float32)
-    crops = kinds.keras_warp(x, theta, C.KIND, out, image_gradient=False)
+    x, theta = tf.constant(images, tf.float32), tf.constant(params, tf.float32)
+    crops = C.crop(x, theta)
     anchor, blank = embed(crops, training=False), embed(C.flat(crops), training=False)
     paper, flat = [], []
     for _ in range(draws):
         positive = tf.gather(anchor, C.partners(rng, len(images)))
-        negative = embed(kinds.keras_warp(x, tf.constant(C.random_crops(
-            rng, len(images), settings.crop_scales)), C.KIND, out, image_gradient=False),
-            training=False)
+        negative = embed(C.crop(x, tf.constant(C.random_crops(
+            rng, len(images), settings.crop_scales))), training=False)
         paper.append(float(C.triplet_loss(anchor, positive, negative, settings.margin)))
         flat.append(float(C.triplet_loss(anchor, positive, blank, settings.margin)))
     return {"paper": float(np.mean(paper)), "flat": float(np.mean(flat)),

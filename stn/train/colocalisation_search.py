@@ -14,7 +14,6 @@ No label or true box is read.
 import numpy as np
 import tensorflow as tf
 
-from stn.layer import kinds
 from stn.train import colocalisation as C
 
 SCALES = (1 / 3, 5 / 12)
@@ -36,13 +35,11 @@ def candidates() -> np.ndarray:
 
 def _embed_crops(embed, images, params, batch: int = 2048) -> np.ndarray:
     """float32 ``[N, K, D]``: ``embed`` of each image ``[N, 84, 84, 1]`` cropped by each of
-    ``params [K, 3]``."""
-    n, k = len(images), len(params)
-    x = np.repeat(images, k, axis=0)
-    theta = np.tile(params, (n, 1))
-    out = [np.asarray(embed(kinds.keras_warp(tf.constant(x[i:i + batch]),
-                                             tf.constant(theta[i:i + batch]), C.KIND,
-                                             (28, 28), image_gradient=False), training=False))
+    its boxes ``params [N, K, 3]``."""
+    n, k = params.shape[:2]
+    x, theta = np.repeat(images, k, axis=0), params.reshape(-1, 3)
+    out = [np.asarray(embed(C.crop(tf.constant(x[i:i + batch]), tf.constant(theta[i:i + batch])),
+                            training=False))
            for i in range(0, len(x), batch)]
     return np.concatenate(out).reshape(n, k, -1)
 
@@ -57,19 +54,17 @@ def search_boxes(embed, images, rng: np.random.Generator, margin: float,
     :data:`RANDOMS` random crops of its own image (``crop_scales``, as the loss draws them).
     """
     boxes = candidates()
-    e = _embed_crops(embed, images, boxes)  # (N, K, D)
-    n, k, _ = e.shape
+    n = len(images)
+    e = _embed_crops(embed, images, np.broadcast_to(boxes, (n, *boxes.shape)))  # (N, K, D)
     crops = C.random_crops(rng, n * RANDOMS, crop_scales).reshape(n, RANDOMS, 3)
+    r = _embed_crops(embed, images, crops)  # (N, RANDOMS, D)
+    norms = np.sum(e ** 2, axis=-1)  # (N, K)
     chosen, scores = np.zeros(n, np.int64), np.zeros(n)
     for i in range(n):
-        r = _embed_crops(embed, images[i:i + 1], crops[i])[0]  # (RANDOMS, D)
-        far = np.mean(np.sum((e[i][:, None] - r[None]) ** 2, axis=-1), axis=1)  # (K,)
+        far = np.mean(np.sum((e[i][:, None] - r[i][None]) ** 2, axis=-1), axis=1)  # (K,)
         others = (i + rng.choice(np.arange(1, n), min(PARTNERS, n - 1), replace=False)) % n
-        sq = np.sum(e[i] ** 2, axis=1)[:, None]
-        near = []
-        for j in others:
-            d = sq + np.sum(e[j] ** 2, axis=1)[None] - 2.0 * e[i] @ e[j].T  # (K, K)
-            near.append(np.maximum(d.min(axis=1), 0.0))
+        near = [np.maximum((norms[i][:, None] + norms[j][None] - 2.0 * e[i] @ e[j].T)
+                           .min(axis=1), 0.0) for j in others]  # each (K,): the best k'
         hinge = np.maximum(np.asarray(near) - far[None] + margin, 0.0).mean(axis=0)  # (K,)
         chosen[i], scores[i] = int(np.argmin(hinge)), float(hinge.min())
     return boxes[chosen], scores
