@@ -84,18 +84,19 @@ def fc_localization(units: tuple[int, ...] = (32, 32, 32), init: str = "identity
     ], name=name)
 
 
+_AFFINE_ROWS = {"affine": 2, "affine3d": 3}
+"""The affine kinds' rows of ``[M | t]`` (their parameters, row by row)."""
+
+
 def _square(params, kind: str):
     """``[B, 3, 3]``: the matrix of ``params [B, P]`` of an affine or projective kind
     (``[B, 4, 4]`` for ``affine3d``)."""
     ops = keras.ops
-    if kind == "affine3d":
-        bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 0.0, 1.0]], params.dtype),
-                                  (ops.shape(params)[0], 1, 4))
-        return ops.concatenate([ops.reshape(params, (-1, 3, 4)), bottom], axis=1)
-    if kind == "affine":
-        bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0, 0.0, 1.0]], params.dtype),
-                                  (ops.shape(params)[0], 1, 3))
-        return ops.concatenate([ops.reshape(params, (-1, 2, 3)), bottom], axis=1)
+    if kind in _AFFINE_ROWS:
+        rows = _AFFINE_ROWS[kind]
+        bottom = ops.broadcast_to(ops.convert_to_tensor([[0.0] * rows + [1.0]], params.dtype),
+                                  (ops.shape(params)[0], 1, rows + 1))
+        return ops.concatenate([ops.reshape(params, (-1, rows, rows + 1)), bottom], axis=1)
     return ops.reshape(ops.concatenate([params, ops.ones_like(params[:, :1])], axis=1),
                        (-1, 3, 3))
 
@@ -113,8 +114,8 @@ def compose(theta, other, kind: str):
         raise ValueError(f"compose: kind must be one of {kinds.COMPOSABLE_KINDS}, "
                          f"got {kind!r}")
     product = keras.ops.matmul(_square(theta, kind), _square(other, kind))
-    if kind in ("affine", "affine3d"):
-        rows = 2 if kind == "affine" else 3
+    if kind in _AFFINE_ROWS:
+        rows = _AFFINE_ROWS[kind]
         return keras.ops.reshape(product[:, :rows], (-1, rows * (rows + 1)))
     product = keras.ops.reshape(product, (-1, 9))
     return product[:, :8] / product[:, 8:]
