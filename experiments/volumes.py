@@ -11,7 +11,8 @@ The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
 the two models :mod:`stn.volume_model`. Each model is one *unit*, trained
 into ``<run-dir>/<model>/`` (``model.keras``, ``metrics.json``,
 ``config.json``): a unit whose ``metrics.json`` exists is read back, not
-trained again, so an interrupted study resumes at the unfinished model.
+trained again, and an unfinished one resumes after its last finished epoch
+(``checkpoint.npz`` and ``progress.json``, saved after every epoch).
 Training draws fresh poses every epoch (a pure function of the seed and
 the epoch); validation and test poses are fixed by the seed. Writes
 ``--json`` (both units, the configuration, the machine) and draws
@@ -116,70 +117,116 @@ def kept_plan(recorded: dict) -> dict:
     return runs.as_recorded(recorded, LEGACY_PLAN, dataclasses.asdict(Plan()))
 
 
+ST_ONLY_FIELDS = ("localization_lr_scale", "iterations")
+"""Plan fields the baseline does not read: its finished unit serves any value of them."""
+
+
+def unit_plan(name: str, plan: dict) -> dict:
+    """The part of a plan (a dict of every field) that unit ``name`` depends on."""
+    return {k: v for k, v in plan.items() if name == "st" or k not in ST_ONLY_FIELDS}
+
+
 def check_plan(name: str, plan: Plan, run_dir: Path) -> None:
-    """Refuses a finished unit of another plan in ``run_dir`` (before any data is built)."""
+    """Refuses a started or finished unit of another plan in ``run_dir`` (before any data is
+    built)."""
     from stn.train import runs
 
-    if (run_dir / "metrics.json").exists():
-        kept = kept_plan(json.loads((run_dir / "config.json").read_text())["plan"])
-        if kept != dataclasses.asdict(plan):
-            raise runs.RunError(f"{run_dir} holds a finished {name} unit of another plan "
-                                f"({runs.changes_text(kept, dataclasses.asdict(plan))}): pass "
-                                "another --run-dir (and --json, --figure) for this plan")
+    config = run_dir / "config.json"
+    if not config.exists():
+        return
+    kept = unit_plan(name, kept_plan(json.loads(config.read_text())["plan"]))
+    wanted = unit_plan(name, dataclasses.asdict(plan))
+    if kept != wanted:
+        state = "finished" if (run_dir / "metrics.json").exists() else "unfinished"
+        raise runs.RunError(f"{run_dir} holds a {state} {name} unit of another plan "
+                            f"({runs.changes_text(kept, wanted)}): pass "
+                            "another --run-dir (and --json, --figure) for this plan")
+
+
+PROGRESS = "progress.json"
+"""Beside a unit's checkpoint.npz: the finished epochs' history and step times."""
 
 
 def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = True) -> dict:
     """Trains model ``name`` into ``run_dir``, or reads back its finished metrics.
 
+    After every epoch the model and optimizer are saved (``checkpoint.npz``,
+    stn.train.checkpoints) with the epochs' history (:data:`PROGRESS`), so an
+    interrupted unit resumes after its last finished epoch; the process holds
+    the run directory's writer lock (stn.train.run_lock) while it trains.
     ``test=False`` (a screen's unit): the test split is not evaluated (``test_error`` None).
     """
+    from stn.train import run_lock, runs
+
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():  # of this plan: run() checked
+        return json.loads(metrics_file.read_text())
+    with run_lock.hold(run_dir):
+        if not (run_dir / "config.json").exists():
+            runs.write_json(run_dir / "config.json", {
+                "model": name, "plan": dataclasses.asdict(plan),
+                "environment": runs.environment()})
+        return _train(name, splits, plan, run_dir, test)
+
+
+def _train(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool) -> dict:
+    """:func:`train_unit`'s training, from the unit's last checkpoint if any."""
     import keras
     import numpy as np
 
     from stn import volume_model
     from stn.data import volumes
     from stn.data.pipeline import warp_strength
-    from stn.train import runs
+    from stn.train import checkpoints, optimizers, runs
 
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():  # of this plan: run() checked
-        return json.loads(metrics_file.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(run_dir / "config.json", {"model": name, "plan": dataclasses.asdict(plan),
-                                              "environment": runs.environment()})
     keras.utils.set_random_seed(plan.seed)
     model = volume_model.BUILDERS[name](localization=plan.localization,
                                         **({"iterations": plan.iterations} if name == "st" else {}))
-    from stn.train import optimizers
     optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
                                                learning_rate=plan.learning_rate)
     model.compile(optimizer,
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer.build(model.trainable_variables)
+    progress_file = run_dir / PROGRESS
+    progress = (json.loads(progress_file.read_text()) if progress_file.exists()
+                else {"history": [], "seconds": 0.0, "step_seconds": []})
+    done = checkpoints.restore_checkpoint(run_dir, model, optimizer,
+                                          recorded_epochs=len(progress["history"]))
+    if done:
+        print(f"{name}: resuming after epoch {done} ({run_dir / runs.CHECKPOINT})", flush=True)
+    history = progress["history"][:done]
+    step_seconds = progress["step_seconds"][:done]  # one list per epoch
+    seconds = progress["seconds"] if done else 0.0
     render, train = _renderer(), splits["train"]
-    history, step_seconds, start = [], [], time.perf_counter()
-    for epoch in range(plan.epochs):
+    for epoch in range(done, plan.epochs):
+        start = time.perf_counter()
         poses = volumes.epoch_poses(len(train.labels), plan.seed, epoch,
                                     warp_strength(epoch, plan.pose_ramp_epochs))
         order = np.random.default_rng([plan.seed, epoch]).permutation(len(train.labels))
-        losses = []
+        losses, ticks = [], []
         for digits, batch_poses, labels in _batches(train, poses, plan.batch_size, order):
             tick = time.perf_counter()
             losses.append(float(model.train_on_batch(render(digits, batch_poses), labels)))
-            step_seconds.append(time.perf_counter() - tick)
+            ticks.append(round(time.perf_counter() - tick, 5))
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "validation_error": error_rate(model, splits["validation"],
                                                        plan.batch_size, render)})
+        seconds += time.perf_counter() - start
+        step_seconds.append(ticks)
+        checkpoints.save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        runs.write_json(progress_file, {"history": history, "seconds": seconds,
+                                        "step_seconds": step_seconds})
         print(f"{name}: epoch {epoch + 1}/{plan.epochs}: train loss {history[-1]['train_loss']:.4f}"
               f" | validation error {history[-1]['validation_error']:.4f} | "
-              f"{time.perf_counter() - start:.0f} s so far", flush=True)
-    seconds = time.perf_counter() - start
+              f"{seconds:.0f} s so far", flush=True)
     model.save(run_dir / "model.keras")
+    steps = [t for ticks in step_seconds for t in ticks]
     metrics = {"model": name, "parameters": int(model.count_params()), "history": history,
-               "train_seconds": seconds, "median_step_seconds": float(np.median(step_seconds)),
-               "steps": len(step_seconds),
+               "train_seconds": seconds, "median_step_seconds": float(np.median(steps)),
+               "steps": len(steps), "resumed_after": done or None,
                "test_error": (error_rate(model, splits["test"], plan.batch_size, render)
                               if test else None)}
-    runs.write_json(metrics_file, metrics)
+    runs.write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -252,3 +252,52 @@ def test_the_iterations_screen_refines_the_st_models_map(tiny_run):
     model = keras.saving.load_model(runs_dir / "iter-2" / "st" / "model.keras")
     assert model.get_layer("transformer").iterations == 2
     assert M.build_st(iterations=2).count_params() == M.build_st().count_params()  # one net
+
+
+def test_the_baselines_finished_unit_serves_any_st_only_field(tiny_run):
+    from experiments import volumes as E
+    from stn.train import runs
+    _, paths = tiny_run
+    other = dataclasses.replace(E.TINY, iterations=2, localization_lr_scale=3.0)
+    E.check_plan("baseline", other, paths["run_dir"] / "baseline")  # the baseline reads neither
+    with pytest.raises(runs.RunError, match="finished st unit of another plan"):
+        E.check_plan("st", other, paths["run_dir"] / "st")
+
+
+def test_an_interrupted_unit_resumes_after_its_last_finished_epoch(tiny_run, tmp_path, monkeypatch):
+    from experiments import volumes as E
+    from stn.train import runs
+    plan = dataclasses.replace(E.TINY, epochs=2)
+    whole = E.run(plan, tmp_path / "whole", tmp_path / "whole.json", tmp_path / "w.png",
+                  models=("baseline",))["models"]["baseline"]
+    paths = dict(run_dir=tmp_path / "cut", json_path=tmp_path / "cut.json", figure=tmp_path / "c.png")
+    unit = paths["run_dir"] / "baseline"
+    error_rate, calls = E.error_rate, []
+
+    def stop_at_the_second_validation(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return error_rate(*args)
+
+    monkeypatch.setattr(E, "error_rate", stop_at_the_second_validation)
+    with pytest.raises(KeyboardInterrupt):
+        E.run(plan, **paths, models=("baseline",))
+    monkeypatch.setattr(E, "error_rate", error_rate)
+    saved = json.loads((unit / E.PROGRESS).read_text())
+    assert len(saved["history"]) == 1 and not (unit / "metrics.json").exists()
+    assert not (unit / runs.LOCK).exists()  # let go however the process left
+    with pytest.raises(runs.RunError, match="unfinished baseline unit of another plan"):
+        E.run(dataclasses.replace(plan, epochs=3), **paths, models=("baseline",))
+    # Metrics of fewer epochs than the checkpoint holds: refused, nothing changed.
+    (unit / E.PROGRESS).write_text(json.dumps({**saved, "history": []}))
+    with pytest.raises(runs.RunError, match="saved after epoch 1 but the metrics of only 0"):
+        E.run(plan, **paths, models=("baseline",))
+    (unit / E.PROGRESS).write_text(json.dumps(saved))
+    resumed = E.run(plan, **paths, models=("baseline",))["models"]["baseline"]
+    assert resumed["resumed_after"] == 1 and resumed["steps"] == whole["steps"] == 8
+    assert resumed["history"][0] == saved["history"][0]
+    # The second epoch starts from the first's weights and optimizer state: as if never cut.
+    assert resumed["history"][1]["train_loss"] == pytest.approx(whole["history"][1]["train_loss"],
+                                                                rel=1e-4)
+    assert resumed["test_error"] == whole["test_error"]

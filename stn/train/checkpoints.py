@@ -122,15 +122,17 @@ def _write_npz(file, pairs: Iterable[tuple[str, np.ndarray]]) -> None:
             del array  # before the next one is made: one variable in memory at a time
 
 
-def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
+def restore_checkpoint(run_dir: Path, model, optimizer, recorded_epochs: int | None = None) -> int:
     """Restores the last checkpoint; returns its epoch count (0 if none).
 
     The optimizer must be built (``optimizer.build(model.trainable_variables)``).
+    ``recorded_epochs``: how many epochs' metrics the caller keeps beside the
+    checkpoint, if not in history.csv (experiments.volumes keeps its own).
 
     Raises:
       RunError: the checkpoint is corrupt, does not fit this model, or is
-        ahead of history.csv (whose missing rows cannot be rebuilt); the
-        model, the optimizer and the files are left unchanged.
+        ahead of history.csv or ``recorded_epochs`` (whose missing rows cannot
+        be rebuilt); the model, the optimizer and the files are left unchanged.
     """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
@@ -159,7 +161,12 @@ def restore_checkpoint(run_dir: Path, model, optimizer) -> int:
             raise RunError(f"{path} does not fit this model: {name} has shape "
                            f"{arrays[name].shape}, expected {tuple(variable.shape)}")
     epoch = int(epoch)
-    _check_history_reaches(run_dir, epoch)
+    if recorded_epochs is None:
+        _check_history_reaches(run_dir, epoch)
+    elif recorded_epochs < epoch:
+        raise RunError(f"{path} was saved after epoch {epoch} but the metrics of only "
+                       f"{recorded_epochs} are kept beside it: delete it to train the run "
+                       "again from scratch, or use a new --run-dir.")
     for name, variable in state.items():
         variable.assign(arrays[name])
     return epoch
