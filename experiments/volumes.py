@@ -1,6 +1,6 @@
 """3-D MNIST (paper, appendix A.3): a 3-D affine transformer against a baseline without it.
 
-    python -m experiments.volumes                 # both models, seed 0, 3 epochs (~6 + ~5 min here)
+    python -m experiments.volumes                 # both models, seed 0, 3 epochs (~28 + ~3 min here)
     python -m experiments.volumes --models st --epochs 2
     python -m experiments.volumes --screen        # the localization rate screen (validation only)
     python -m experiments.volumes --screen pose-ramp   # the pose curriculum screen (validation only)
@@ -39,8 +39,8 @@ class Plan:
     """What one study trains: the same for both models."""
     seed: int = 0
     # 3 epochs of 600 steps of 64 (the first record was 1 epoch: results/volumes_1epoch.json):
-    # the ST model's steps take 0.17 s (median, 2-core AMD EPYC, TensorFlow's row-gather
-    # sampler), 5.5 min in all, the baseline's 0.09 s.
+    # the ST model's steps take 0.90 s with 2 iterations (median, 2-core AMD EPYC,
+    # TensorFlow's row-gather sampler; 0.21 s with one), 28 min in all, the baseline's 0.07 s.
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -57,8 +57,10 @@ class Plan:
     # two keep about the same number of parameters.
     localization: str = "projections"
     # The ST model's transformer refined this many times, its net reading the volume warped
-    # by the map so far (the inverse compositional STN; stn.volume_model.build_st).
-    iterations: int = 1
+    # by the map so far (the inverse compositional STN; stn.volume_model.build_st). 2 chosen
+    # on validation over 1 (results/screen_volumes_iterations.json; the one-pass record is
+    # results/volumes_1pass.json).
+    iterations: int = 2
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
@@ -105,7 +107,7 @@ def error_rate(model, split, batch_size: int, render) -> float:
     return wrong / len(split.labels)
 
 
-LEGACY_PLAN = {"localization": "conv3d"}
+LEGACY_PLAN = {"localization": "conv3d", "iterations": 1}
 """What a record written before a field existed ran with, where the field's default has changed
 since (the others ran at today's defaults)."""
 

@@ -230,6 +230,8 @@ def test_a_record_from_before_the_localization_field_is_the_conv3d_nets(tmp_path
 
     old = {k: v for k, v in dataclasses.asdict(E.Plan()).items() if k != "localization"}
     assert E.kept_plan(old)["localization"] == "conv3d"
+    one_pass = {k: v for k, v in dataclasses.asdict(E.Plan()).items() if k != "iterations"}
+    assert E.kept_plan(one_pass)["iterations"] == 1 != E.Plan().iterations
     unit = tmp_path / "st"
     unit.mkdir()
     (unit / "metrics.json").write_text("{}")
@@ -248,9 +250,9 @@ def test_the_iterations_screen_refines_the_st_models_map(tiny_run):
     runs_dir = paths["json_path"].parent / "iter_runs"
     screen = E.screen(E.TINY, runs_dir, paths["json_path"], out, name="iterations")
     assert [v["iterations"] for v in screen["variants"]] == [1, 2]
-    assert screen["variants"][0]["run"] == str(paths["json_path"])  # the study's, read back
-    model = keras.saving.load_model(runs_dir / "iter-2" / "st" / "model.keras")
-    assert model.get_layer("transformer").iterations == 2
+    assert screen["variants"][1]["run"] == str(paths["json_path"])  # the study's, read back
+    model = keras.saving.load_model(runs_dir / "iter-1" / "st" / "model.keras")
+    assert model.get_layer("transformer").iterations == 1
     assert M.build_st(iterations=2).count_params() == M.build_st().count_params()  # one net
 
 
@@ -258,7 +260,7 @@ def test_the_baselines_finished_unit_serves_any_st_only_field(tiny_run):
     from experiments import volumes as E
     from stn.train import runs
     _, paths = tiny_run
-    other = dataclasses.replace(E.TINY, iterations=2, localization_lr_scale=3.0)
+    other = dataclasses.replace(E.TINY, iterations=1, localization_lr_scale=3.0)
     E.check_plan("baseline", other, paths["run_dir"] / "baseline")  # the baseline reads neither
     with pytest.raises(runs.RunError, match="finished st unit of another plan"):
         E.check_plan("st", other, paths["run_dir"] / "st")
