@@ -17,7 +17,9 @@ Training draws fresh poses every epoch (a pure function of the seed and
 the epoch); validation and test poses are fixed by the seed. Writes
 ``--json`` (both units, the configuration, the machine) and draws
 ``--figure`` from the finished runs: for a few test digits, the input
-volume's three projections and the transformer's output projection.
+volume's three projections and the transformer's output projection. The
+record's ``tilt``: how far the ST turns the test plates toward face-on
+(:func:`tilt`).
 """
 
 import argparse
@@ -232,6 +234,32 @@ def _train(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool) -> di
     return metrics
 
 
+def _load_st(run_dir: Path):
+    import keras
+
+    import stn.volume_model  # noqa: F401  (registers DepthProjection for loading)
+    return keras.saving.load_model(run_dir / "st" / "model.keras")
+
+
+def tilt(run_dir: Path, split, batch_size: int) -> dict:
+    """How far the ST model turns the plates toward face-on on ``split``: the angle between
+    each plate's normal and the depth axis (stn.data.volumes.plate_tilt_deg) in the input
+    and in the transformer's output, in degrees (0 face-on, 90 edge-on)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from stn.data import volumes
+    layer = _load_st(run_dir).get_layer("transformer")
+    params, render = tf.function(lambda x: layer.params(x, training=False)), _renderer()
+    thetas = np.concatenate([np.asarray(params(render(digits, poses)))
+                             for digits, poses, _ in _batches(split, split.poses, batch_size)])
+    before = volumes.plate_tilt_deg(split.poses)
+    after = volumes.plate_tilt_deg(split.poses, thetas)
+    return {"digits": len(before), "input_mean_deg": round(float(before.mean()), 2),
+            "output_mean_deg": round(float(after.mean()), 2),
+            "turned_toward_face_on": round(float(np.mean(after < before)), 4)}
+
+
 def draw(run_dir: Path, split, path: Path, count: int = 4) -> None:
     """The figure: each digit's volume seen along depth, height and width, and the ST's output."""
     import keras
@@ -240,8 +268,7 @@ def draw(run_dir: Path, split, path: Path, count: int = 4) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import stn.volume_model  # noqa: F401  (registers DepthProjection for loading)
-    model = keras.saving.load_model(run_dir / "st" / "model.keras")
+    model = _load_st(run_dir)
     projection = keras.Model(model.inputs, model.get_layer("projection").output)
     volumes = np.asarray(_renderer()(split.digits[:count], split.poses[:count]))[..., 0]
     seen = np.asarray(projection.predict_on_batch(volumes[..., None]))[..., 0]
@@ -280,6 +307,8 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
                            "tilt_deg": volumes.TILT_DEG, "in_plane_deg": volumes.IN_PLANE_DEG,
                            "shift_voxels": volumes.SHIFT_VOXELS},
               "models": units}
+    if "st" in units:
+        record["tilt"] = tilt(run_dir, splits["test"], plan.batch_size)
     runs.write_json(json_path, record)
     if "st" in units:
         draw(run_dir, splits["test"], figure)

@@ -303,3 +303,23 @@ def test_an_interrupted_unit_resumes_after_its_last_finished_epoch(tiny_run, tmp
     assert resumed["history"][1]["train_loss"] == pytest.approx(whole["history"][1]["train_loss"],
                                                                 rel=1e-4)
     assert resumed["test_error"] == whole["test_error"]
+
+
+def test_the_plates_tilt_is_its_normals_angle_to_depth_through_the_map():
+    rotations = V.rotation(np.deg2rad([0.0, 40.0, 0.0]), np.deg2rad([0.0, 0.0, 30.0]),
+                           np.deg2rad([70.0, 0.0, -20.0]))
+    poses = V.pose_params(rotations, RNG.uniform(-5, 5, (3, 3)))
+    # In the canvas: a turn in the plane (about depth) tilts nothing; about x or y, its angle.
+    np.testing.assert_allclose(V.plate_tilt_deg(poses), [0.0, 40.0, 30.0], atol=1e-9)
+    identity = np.tile(np.eye(3, 4), (3, 1, 1)).reshape(3, 12)
+    np.testing.assert_allclose(V.plate_tilt_deg(poses, identity), V.plate_tilt_deg(poses))
+    # A map that rotates the output by the plate's own rotation (and zooms) shows it face-on.
+    turned = np.concatenate([0.5 * rotations, np.zeros((3, 3, 1))], axis=2).reshape(3, 12)
+    np.testing.assert_allclose(V.plate_tilt_deg(poses, turned), 0.0, atol=1e-6)
+
+
+def test_the_tiny_runs_record_says_how_far_the_st_turns_the_plates(tiny_run):
+    record, _ = tiny_run
+    tilt = record["tilt"]
+    assert tilt["digits"] == 16 and 0.0 <= tilt["turned_toward_face_on"] <= 1.0
+    assert 0.0 < tilt["input_mean_deg"] < 90.0 and 0.0 <= tilt["output_mean_deg"] <= 90.0

@@ -100,6 +100,27 @@ def upright_poses(n: int) -> np.ndarray:
     return pose_params(np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)))
 
 
+def plate_tilt_deg(poses: np.ndarray, thetas: np.ndarray | None = None) -> np.ndarray:
+    """float64 ``[n]`` degrees: the angle between each plate's normal and the depth axis, in
+    the canvas (``thetas`` None) or in a transformer's output.
+
+    Args:
+      poses: ``[n, 12]``, the canvas -> plate maps (:func:`pose_params`).
+      thetas: ``[n, 12]``, ``affine3d`` maps from a transformer's output to the canvas.
+
+    The plate's own ``z`` (across its thickness) is the third row of its pose; through
+    ``theta`` its gradient over the output's coordinates is that row times theta's linear
+    part: the plate's normal as the output sees it. 0 is face-on to a depth projection (the
+    whole digit seen), 90 edge-on (a line).
+    """
+    normal = np.asarray(poses, np.float64).reshape(-1, 3, 4)[:, 2, :3]
+    if thetas is not None:
+        linear = np.asarray(thetas, np.float64).reshape(-1, 3, 4)[:, :, :3]
+        normal = np.einsum("ni,nij->nj", normal, linear)
+    cosine = np.abs(normal[:, 2]) / np.linalg.norm(normal, axis=1)
+    return np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0)))
+
+
 def plates(digits):
     """float32 ``[B, THICKNESS, 28, 28, 1]`` (``keras.ops``): uint8 digits extruded along depth.
 
