@@ -431,8 +431,8 @@ def optimise(settings: Settings, images: np.ndarray, boxes: np.ndarray,
             snapshots.append({"step": k, "localised_fraction": float(np.mean(ious > C.LOCALISED_IOU)),
                               "params": params[:settings.shown].round(5).tolist()})
             if log:
-                log(f"  step {k}: loss {losses[-1] if losses else float('nan'):.3f}, "
-                    f"localised {snapshots[-1]['localised_fraction']:.2f}")
+                loss = f"loss {losses[-1]:.3f}, " if losses else ""  # none before step 25
+                log(f"  step {k}: {loss}localised {snapshots[-1]['localised_fraction']:.2f}")
         if k == settings.steps:
             break
         window.append(float(step(tf.constant(C.partners(rng, len(images))),
