@@ -128,11 +128,13 @@ def run_unit(settings, mnist, cnn, cnn_record: dict, results_dir: Path,
     return record
 
 
-def finished(results_dir: Path, cnn_record: dict) -> list[dict]:
-    """Every unit record under ``results_dir`` made with this embedding CNN, in order."""
+def finished(results_dir: Path, cnn_record: dict | None = None) -> list[dict]:
+    """Every unit record under ``results_dir`` made with this embedding CNN (any, if None),
+    in order."""
     records = [json.loads(p.read_text())
                for p in sorted((results_dir / "colocalisation").glob("*_digit*_seed*.json"))]
-    return sorted((r for r in records if r.get("embedding_cnn") == cnn_record),
+    return sorted((r for r in records
+                   if cnn_record is None or r.get("embedding_cnn") == cnn_record),
                   key=lambda r: (r["settings"]["dataset"], r["settings"]["digit"],
                                  r["settings"]["seed"]))
 
@@ -147,30 +149,48 @@ def write_summary(records: list[dict], cnn_record: dict, results_dir: Path) -> N
                     {"embedding_cnn": cnn_record, "paper": PAPER, "runs": rows})
 
 
-def write_figure(records: list[dict], mnist, path: Path) -> Path | None:
-    """Boxes on the first images of one unit per dataset, at the recorded steps."""
-    from stn.train import colocalisation_fit as F
-    from stn.viz.colocalisation_figure import colocalisation_figure
+PROGRESS_MIN_SNAPSHOTS = 3  # fewer recorded steps (a short descent) draw no progress figure
 
-    rows = []
+
+def write_figure(records: list[dict], mnist, path: Path) -> list[Path]:
+    """The final boxes on the first two images of every class, per dataset, at ``path``;
+    and, where the units recorded at least :data:`PROGRESS_MIN_SNAPSHOTS` steps, boxes on
+    the first images of digit 1 as the optimisation runs, at ``<path stem>_steps.png``."""
+    from stn.train import colocalisation_fit as F
+    from stn.viz.colocalisation_figure import classes_figure, colocalisation_figure
+
+    classes, progress = [], []
     for dataset in ("T", "TC"):
         chosen = [r for r in records if r["settings"]["dataset"] == dataset]
         if not chosen:
             continue
-        record = min(chosen, key=lambda r: (r["settings"]["digit"] != 1, r["settings"]["digit"],
-                                            r["settings"]["seed"]))
-        settings = F.Settings(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in record["settings"].items()})
-        images, boxes, _ = F.unit_data(settings, mnist)
-        for i in range(min(2, settings.shown)):
-            snaps = [{**s, "params": s["params"][i]} for s in record["snapshots"]]
-            rows.append((f"{dataset}, digit {settings.digit}", images[i], boxes[i], snaps))
-    if not rows:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    colocalisation_figure(rows).savefig(path, dpi=110)
-    print(f"  {path}")
-    return path
+        seed = min(r["settings"]["seed"] for r in chosen)
+        units = []
+        for record in sorted((r for r in chosen if r["settings"]["seed"] == seed),
+                             key=lambda r: r["settings"]["digit"]):
+            settings = F.Settings(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in record["settings"].items()})
+            units.append((record, settings, *F.unit_data(settings, mnist)[:2]))
+        for i in range(2):
+            classes.append((f"{dataset}, image {i + 1}",
+                            [(f"digit {s.digit}", images[i], boxes[i], r["final_params"][i])
+                             for r, s, images, boxes in units]))
+        record, settings, images, boxes = min(units, key=lambda u: u[1].digit != 1)
+        if len(record["snapshots"]) >= PROGRESS_MIN_SNAPSHOTS:
+            for i in range(min(2, settings.shown)):
+                snaps = [{**s, "params": s["params"][i]} for s in record["snapshots"]]
+                progress.append((f"{dataset}, digit {settings.digit}", images[i], boxes[i],
+                                 snaps))
+    written = []
+    for rows, draw, out in ((classes, classes_figure, path),
+                            (progress, colocalisation_figure,
+                             path.with_name(f"{path.stem}_steps{path.suffix}"))):
+        if rows:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            draw(rows).savefig(out, dpi=110)
+            print(f"  {out}")
+            written.append(out)
+    return written
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -181,8 +201,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--digits", nargs="+", type=int, default=list(range(10)),
                    help="classes (default: 0-9)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="default: 0")
-    p.add_argument("--steps", type=int, default=600, help="Adam steps per unit "
-                   "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=1, help="Adam steps per unit after the start "
+                   "(default: %(default)s, with the searched start; 600 with the paper's "
+                   "whole-canvas start)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
     p.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
                    help="unit-length embeddings (ours, not the paper's; default: on)")
@@ -243,7 +264,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mnist", help="MNIST file or folder, if not cached (stn.mnist)")
     p.add_argument("--list", action="store_true", help="list the units and their state")
     p.add_argument("--table-only", action="store_true",
-                   help="only rewrite the record and the figure from every finished unit")
+                   help="only rewrite the record and the figure from every finished unit "
+                   "(no embedding CNN is loaded or trained)")
     # Smoke runs (the tests): an embedding CNN trained on this many digits.
     p.add_argument("--cnn-examples", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -272,6 +294,8 @@ def main(argv=None) -> int:
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)
+    if args.table_only:
+        return write_tables(finished(results_dir), mnist, results_dir, Path(args.figure))
     cnn, cnn_record = embedding_cnn(runs_dir, mnist, args.cnn_epochs, args.cnn_examples,
                                     args.cnn_augment, args.cnn_offcentre)
     if args.list:
@@ -280,7 +304,7 @@ def main(argv=None) -> int:
             print(f"{'done' if done else 'todo'}  {u.dataset:2s} digit {u.digit} seed {u.seed}")
         return 0
     began = time.perf_counter()
-    for i, u in enumerate(units if not args.table_only else []):
+    for i, u in enumerate(units):
         print(f"[unit {i + 1}/{len(units)}, {time.perf_counter() - began:.0f} s so far]")
         record = run_unit(u, mnist, cnn, cnn_record, results_dir, args.split)
         if args.split != "test":
@@ -294,9 +318,23 @@ def main(argv=None) -> int:
         write_summary(finished(results_dir, cnn_record), cnn_record, results_dir)
     if args.split != "test":
         return 0
-    records = finished(results_dir, cnn_record)
-    write_summary(records, cnn_record, results_dir)
-    write_figure(records, mnist, Path(args.figure))
+    return write_tables(finished(results_dir, cnn_record), mnist, results_dir, Path(args.figure))
+
+
+def write_tables(records: list[dict], mnist, results_dir: Path, figure: Path) -> int:
+    """The summary and the figures from ``records``, all made with one embedding CNN (as
+    each records it); a list of each unit's result. Refuses, writing nothing, if there are
+    none or their CNNs differ."""
+    folder = results_dir / "colocalisation"
+    cnns = {json.dumps(r.get("embedding_cnn"), sort_keys=True) for r in records}
+    problem = ("no finished unit" if not records
+               else f"units of {len(cnns)} embedding CNNs" if len(cnns) > 1 else None)
+    if problem:
+        print(f"error: {folder} holds {problem}: nothing written; run the units first, or "
+              "keep one CNN's units in a --results-dir", file=sys.stderr)
+        return 2
+    write_summary(records, records[0]["embedding_cnn"], results_dir)
+    write_figure(records, mnist, figure)
     for r in records:
         s = r["settings"]
         print(f"{s['dataset']:2s} digit {s['digit']} seed {s['seed']}: "

@@ -187,7 +187,8 @@ def test_tiny_study_runs_writes_and_resumes(tmp_path, capsys):
     assert [s["step"] for s in record["snapshots"]][::len(record["snapshots"]) - 1] == [0, 4]
     assert record["settings"]["init"] == "search" and "search" in record  # the default start
     assert not np.allclose(record["final_params"], kinds.identity("attention", 6))  # it moved
-    assert (tmp_path / "coloc.png").stat().st_size > 0
+    assert (tmp_path / "coloc.png").stat().st_size > 0  # the final boxes, a column per class
+    assert (tmp_path / "coloc_steps.png").stat().st_size > 0  # 5 recorded steps: the progress
     before = unit.stat().st_mtime_ns
     capsys.readouterr()
     assert E.main(argv) == 0
@@ -445,3 +446,24 @@ def test_the_search_picks_the_crop_every_image_shares_and_the_net_learns_it():
     before = float(np.mean((np.asarray(layer.params(images)) - found) ** 2))
     after = S.fit_to_boxes(layer, images, found, steps=300)
     assert after < 0.1 * before
+
+
+def test_table_only_reads_the_records_alone_and_never_writes_an_empty_summary(tmp_path, capsys):
+    from experiments import colocalisation as E
+
+    results = tmp_path / "results"
+    argv = ["--table-only", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(results),
+            "--figure", str(tmp_path / "coloc.png")]
+    (results / "colocalisation").mkdir(parents=True)
+    summary = results / "colocalisation.json"
+    summary.write_text("{}")
+    assert E.main(argv) == 2
+    assert "holds no finished unit: nothing written" in capsys.readouterr().err
+    # Units of two CNNs: refused, the summary as it was; no CNN was trained to read them.
+    for digit, accuracy in ((1, 0.98), (2, 0.97)):
+        (results / "colocalisation" / f"T_digit{digit}_seed0.json").write_text(json.dumps(
+            {"settings": {"dataset": "T", "digit": digit, "seed": 0},
+             "embedding_cnn": {"test_accuracy": accuracy}}))
+    assert E.main(argv) == 2
+    assert "units of 2 embedding CNNs" in capsys.readouterr().err
+    assert summary.read_text() == "{}" and not (tmp_path / "runs").exists()
