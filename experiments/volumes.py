@@ -166,6 +166,8 @@ def train_unit(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool = 
     if metrics_file.exists():  # of this plan: run() checked
         return json.loads(metrics_file.read_text())
     with run_lock.hold(run_dir):
+        if metrics_file.exists():  # finished by the lock's last holder meanwhile
+            return json.loads(metrics_file.read_text())
         if not (run_dir / "config.json").exists():
             runs.write_json(run_dir / "config.json", {
                 "model": name, "plan": dataclasses.asdict(plan),
@@ -243,8 +245,9 @@ def _load_st(run_dir: Path):
 
 def tilt(run_dir: Path, split, batch_size: int) -> dict:
     """How far the ST model turns the plates toward face-on on ``split``: the angle between
-    each plate's normal and the depth axis (stn.data.volumes.plate_tilt_deg) in the input
-    and in the transformer's output, in degrees (0 face-on, 90 edge-on)."""
+    each plate's normal and the direction the depth projection looks along
+    (stn.data.volumes.plate_tilt_deg), without and with the transformer, in degrees
+    (0 face-on, 90 edge-on)."""
     import numpy as np
     import tensorflow as tf
 

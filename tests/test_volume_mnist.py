@@ -313,9 +313,14 @@ def test_the_plates_tilt_is_its_normals_angle_to_depth_through_the_map():
     np.testing.assert_allclose(V.plate_tilt_deg(poses), [0.0, 40.0, 30.0], atol=1e-9)
     identity = np.tile(np.eye(3, 4), (3, 1, 1)).reshape(3, 12)
     np.testing.assert_allclose(V.plate_tilt_deg(poses, identity), V.plate_tilt_deg(poses))
-    # A map that rotates the output by the plate's own rotation (and zooms) shows it face-on.
+    # A map that rotates the output by the plate's own rotation (and zooms) sees it face-on.
     turned = np.concatenate([0.5 * rotations, np.zeros((3, 3, 1))], axis=2).reshape(3, 12)
     np.testing.assert_allclose(V.plate_tilt_deg(poses, turned), 0.0, atol=1e-6)
+    # Shearing and scaling the output's height and width, the view along depth kept: the
+    # same angle (the projection is the same image, warped in the plane).
+    sheared = np.tile([[0.7, 0.3, 0.0, 0.1], [-0.2, 1.3, 0.0, 0.0], [0.0, 0.0, 0.5, 0.2]],
+                      (3, 1, 1)).reshape(3, 12)
+    np.testing.assert_allclose(V.plate_tilt_deg(poses, sheared), V.plate_tilt_deg(poses))
 
 
 def test_the_tiny_runs_record_says_how_far_the_st_turns_the_plates(tiny_run):

@@ -101,23 +101,28 @@ def upright_poses(n: int) -> np.ndarray:
 
 
 def plate_tilt_deg(poses: np.ndarray, thetas: np.ndarray | None = None) -> np.ndarray:
-    """float64 ``[n]`` degrees: the angle between each plate's normal and the depth axis, in
-    the canvas (``thetas`` None) or in a transformer's output.
+    """float64 ``[n]`` degrees: the angle between each plate's normal and the direction a
+    depth projection looks along, in the canvas (``thetas`` None: the canvas's depth axis) or
+    through a transformer's map (the canvas direction its output's depth axis samples).
 
     Args:
       poses: ``[n, 12]``, the canvas -> plate maps (:func:`pose_params`).
       thetas: ``[n, 12]``, ``affine3d`` maps from a transformer's output to the canvas.
 
-    The plate's own ``z`` (across its thickness) is the third row of its pose; through
-    ``theta`` its gradient over the output's coordinates is that row times theta's linear
-    part: the plate's normal as the output sees it. 0 is face-on to a depth projection (the
-    whole digit seen), 90 edge-on (a line).
+    The plate's normal in the canvas is the gradient of its own ``z`` (across its thickness),
+    the third row of its pose; the projection sums along theta's third column. 0 is face-on
+    (the plate's thickness seen end-on, the digit sharp), 90 edge-on. Whatever the angle, the
+    output's other two axes see an affine image of the digit (they can undo foreshortening
+    and turns in the plane); what they cannot undo is the thickness smeared across the view,
+    ``THICKNESS * tan(angle)`` voxels.
     """
     normal = np.asarray(poses, np.float64).reshape(-1, 3, 4)[:, 2, :3]
-    if thetas is not None:
-        linear = np.asarray(thetas, np.float64).reshape(-1, 3, 4)[:, :, :3]
-        normal = np.einsum("ni,nij->nj", normal, linear)
-    cosine = np.abs(normal[:, 2]) / np.linalg.norm(normal, axis=1)
+    if thetas is None:
+        view = np.broadcast_to([0.0, 0.0, 1.0], normal.shape)
+    else:
+        view = np.asarray(thetas, np.float64).reshape(-1, 3, 4)[:, :, 2]
+    cosine = np.abs(np.sum(normal * view, axis=1)) / (
+        np.linalg.norm(normal, axis=1) * np.linalg.norm(view, axis=1))
     return np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0)))
 
 
