@@ -243,24 +243,46 @@ def _load_st(run_dir: Path):
     return keras.saving.load_model(run_dir / "st" / "model.keras")
 
 
-def tilt(run_dir: Path, split, batch_size: int) -> dict:
-    """How far the ST model turns the plates toward face-on on ``split``: the angle between
-    each plate's normal and the direction the depth projection looks along
-    (stn.data.volumes.plate_tilt_deg), without and with the transformer, in degrees
-    (0 face-on, 90 edge-on)."""
+TILT_BINS_DEG = (0, 15, 30, 45, 60, 90)
+"""Edges of the input tilt's bins for the errors by tilt (:func:`tilt`)."""
+
+
+def tilt(run_dir: Path, split, batch_size: int, models=("st",)) -> dict:
+    """How far the ST model turns the plates toward face-on on ``split``, and where each
+    model's errors lie.
+
+    The angle is between each plate's normal and the direction the depth projection looks
+    along (stn.data.volumes.plate_tilt_deg), without and with the transformer, in degrees
+    (0 face-on, 90 edge-on). ``error_by_bin``: each of ``models`` (its ``model.keras`` in
+    ``run_dir/<name>/``) on the digits in each bin of the input's angle (:data:`TILT_BINS_DEG`).
+    """
+    import keras
     import numpy as np
     import tensorflow as tf
 
     from stn.data import volumes
+    loaded = {name: _load_st(run_dir) if name == "st" else
+              keras.saving.load_model(run_dir / name / "model.keras") for name in models}
     layer = _load_st(run_dir).get_layer("transformer")
     params, render = tf.function(lambda x: layer.params(x, training=False)), _renderer()
-    thetas = np.concatenate([np.asarray(params(render(digits, poses)))
-                             for digits, poses, _ in _batches(split, split.poses, batch_size)])
+    thetas, wrong = [], {name: [] for name in models}
+    for digits, poses, labels in _batches(split, split.poses, batch_size):
+        seen = render(digits, poses)
+        thetas.append(np.asarray(params(seen)))
+        for name, model in loaded.items():
+            wrong[name].append(np.argmax(model.predict_on_batch(seen), axis=-1) != labels)
     before = volumes.plate_tilt_deg(split.poses)
-    after = volumes.plate_tilt_deg(split.poses, thetas)
+    after = volumes.plate_tilt_deg(split.poses, np.concatenate(thetas))
+    bins = np.digitize(before, TILT_BINS_DEG[1:-1])
+    wrong = {name: np.concatenate(w) for name, w in wrong.items()}
     return {"digits": len(before), "input_mean_deg": round(float(before.mean()), 2),
             "output_mean_deg": round(float(after.mean()), 2),
-            "turned_toward_face_on": round(float(np.mean(after < before)), 4)}
+            "turned_toward_face_on": round(float(np.mean(after < before)), 4),
+            "bins_deg": list(TILT_BINS_DEG),
+            "digits_by_bin": [int(np.sum(bins == k)) for k in range(len(TILT_BINS_DEG) - 1)],
+            "error_by_bin": {name: [round(float(w[bins == k].mean()), 4) if np.any(bins == k)
+                                    else None for k in range(len(TILT_BINS_DEG) - 1)]
+                             for name, w in wrong.items()}}
 
 
 def draw(run_dir: Path, split, path: Path, count: int = 4) -> None:
@@ -311,7 +333,7 @@ def run(plan: Plan, run_dir: Path, json_path: Path, figure: Path, models=("st", 
                            "shift_voxels": volumes.SHIFT_VOXELS},
               "models": units}
     if "st" in units:
-        record["tilt"] = tilt(run_dir, splits["test"], plan.batch_size)
+        record["tilt"] = tilt(run_dir, splits["test"], plan.batch_size, tuple(units))
     runs.write_json(json_path, record)
     if "st" in units:
         draw(run_dir, splits["test"], figure)

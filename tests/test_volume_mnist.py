@@ -328,3 +328,10 @@ def test_the_tiny_runs_record_says_how_far_the_st_turns_the_plates(tiny_run):
     tilt = record["tilt"]
     assert tilt["digits"] == 16 and 0.0 <= tilt["turned_toward_face_on"] <= 1.0
     assert 0.0 < tilt["input_mean_deg"] < 90.0 and 0.0 <= tilt["output_mean_deg"] <= 90.0
+    # Each model's errors by the input's tilt add up to its test error.
+    counts = np.array(tilt["digits_by_bin"])
+    assert counts.sum() == 16 and len(counts) == len(tilt["bins_deg"]) - 1
+    for name in ("st", "baseline"):
+        by_bin = np.array([e if e is not None else 0.0 for e in tilt["error_by_bin"][name]])
+        assert np.sum(by_bin * counts) / 16 == pytest.approx(record["models"][name]["test_error"],
+                                                             abs=1e-4)  # bins rounded to 4 places
