@@ -34,6 +34,7 @@ from experiments import ROOT, cpu_model, relative
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LOCALIZERS = ("conv3d", "projections")  # stn.volume_model.LOCALIZERS (not imported: no TF for --help)
+HEADS = ("affine", "similarity")  # stn.volume_model.HEADS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ class Plan:
     # on validation over 1 (results/screen_volumes_iterations.json; the one-pass record is
     # results/volumes_1pass.json).
     iterations: int = 2
+    # The localization net's last layer (stn.volume_model.HEADS): the 12 affine3d parameters
+    # free, or a rotation, an isotropic scale and a shift (7), which can undo a tilted
+    # plate's foreshortening only by turning the view.
+    head: str = "affine"
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
@@ -80,6 +85,7 @@ SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
                   "pose-ramp"),
     "localization": ("localization", LOCALIZERS, "screen_volumes_localization.json", "loc-"),
     "iterations": ("iterations", (1, 2), "screen_volumes_iterations.json", "iter-"),
+    "head": ("head", HEADS, "screen_volumes_head.json", "head-"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 
@@ -121,7 +127,7 @@ def kept_plan(recorded: dict) -> dict:
     return runs.as_recorded(recorded, LEGACY_PLAN, dataclasses.asdict(Plan()))
 
 
-ST_ONLY_FIELDS = ("localization_lr_scale", "iterations")
+ST_ONLY_FIELDS = ("localization_lr_scale", "iterations", "head")
 """Plan fields the baseline does not read: its finished unit serves any value of them."""
 
 
@@ -187,7 +193,8 @@ def _train(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool) -> di
 
     keras.utils.set_random_seed(plan.seed)
     model = volume_model.BUILDERS[name](localization=plan.localization,
-                                        **({"iterations": plan.iterations} if name == "st" else {}))
+                                        **({"iterations": plan.iterations, "head": plan.head}
+                                           if name == "st" else {}))
     optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
                                                learning_rate=plan.learning_rate)
     model.compile(optimizer,
@@ -437,6 +444,9 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=defaults.iterations,
                         help="refine the ST model's map this many times, its net reading the "
                         "volume warped by the map so far (1: the paper's transformer)")
+    parser.add_argument("--head", choices=list(HEADS), default=defaults.head,
+                        help="the ST localization net's last layer: affine (12 free "
+                        "parameters) or similarity (rotation, isotropic scale, shift)")
     parser.add_argument("--screen", nargs="?", const="localization-rate", choices=list(SCREENS),
                         help="train the ST model at each value of one setting on validation "
                         "only and name the rule's choice: " + "; ".join(
@@ -455,7 +465,7 @@ def main(argv=None) -> None:
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size,
                                        args.localization_lr_scale, args.pose_ramp_epochs,
-                                       args.localization, args.iterations)
+                                       args.localization, args.iterations, args.head)
     from stn.train import runs
     if args.screen:
         try:

@@ -62,8 +62,41 @@ class DepthProjection(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="stn")
+class Similarity3D(keras.layers.Layer):
+    """``[B, 7] -> [B, 12]``: a rotation, an isotropic scale and a translation as the 12
+    ``affine3d`` parameters of ``p -> exp(log_scale) R p + t`` (output -> input).
+
+    The 7 inputs are the rotation vector ``r`` (radians about the axis ``r / |r|``;
+    Rodrigues' formula), ``log_scale`` and ``t``; all zeros is the identity. No shear and
+    no stretch along one axis: a foreshortened plate can be undone only by turning the view
+    (the map's third column, the direction the depth projection looks along).
+    """
+
+    def call(self, params):
+        ops = keras.ops
+        r, log_scale, t = params[:, :3], params[:, 3:4], params[:, 4:]
+        angle2 = ops.sum(r * r, axis=1, keepdims=True)[..., None] + 1e-12  # [B, 1, 1]
+        angle = ops.sqrt(angle2)
+        zero = ops.zeros_like(r[:, 0])
+        cross = ops.reshape(ops.stack([zero, -r[:, 2], r[:, 1], r[:, 2], zero, -r[:, 0],
+                                       -r[:, 1], r[:, 0], zero], axis=1), (-1, 3, 3))
+        rotation = (ops.eye(3, dtype=self.compute_dtype) + ops.sin(angle) / angle * cross
+                    + (1.0 - ops.cos(angle)) / angle2 * ops.matmul(cross, cross))
+        linear = ops.exp(log_scale)[..., None] * rotation
+        return ops.reshape(ops.concatenate([linear, t[..., None]], axis=2), (-1, 12))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 12)
+
+
+HEADS = ("affine", "similarity")
+"""The localization nets' last layers: all 12 ``affine3d`` parameters free, or a
+:class:`Similarity3D` of 7."""
+
+
 def volume_localization(layers=LOCALIZATION, dense: int = LOCALIZATION_DENSE,
-                        name: str = "localization") -> keras.Sequential:
+                        name: str = "localization", head: str = "affine") -> keras.Sequential:
     """Strided 3-D convs (ReLU, valid) -> Dense -> the 12 ``affine3d`` parameters (identity init).
 
     With the defaults, 60^3 -> 15^3 x 8 -> 7^3 x 16 -> 3^3 x 32 -> 32 -> 12:
@@ -71,15 +104,21 @@ def volume_localization(layers=LOCALIZATION, dense: int = LOCALIZATION_DENSE,
     """
     return keras.Sequential([
         *[keras.layers.Conv3D(f, k, strides=s, activation="relu") for f, k, s in layers],
-        *_theta_head(dense),
+        *_theta_head(dense, head),
     ], name=name)
 
 
-def _theta_head(dense: int) -> list:
+def _theta_head(dense: int, head: str = "affine") -> list:
     """Both localization nets' tail: Flatten -> Dense (ReLU) -> the 12 ``affine3d``
-    parameters, identity at init."""
-    return [keras.layers.Flatten(), keras.layers.Dense(dense, activation="relu"),
-            theta_layer("identity", kind="affine3d")]
+    parameters, identity at init: free (``head="affine"``) or through
+    :class:`Similarity3D` (``"similarity"``)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    common = [keras.layers.Flatten(), keras.layers.Dense(dense, activation="relu")]
+    if head == "affine":
+        return [*common, theta_layer("identity", kind="affine3d")]
+    return [*common, keras.layers.Dense(7, kernel_initializer="zeros", bias_initializer="zeros",
+                                        name="theta"), Similarity3D(name="similarity")]
 
 
 @keras.saving.register_keras_serializable(package="stn")
@@ -101,7 +140,7 @@ class AxisProjections(keras.layers.Layer):
 
 
 def projection_localization(layers=PROJECTION_LOCALIZATION, dense: int = LOCALIZATION_DENSE,
-                            name: str = "localization") -> keras.Sequential:
+                            name: str = "localization", head: str = "affine") -> keras.Sequential:
     """:class:`AxisProjections` -> strided 2-D convs (ReLU, valid) -> Dense -> the 12
     ``affine3d`` parameters (identity init).
 
@@ -110,7 +149,7 @@ def projection_localization(layers=PROJECTION_LOCALIZATION, dense: int = LOCALIZ
     return keras.Sequential([
         AxisProjections(name="axis_projections"),
         *[keras.layers.Conv2D(f, k, strides=s, activation="relu") for f, k, s in layers],
-        *_theta_head(dense),
+        *_theta_head(dense, head),
     ], name=name)
 
 
@@ -126,15 +165,16 @@ def _classify(x, dense_units: int) -> keras.KerasTensor:
 
 
 def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = DEFAULT_LOCALIZER,
-             iterations: int = 1) -> keras.Model:
+             iterations: int = 1, head: str = "affine") -> keras.Model:
     """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``, its
-    localization net one of :data:`LOCALIZERS`; ``iterations > 1`` refines the map, the
-    same net reading the volume warped by the map so far (stn.layer.layers.SpatialTransformer)."""
+    localization net one of :data:`LOCALIZERS` ending in one of :data:`HEADS`;
+    ``iterations > 1`` refines the map, the same net reading the volume warped by the map
+    so far (stn.layer.layers.SpatialTransformer)."""
     if localization not in LOCALIZERS:
         raise ValueError(f"localization must be one of {sorted(LOCALIZERS)}, "
                          f"got {localization!r}")
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
-    x = SpatialTransformer(LOCALIZERS[localization](), kind="affine3d",
+    x = SpatialTransformer(LOCALIZERS[localization](head=head), kind="affine3d",
                            output_size=(output_depth, OUTPUT_SIZE, OUTPUT_SIZE),
                            image_gradient=False, iterations=iterations,
                            name="transformer")(inputs)

@@ -212,6 +212,7 @@ def test_the_localization_screen_names_its_runs_and_keeps_the_current_net_on_a_t
     screen = E.screen(E.TINY, runs_dir, paths["json_path"], out, name="localization")
     assert [v["localization"] for v in screen["variants"]] == ["conv3d", "projections"]
     assert E.LOCALIZERS == tuple(M.LOCALIZERS)  # the runner's names are the builder's
+    assert E.HEADS == M.HEADS
     assert E.TINY.localization == "projections"  # the default: read from the study's record
     assert screen["variants"][1]["run"] == str(paths["json_path"])
     config = json.loads((runs_dir / "loc-conv3d" / "st" / "config.json").read_text())
@@ -335,3 +336,64 @@ def test_the_tiny_runs_record_says_how_far_the_st_turns_the_plates(tiny_run):
         by_bin = np.array([e if e is not None else 0.0 for e in tilt["error_by_bin"][name]])
         assert np.sum(by_bin * counts) / 16 == pytest.approx(record["models"][name]["test_error"],
                                                              abs=1e-4)  # bins rounded to 4 places
+
+
+def test_the_similarity_head_is_rodrigues_rotation_scale_and_shift():
+    from scipy.spatial.transform import Rotation
+
+    params = np.concatenate([RNG.normal(0, 1.0, (5, 3)), RNG.normal(0, 0.3, (5, 1)),
+                             RNG.normal(0, 0.5, (5, 3))], axis=1).astype(np.float32)
+    params[0] = 0.0  # the identity
+    got = np.asarray(M.Similarity3D()(params)).reshape(-1, 3, 4)
+    linear = np.exp(params[:, 3])[:, None, None] * Rotation.from_rotvec(params[:, :3]).as_matrix()
+    want = np.concatenate([linear, params[:, 4:, None]], axis=2)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(got[0], np.eye(3, 4))
+
+
+def test_the_similarity_heads_gradient_at_the_identity_is_the_rotations_generators():
+    import tensorflow as tf
+
+    zero = tf.zeros((1, 7))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(zero)
+        theta = M.Similarity3D()(zero)[0]
+        entries = [theta[k] for k in range(12)]
+    jacobian = np.stack([tape.gradient(e, zero).numpy()[0] for e in entries])  # [12, 7]
+    # d(R p)/d r_x at r = 0 is the cross-product matrix of x: entries (2, 1) = 1, (1, 2) = -1.
+    rx = jacobian[:, 0].reshape(3, 4)
+    np.testing.assert_allclose(rx[:, :3], [[0, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
+    np.testing.assert_allclose(jacobian[:, 3].reshape(3, 4)[:, :3], np.eye(3), atol=1e-6)
+    assert np.all(np.isfinite(jacobian))
+
+
+def test_an_st_model_with_the_similarity_head_starts_at_the_identity_and_saves(tmp_path):
+    import keras
+
+    model = M.build_st(head="similarity", iterations=2)
+    layer = model.get_layer("transformer")
+    volumes = np.asarray(V.render(digits(2), V.random_poses(2, RNG)))
+    np.testing.assert_allclose(np.asarray(layer.params(volumes)),
+                               np.tile(np.eye(3, 4).ravel(), (2, 1)), atol=1e-6)
+    assert 0 < M.build_st().count_params() - model.count_params() < 200  # 7 outputs, not 12
+    model.save(tmp_path / "s.keras")
+    again = keras.saving.load_model(tmp_path / "s.keras")
+    np.testing.assert_allclose(again.predict(volumes, verbose=0), model.predict(volumes, verbose=0),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="head must be one of"):
+        M.build_st(head="rigid")
+
+
+def test_the_head_screen_trains_the_similarity_head(tiny_run):
+    import keras
+
+    from experiments import volumes as E
+    _, paths = tiny_run
+    runs_dir = paths["json_path"].parent / "head_runs"
+    screen = E.screen(E.TINY, runs_dir, paths["json_path"], paths["json_path"].parent / "h.json",
+                      name="head")
+    assert [v["head"] for v in screen["variants"]] == ["affine", "similarity"]
+    assert screen["variants"][0]["run"] == str(paths["json_path"])  # the study's, read back
+    model = keras.saving.load_model(runs_dir / "head-similarity" / "st" / "model.keras")
+    localization = model.get_layer("transformer").localization
+    assert isinstance(localization.layers[-1], M.Similarity3D)
