@@ -244,6 +244,7 @@ def _train(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool) -> di
 
 
 def _load_st(run_dir: Path):
+    """The study's saved ST model, ``run_dir/st/model.keras``."""
     import keras
 
     import stn.volume_model  # noqa: F401  (registers DepthProjection for loading)
@@ -270,7 +271,7 @@ def tilt(run_dir: Path, split, batch_size: int, models=("st",)) -> dict:
     from stn.data import volumes
     loaded = {name: _load_st(run_dir) if name == "st" else
               keras.saving.load_model(run_dir / name / "model.keras") for name in models}
-    layer = _load_st(run_dir).get_layer("transformer")
+    layer = (loaded["st"] if "st" in loaded else _load_st(run_dir)).get_layer("transformer")
     params, render = tf.function(lambda x: layer.params(x, training=False)), _renderer()
     thetas, wrong = [], {name: [] for name in models}
     for digits, poses, labels in _batches(split, split.poses, batch_size):
