@@ -86,8 +86,23 @@ SCREEN = [("FCN", {"learning_rate": 1e-3}), ("FCN", {}), ("FCN", {"learning_rate
 # the choice and its reason written down before any full run.
 BUDGET_SCREEN = [("FCN", {"epochs": 150}), ("FCN", {"epochs": 300}),
                  ("2xST-FCN", {"epochs": 60})]
+# The width screen (--screen width), after the full runs: the 2xST-FCN under-fits
+# (train accuracy 0.810 at its last epoch), and 230k of its 410k parameters are its two
+# localization nets' first layers (42 x 42 x 2 -> 32 each). Cheaper localization nets or
+# a smaller transformer output, each with the FCN widened back to about 410k parameters,
+# at the budget screen's 60 epochs (its 2xST-FCN run is the first variant, read back).
+# Validation only; the rule, written before any run: docs/history/addition.md.
+WIDTH_SCREEN = [("2xST-FCN", {"epochs": 60}),
+                ("2xST-FCN", {"epochs": 60, "localization_units": (16, 32, 32),
+                              "dense_units": 90}),
+                ("2xST-FCN", {"epochs": 60, "localization_units": (8, 32, 32),
+                              "dense_units": 107}),
+                ("2xST-FCN", {"epochs": 60, "transformer_output_size": 20, "dense_units": 104}),
+                ("2xST-FCN", {"epochs": 60, "transformer_output_size": 20,
+                              "localization_units": (8, 32, 32), "dense_units": 193})]
 SCREENS = {"rate": ("addition-recipe", SCREEN, "screen_addition.json"),
-           "budget": ("addition-budget", BUDGET_SCREEN, "screen_addition_budget.json")}
+           "budget": ("addition-budget", BUDGET_SCREEN, "screen_addition_budget.json"),
+           "width": ("addition-width", WIDTH_SCREEN, "screen_addition_width.json")}
 TINY = {"epochs": 1, "max_train_examples": 256, "max_steps_per_epoch": 2,
         "max_eval_examples": 256}
 
@@ -112,9 +127,14 @@ def screen_unit(model: str, changes: dict, runs_dir: Path, **fields):
 
     ``fields`` (a smoke run's, the precision) replace the variant's changes.
     """
-    slug = "_".join([run_name(model), *(f"{k}{v}" for k, v in changes.items())])
+    slug = "_".join([run_name(model), *(f"{k}{_slug(v)}" for k, v in changes.items())])
     return runner.Unit(f"{model} {changes or '(the recipe as it is)'}",
                        model_config(model, **{**changes, **fields}), runs_dir / slug)
+
+
+def _slug(value) -> str:
+    """A change's value in a run directory's name: ``0.001``, ``60``, ``8-32-32``."""
+    return "-".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def run_screen(runs_dir: Path, out: Path, mnist_path=None, study: str = "rate",
@@ -129,12 +149,19 @@ def run_screen(runs_dir: Path, out: Path, mnist_path=None, study: str = "rate",
         unit = screen_unit(model, changes, runs_dir, **fields)
         metrics = runner.run(unit, test=False, mnist_path=mnist_path).metrics
         rows.append({"model": model, "changes": changes, "run": str(unit.run_dir),
+                     "parameters": _parameters(unit.config),
                      "epochs": unit.config.epochs, "learning_rate": unit.config.learning_rate,
                      "val_error_percent": runner.error_percent(metrics, "val"),
                      "train_seconds": metrics["train_seconds"]})
         print(json.dumps(rows[-1]), flush=True)
         runs.write_json(out, {"study": name, "variants": rows})
     return rows
+
+
+def _parameters(config) -> int:
+    from stn.model import build_model
+
+    return build_model(config.model).count_params()
 
 
 def is_done(config, kept: Path) -> bool:
@@ -331,9 +358,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "estimate a full run")
     p.add_argument("--screen", nargs="?", const="rate", choices=sorted(SCREENS),
                    help="train a screen's variants, validation only: 'rate' (the default: "
-                   "the FCN at three learning rates) or 'budget' (the FCN and the 2xST-FCN "
-                   "at more epochs); runs in RUNS_DIR/screen/, the record in "
-                   "RESULTS_DIR/screen_addition.json or screen_addition_budget.json")
+                   "the FCN at three learning rates), 'budget' (the FCN and the 2xST-FCN "
+                   "at more epochs) or 'width' (the 2xST-FCN's parameters moved from its "
+                   "localization nets to its FCN); runs in RUNS_DIR/screen/, the record in "
+                   "RESULTS_DIR/screen_addition.json, screen_addition_budget.json or "
+                   "screen_addition_width.json")
     p.add_argument("--tiny", action="store_true",
                    help=f"smoke run: {TINY} on every model (the tests)")
     cli.add_data_flags(p)

@@ -341,6 +341,23 @@ def test_the_budget_screen_trains_longer_on_validation(monkeypatch, tmp_path):
     assert out.name == record == "screen_addition_budget.json" and kwargs["study"] == "budget"
 
 
+def test_the_width_screen_moves_parameters_at_a_matched_count(tmp_path):
+    from experiments import addition as study
+
+    _, variants, record = study.SCREENS["width"]
+    assert record == "screen_addition_width.json"
+    assert variants[0] == study.BUDGET_SCREEN[-1]  # the budget screen's run, read back
+    full = build_model(study.model_config("2xST-FCN").model).count_params()
+    for model, changes in variants:
+        config = study.model_config(model, **changes)
+        assert (config.epochs, config.model.transformers) == (60, 2)
+        assert abs(study._parameters(config) / full - 1) < 0.01, changes
+    unit = study.screen_unit(*variants[2], tmp_path)
+    assert unit.run_dir.name == ("2xst-fcn_epochs60_localization_units8-32-32"
+                                 "_dense_units107")
+    assert unit.config.model.localization_units == (8, 32, 32)
+
+
 def test_each_model_spends_its_budget_capped_at_300_epochs():
     from experiments import addition as study
 
