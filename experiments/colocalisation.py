@@ -280,17 +280,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def settings_flags(args: argparse.Namespace, settings: type) -> dict:
+    """The flags that are fields of ``settings`` (stn.train.colocalisation_fit.Settings),
+    lists as tuples: each unit's Settings but its dataset, digit and seed. The flags'
+    defaults are the fields' (tests/test_colocalisation.py holds them equal)."""
+    given = vars(args)
+    return {f.name: tuple(given[f.name]) if isinstance(given[f.name], list) else given[f.name]
+            for f in dataclasses.fields(settings) if f.name in given}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from stn.train import colocalisation_fit as F
     from stn.data.mnist import load_mnist
 
-    units = [F.Settings(dataset=d, digit=k, seed=s, images=args.images, steps=args.steps,
-                        learning_rate=args.learning_rate, normalise=args.normalise,
-                        negatives=args.negatives, max_scale=args.max_scale,
-                        box_penalty=args.box_penalty, box=args.box, margin=args.margin,
-                        blur=args.blur, flat=args.flat, per_layer=args.per_layer,
-                        embedding_layers=tuple(args.embedding_layers), init=args.init)
+    units = [F.Settings(dataset=d, digit=k, seed=s, **settings_flags(args, F.Settings))
              for d in args.datasets for k in args.digits for s in args.seeds]
     runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
     mnist = load_mnist(path=args.mnist)

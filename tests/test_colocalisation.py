@@ -467,3 +467,15 @@ def test_table_only_reads_the_records_alone_and_never_writes_an_empty_summary(tm
     assert E.main(argv) == 2
     assert "units of 2 embedding CNNs" in capsys.readouterr().err
     assert summary.read_text() == "{}" and not (tmp_path / "runs").exists()
+
+
+def test_the_runners_flags_default_to_the_settings_and_reach_every_unit():
+    from experiments import colocalisation as runner
+
+    flags = runner.settings_flags(runner.parse_args([]), F.Settings)
+    assert {"steps", "margin", "init", "embedding_layers", "images"} <= set(flags)
+    assert F.Settings(**flags) == F.Settings()  # one default, the dataclass's
+    changed = runner.settings_flags(runner.parse_args(
+        ["--steps", "7", "--embedding-layers", "pool1", "--no-normalise"]), F.Settings)
+    assert F.Settings(**changed) == F.Settings(steps=7, embedding_layers=("pool1",),
+                                               normalise=False)
