@@ -68,6 +68,10 @@ class Plan:
     # free, or a rotation, an isotropic scale and a shift (7), which can undo a tilted
     # plate's foreshortening only by turning the view.
     head: str = "affine"
+    # Weight of the view prior (ours, label-free; stn.volume_model.view_spread): the share of
+    # each input's ink spread along the direction the ST's projection looks, added to the
+    # loss. 0: off (the paper's, classification alone).
+    view_prior: float = 0.0
 
 
 TINY = Plan(epochs=1, batch_size=8, train_size=32, validation_size=16, test_size=16)
@@ -86,6 +90,8 @@ SCREENS = {  # name -> (Plan field, values, record, run-dir prefix)
     "localization": ("localization", LOCALIZERS, "screen_volumes_localization.json", "loc-"),
     "iterations": ("iterations", (1, 2), "screen_volumes_iterations.json", "iter-"),
     "head": ("head", HEADS, "screen_volumes_head.json", "head-"),
+    "view-prior": ("view_prior", (0.0, 1.0, 10.0), "screen_volumes_view_prior.json",
+                   "view-prior"),
 }
 SCREEN_MARGIN = 0.3  # points of validation error
 
@@ -127,7 +133,7 @@ def kept_plan(recorded: dict) -> dict:
     return runs.as_recorded(recorded, LEGACY_PLAN, dataclasses.asdict(Plan()))
 
 
-ST_ONLY_FIELDS = ("localization_lr_scale", "iterations", "head")
+ST_ONLY_FIELDS = ("localization_lr_scale", "iterations", "head", "view_prior")
 """Plan fields the baseline does not read: its finished unit serves any value of them."""
 
 
@@ -193,7 +199,8 @@ def _train(name: str, splits: dict, plan: Plan, run_dir: Path, test: bool) -> di
 
     keras.utils.set_random_seed(plan.seed)
     model = volume_model.BUILDERS[name](localization=plan.localization,
-                                        **({"iterations": plan.iterations, "head": plan.head}
+                                        **({"iterations": plan.iterations, "head": plan.head,
+                                            "view_prior": plan.view_prior}
                                            if name == "st" else {}))
     optimizer = optimizers.localization_scaled(keras.optimizers.Adam, plan.localization_lr_scale,
                                                learning_rate=plan.learning_rate)
@@ -448,6 +455,10 @@ def main(argv=None) -> None:
     parser.add_argument("--head", choices=list(HEADS), default=defaults.head,
                         help="the ST localization net's last layer: affine (12 free "
                         "parameters) or similarity (rotation, isotropic scale, shift)")
+    parser.add_argument("--view-prior", type=float, default=defaults.view_prior,
+                        help="weight of the label-free view prior (ours): the share of each "
+                        "input's ink spread along the direction the ST's projection looks, "
+                        "added to the loss (0: off, the paper's)")
     parser.add_argument("--screen", nargs="?", const="localization-rate", choices=list(SCREENS),
                         help="train the ST model at each value of one setting on validation "
                         "only and name the rule's choice: " + "; ".join(
@@ -462,11 +473,14 @@ def main(argv=None) -> None:
         parser.error("--pose-ramp-epochs must be 0 or more")
     if args.iterations < 1:
         parser.error("--iterations must be 1 or more")
+    if not args.view_prior >= 0:
+        parser.error(f"--view-prior must be 0 or more, got {args.view_prior}")
     plan = TINY if args.tiny else Plan(args.seed, args.epochs, args.batch_size,
                                        args.learning_rate, args.train_size,
                                        args.validation_size, args.test_size,
                                        args.localization_lr_scale, args.pose_ramp_epochs,
-                                       args.localization, args.iterations, args.head)
+                                       args.localization, args.iterations, args.head,
+                                       args.view_prior)
     from stn.train import runs
     if args.screen:
         try:

@@ -30,8 +30,10 @@ depth, and the transformer can scale depth to put its samples on the plate.
 """
 
 import keras
+import numpy as np
 
 from stn.layers import SpatialTransformer, theta_layer
+from stn.layer.sampler3d import centre_points3d
 from stn.model import build_model
 from stn.data.volumes import CANVAS
 
@@ -93,6 +95,60 @@ class Similarity3D(keras.layers.Layer):
 HEADS = ("affine", "similarity")
 """The localization nets' last layers: all 12 ``affine3d`` parameters free, or a
 :class:`Similarity3D` of 7."""
+
+
+def view_spread(volumes, theta):
+    """``[B]`` float32: the share of each volume's ink spread that lies along the direction
+    the map's depth projection looks (ours; a label-free prior, no pose is read).
+
+    Args:
+      volumes: ``[B, D, H, W, 1]``, ink >= 0 (not all zero).
+      theta: ``[B, 12]`` ``affine3d`` maps, output -> input normalized ``(x, y, z)``.
+
+    ``u^T S u / trace(S)``, ``S`` the ink-weighted covariance ``[B, 3, 3]`` of the voxel
+    centres' normalized ``(x, y, z)``, ``u`` theta's third column made unit length (the
+    input direction the output's depth axis samples, which :class:`DepthProjection` sums).
+    It lies between ``S``'s least and largest eigenvalue over its trace; for a plate the
+    least is along its normal (the thickness, 4 voxels, against the digit's spread in the
+    plane), so a map that looks at the plate face-on has the least. Only ``theta`` gets a
+    gradient.
+    """
+    ops = keras.ops
+    depth, height, width = volumes.shape[1:4]
+    points = centre_points3d(depth, height, width).reshape(-1, 3)
+    moments = np.concatenate([points, (points[:, :, None] * points[:, None, :]).reshape(-1, 9)],
+                             axis=1).astype("float32")  # [N, 3 + 9]: x, y, z, then x x^T
+    ink = ops.stop_gradient(ops.reshape(ops.cast(volumes, "float32"), (-1, len(points))))
+    sums = ops.matmul(ink, ops.convert_to_tensor(moments)) / (
+        ops.sum(ink, axis=1, keepdims=True) + 1e-12)  # [B, 12]: ink-weighted means
+    mean = sums[:, :3]
+    spread = ops.reshape(sums[:, 3:], (-1, 3, 3)) - mean[:, :, None] * mean[:, None, :]
+    view = ops.reshape(ops.cast(theta, "float32"), (-1, 3, 4))[:, :, 2]
+    view = view / ops.sqrt(ops.sum(view * view, axis=1, keepdims=True) + 1e-12)
+    along = ops.sum(view * ops.squeeze(ops.matmul(spread, view[:, :, None]), -1), axis=1)
+    return along / ops.trace(spread, axis1=1, axis2=2)
+
+
+@keras.saving.register_keras_serializable(package="stn")
+class ViewPriorTransformer(SpatialTransformer):
+    """An ``affine3d`` :class:`SpatialTransformer` that, in training, adds
+    ``view_prior * mean(view_spread(inputs, theta))`` to the model's losses (its map the
+    one it applies, after every iteration); the same outputs as its parent's."""
+
+    def __init__(self, localization, view_prior: float = 1.0, **kwargs):
+        super().__init__(localization, **kwargs)
+        if not view_prior > 0:  # also refuses NaN
+            raise ValueError(f"view_prior must be positive, got {view_prior}")
+        self.view_prior = float(view_prior)
+
+    def call(self, inputs, training=None):
+        outputs, theta = self.transform_and_theta(inputs, training)
+        if training:
+            self.add_loss(self.view_prior * keras.ops.mean(view_spread(inputs, theta)))
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "view_prior": self.view_prior}
 
 
 def volume_localization(layers=LOCALIZATION, dense: int = LOCALIZATION_DENSE,
@@ -165,19 +221,21 @@ def _classify(x, dense_units: int) -> keras.KerasTensor:
 
 
 def build_st(output_depth: int = OUTPUT_DEPTH, localization: str = DEFAULT_LOCALIZER,
-             iterations: int = 1, head: str = "affine") -> keras.Model:
+             iterations: int = 1, head: str = "affine", view_prior: float = 0.0) -> keras.Model:
     """The ST model: ``[B, 60, 60, 60, 1]`` float32 -> logits ``[B, 10]``, its
     localization net one of :data:`LOCALIZERS` ending in one of :data:`HEADS`;
     ``iterations > 1`` refines the map, the same net reading the volume warped by the map
-    so far (stn.layer.layers.SpatialTransformer)."""
+    so far (stn.layer.layers.SpatialTransformer). ``view_prior > 0``: the transformer is a
+    :class:`ViewPriorTransformer` of that weight (0: a plain one, the paper's)."""
     if localization not in LOCALIZERS:
         raise ValueError(f"localization must be one of {sorted(LOCALIZERS)}, "
                          f"got {localization!r}")
     inputs = keras.Input((CANVAS, CANVAS, CANVAS, 1), name="volumes")
-    x = SpatialTransformer(LOCALIZERS[localization](head=head), kind="affine3d",
-                           output_size=(output_depth, OUTPUT_SIZE, OUTPUT_SIZE),
-                           image_gradient=False, iterations=iterations,
-                           name="transformer")(inputs)
+    layer, extra = ((ViewPriorTransformer, {"view_prior": view_prior}) if view_prior
+                    else (SpatialTransformer, {}))
+    x = layer(LOCALIZERS[localization](head=head), kind="affine3d",
+              output_size=(output_depth, OUTPUT_SIZE, OUTPUT_SIZE),
+              image_gradient=False, iterations=iterations, name="transformer", **extra)(inputs)
     x = DepthProjection(CANVAS / output_depth, name="projection")(x)
     return keras.Model(inputs, _classify(x, CNN_DENSE), name="volumes_st")
 

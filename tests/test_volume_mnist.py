@@ -397,3 +397,94 @@ def test_the_head_screen_trains_the_similarity_head(tiny_run):
     model = keras.saving.load_model(runs_dir / "head-similarity" / "st" / "model.keras")
     localization = model.get_layer("transformer").localization
     assert isinstance(localization.layers[-1], M.Similarity3D)
+
+
+def spread_reference(volumes, theta):
+    """view_spread by numpy: the ink-weighted covariance of the voxel centres' (x, y, z)."""
+    b, d, h, w = volumes.shape[:4]
+    z, y, x = np.meshgrid(*[(2 * np.arange(n) + 1) / n - 1 for n in (d, h, w)], indexing="ij")
+    points = np.stack([x, y, z], -1).reshape(-1, 3)
+    out = []
+    for ink, t in zip(volumes.reshape(b, -1).astype(np.float64), theta):
+        cov = np.cov(points.T, aweights=ink, bias=True)
+        u = t.reshape(3, 4)[:, 2] / np.linalg.norm(t.reshape(3, 4)[:, 2])
+        out.append(u @ cov @ u / np.trace(cov))
+    return np.array(out)
+
+
+def test_view_spread_is_the_ink_spread_along_the_view_over_its_total():
+    volumes = RNG.uniform(size=(3, 6, 7, 5, 1)).astype(np.float32) ** 4
+    theta = (np.eye(3, 4).ravel() + RNG.normal(0, 0.5, (3, 12))).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(M.view_spread(volumes, theta)),
+                               spread_reference(volumes, theta), rtol=1e-4)
+
+
+def test_view_spread_is_least_looking_at_a_plate_face_on():
+    poses = V.random_poses(4, RNG)
+    volumes = np.asarray(V.render(digits(4), poses))
+    normal = poses.reshape(-1, 3, 4)[:, 2, :3]  # the plate's normal in the canvas
+    face_on = np.tile(np.eye(3, 4), (4, 1, 1))
+    face_on[:, :, 2] = normal / np.linalg.norm(normal, axis=1, keepdims=True)
+    face_on = face_on.reshape(4, 12).astype(np.float32)
+    identity = np.tile(np.eye(3, 4).ravel(), (4, 1)).astype(np.float32)
+    least = np.asarray(M.view_spread(volumes, face_on))
+    assert np.all(least < 0.06)  # the thickness against the digit's spread in the plane
+    tilted = V.plate_tilt_deg(poses) > 20
+    assert np.all(np.asarray(M.view_spread(volumes, identity))[tilted] > 2 * least[tilted])
+    for _ in range(20):  # no direction is thinner than the normal (within the sampling)
+        other = identity.copy().reshape(4, 3, 4)
+        other[:, :, 2] = RNG.normal(size=(4, 3))
+        assert np.all(np.asarray(M.view_spread(volumes, other.reshape(4, 12))) >= least - 1e-3)
+
+
+def test_the_view_prior_adds_its_term_in_training_only_and_saves(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    model = M.build_st(view_prior=2.0)
+    layer = model.get_layer("transformer")
+    assert isinstance(layer, M.ViewPriorTransformer)
+    poses = V.random_poses(2, RNG)
+    volumes = np.asarray(V.render(digits(2), poses))
+    plain = M.build_st()
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(model.predict(volumes, verbose=0), plain.predict(volumes, verbose=0),
+                               atol=1e-5)  # the same model's outputs
+    model(volumes, training=False)
+    assert not model.losses
+    identity = np.tile(np.eye(3, 4).ravel(), (2, 1)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        model(volumes, training=True)
+        (prior,) = model.losses
+    np.testing.assert_allclose(float(prior), 2.0 * np.mean(spread_reference(volumes, identity)),
+                               rtol=1e-4)  # at the identity, the canvas's depth axis
+    bias = layer.localization.layers[-1].bias
+    assert np.abs(tape.gradient(prior, bias).numpy()).max() > 0  # it reaches the map
+    losses = []
+    for net in (model, plain):  # the training step's loss carries it
+        net.compile(keras.optimizers.SGD(0.0),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        losses.append(float(net.train_on_batch(volumes, np.array([1, 2]))))
+    np.testing.assert_allclose(losses[0] - losses[1], float(prior), rtol=1e-3)
+    model.save(tmp_path / "v.keras")
+    again = keras.saving.load_model(tmp_path / "v.keras")
+    assert again.get_layer("transformer").view_prior == 2.0
+    with pytest.raises(ValueError, match="view_prior must be positive"):
+        M.ViewPriorTransformer(M.projection_localization(), view_prior=-1.0, kind="affine3d")
+
+
+def test_a_study_with_the_view_prior_trains_it_and_shares_the_baseline(tiny_run):
+    import keras
+
+    from experiments import volumes as E
+    _, paths = tiny_run
+    plan = dataclasses.replace(E.TINY, view_prior=1.0)
+    E.check_plan("baseline", plan, paths["run_dir"] / "baseline")  # the baseline's unit serves
+    with pytest.raises(Exception, match="another plan"):
+        E.check_plan("st", plan, paths["run_dir"] / "st")
+    out = paths["json_path"].parent / "prior"
+    record = E.run(plan, out, out / "v.json", out / "v.png", models=("st",))
+    assert record["plan"]["view_prior"] == 1.0 and np.isfinite(record["models"]["st"]["test_error"])
+    model = keras.saving.load_model(out / "st" / "model.keras")
+    assert model.get_layer("transformer").view_prior == 1.0
+    assert "view-prior" in E.SCREENS and E.SCREENS["view-prior"][1][0] == 0.0
