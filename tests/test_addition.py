@@ -366,6 +366,29 @@ def test_the_width_screen_moves_parameters_at_a_matched_count(tmp_path):
     assert unit.config.model.localization_units == (8, 32, 32)
 
 
+def test_the_settling_screen_repeats_two_width_variants_over_seeds(tmp_path):
+    from experiments import addition as study
+
+    _, variants, record = study.SCREENS["settling"]
+    assert record == "screen_addition_settling.json"
+    units = [study.screen_unit(m, c, tmp_path) for m, c in variants]
+    a, e = study.WIDTH_SCREEN[0], study.WIDTH_SCREEN[-1]
+    assert [(u.config.seed, u.config.model.dense_units) for u in units] == [
+        (0, 56), (0, 193), (1, 56), (1, 193), (2, 56), (2, 193)]
+    assert units[:2] == [study.screen_unit(*a, tmp_path), study.screen_unit(*e, tmp_path)]
+    assert units[2].run_dir.name == "2xst-fcn_epochs60_seed1"  # seed 0's runs read back
+
+
+def test_a_screen_row_says_where_parallel_transformers_settle(tmp_path):
+    from experiments import addition as study
+
+    unit = study.screen_unit("2xST-FCN", {}, tmp_path, precision="float32", **study.TINY)
+    study.runner.run(unit, test=False)
+    settled = study._settled(unit, pairs=64)
+    assert len(settled) == 2 and all(s in (None, 0, 1) for s in settled)
+    assert study._settled(study.screen_unit("FCN", {}, tmp_path)) is None
+
+
 def test_each_model_spends_its_budget_capped_at_300_epochs():
     from experiments import addition as study
 
