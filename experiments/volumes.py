@@ -411,6 +411,21 @@ def screen(plan: Plan, runs_dir: Path, default_json: Path, out: Path,
     return record
 
 
+def print_tilts(plan: Plan, run_dirs: list[Path], mnist_path: str | None = None) -> None:
+    """``--tilt-of``: :func:`tilt` of each run dir's ST model on ``plan``'s validation split,
+    a JSON line each (the angles, the share turned toward face-on, the errors by angle)."""
+    from stn.data import mnist, volumes
+    limits = {"train": plan.train_size, "validation": plan.validation_size}
+    splits = volumes.make_splits(mnist.load_mnist(path=mnist_path), plan.seed,
+                                 {k: v for k, v in limits.items() if v is not None})
+    for run_dir in run_dirs:
+        view = tilt(run_dir, splits["validation"], plan.batch_size)
+        print(json.dumps({"run": relative(run_dir), "split": "validation",
+                          **{k: view[k] for k in ("input_mean_deg", "output_mean_deg",
+                                                  "turned_toward_face_on", "error_by_bin")}}),
+              flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -465,6 +480,10 @@ def main(argv=None) -> None:
                             f"{k}: {f} in {v}, record results/{r}"
                             for k, (f, v, r, _) in SCREENS.items())
                         + " (runs in RUN_DIR/../volumes_screen/; default: localization-rate)")
+    parser.add_argument("--tilt-of", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="only measure the view of each study or screen run dir's ST "
+                        "model (RUN_DIR/st/model.keras) on the validation split (tilt()), "
+                        "print it as JSON and exit; its plan's seed and sizes from the flags")
     parser.add_argument("--mnist", default=None, help="a Keras mnist.npz or IDX folder")
     args = parser.parse_args(argv)
     if args.localization_lr_scale <= 0:
@@ -482,6 +501,9 @@ def main(argv=None) -> None:
                                        args.localization, args.iterations, args.head,
                                        args.view_prior)
     from stn.train import runs
+    if args.tilt_of:
+        print_tilts(plan, args.tilt_of, args.mnist)
+        return
     if args.screen:
         try:
             record = screen(plan, args.run_dir.parent / "volumes_screen", args.json,

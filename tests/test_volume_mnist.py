@@ -488,3 +488,17 @@ def test_a_study_with_the_view_prior_trains_it_and_shares_the_baseline(tiny_run)
     model = keras.saving.load_model(out / "st" / "model.keras")
     assert model.get_layer("transformer").view_prior == 1.0
     assert "view-prior" in E.SCREENS and E.SCREENS["view-prior"][1][0] == 0.0
+
+
+def test_tilt_of_prints_each_run_dirs_view_on_validation(tiny_run, capsys):
+    from experiments import volumes as E
+    from stn.data import mnist
+    _, paths = tiny_run
+    capsys.readouterr()
+    E.main(["--tiny", "--tilt-of", str(paths["run_dir"])])
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    view = json.loads(line)
+    assert view["split"] == "validation" and 0 <= view["output_mean_deg"] <= 90
+    sizes = {"train": E.TINY.train_size, "validation": E.TINY.validation_size}
+    poses = V.make_splits(mnist.load_mnist(), E.TINY.seed, sizes)["validation"].poses
+    assert view["input_mean_deg"] == round(float(np.mean(V.plate_tilt_deg(poses))), 2)
