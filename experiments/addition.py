@@ -410,14 +410,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "localization nets to its FCN) or 'settling' (two of those at two more "
                    "seeds); runs in RUNS_DIR/screen/, the record in "
                    "RESULTS_DIR/screen_addition_<name>.json (screen_addition.json for rate)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the models' seed (weights, pairs, warps; default: %(default)s); "
+                   "another seed needs --runs-dir, --results-dir and --images-dir of its own")
     p.add_argument("--tiny", action="store_true",
                    help=f"smoke run: {TINY} on every model (the tests)")
     cli.add_data_flags(p)
     args = p.parse_args(argv)
-    if args.tiny and any(getattr(args, d) == p.get_default(d)
-                         for d in ("runs_dir", "results_dir", "images_dir")):
-        p.error("--tiny needs --runs-dir, --results-dir and --images-dir of its own: its "
-                "runs must not take the place of the full ones")
+    for flag, on in (("--tiny", args.tiny), (f"--seed {args.seed}", args.seed != 0)):
+        if on and any(getattr(args, d) == p.get_default(d)
+                      for d in ("runs_dir", "results_dir", "images_dir")):
+            p.error(f"{flag} needs --runs-dir, --results-dir and --images-dir of its own: its "
+                    "runs must not take the place of the table's")
     cli.check(p, lambda: model_config("2xST-FCN", **fields(args)))
     return args
 
@@ -435,7 +439,7 @@ def main(argv=None) -> int:
     kept_dir, chosen = results_dir / "addition", args.models or list(MODELS)
 
     def config_of(model):
-        return model_config(model, precision=precision, **fields(args))
+        return model_config(model, seed=args.seed, precision=precision, **fields(args))
 
     def records():
         return [record(m, kept_dir / run_name(m)) for m in MODELS
@@ -460,7 +464,7 @@ def main(argv=None) -> int:
             write_table(records(), results_dir)
     write_table(records(), results_dir)
     print(markdown(records()))
-    write_figures(runs_dir, Path(args.images_dir), mnist_path=args.mnist)
+    write_figures(runs_dir, Path(args.images_dir), seed=args.seed, mnist_path=args.mnist)
     return 0
 
 

@@ -313,6 +313,9 @@ def test_tiny_runs_need_directories_of_their_own(capsys):
     with pytest.raises(SystemExit):
         study.parse_args(["--tiny", "--runs-dir", "elsewhere"])
     assert "--tiny needs --runs-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.parse_args(["--seed", "1", "--runs-dir", "r", "--results-dir", "s"])
+    assert "--seed 1 needs --runs-dir" in capsys.readouterr().err
 
 
 def test_the_docs_page_states_each_models_parameter_count():
