@@ -44,12 +44,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Table 4's rows -> (model preset, ModelConfig fields replaced). The sizes
 # give each about 410k parameters (stated in addition.json): the paper's
 # FCN and CNN (A.4) on the 42 x 42 x 2 input, the CNN at the paper's widths;
-# the transformers, affine, sample a 28 x 28 output (MNIST's size, as our
-# Table 1 RTS cells; experiments.grid), and each classifier's width is set
-# so that localization nets plus classifier come to the same budget.
-# The FCN models' transformers sample 20 x 20 and their localization nets' first layer
-# has 8 units, the parameters moved to the FCN (chosen on validation by the width screen,
-# below: docs/history/addition.md); the 2xST-CNN's sample 28 x 28.
+# the transformers are affine, and each classifier's width is set so that
+# localization nets plus classifier come to the same budget. The FCN models'
+# transformers sample 20 x 20 and their localization nets' first layer has 8
+# units, the rest in the FCN (chosen on validation by the width and settling
+# screens, below: docs/history/addition.md); the 2xST-CNN's sample 28 x 28
+# (MNIST's size, as our Table 1 RTS cells; experiments.grid).
 MODELS = {
     "FCN": ("paper-fcn", {"dense_units": 112}),
     "CNN": ("paper-cnn", {}),
