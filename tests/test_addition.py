@@ -274,6 +274,11 @@ def test_tiny_experiment_trains_records_reads_back_and_draws(tmp_path, capsys):
     assert cell["error_percent"] == round(100 * (1 - metrics["test_accuracy"]), 2)
     assert len(cell["focus"]) == 2 and all(len(f["ink_share"]) == 2 for f in cell["focus"])
     assert (tmp_path / "images/addition.png").stat().st_size > 0
+    # A screen row's settling: each transformer's channel or None, from the run's model.
+    unit = study.runner.Unit("2xST-FCN", config, tmp_path / "runs/2xst-fcn")
+    settled = study._settled(unit, pairs=64)
+    assert len(settled) == 2 and all(s in (None, 0, 1) for s in settled)
+    assert study._settled(study.screen_unit("FCN", {}, tmp_path)) is None
     history = (tmp_path / "runs/2xst-fcn/history.csv").read_text()
     capsys.readouterr()
     assert study.main(args) == 0  # finished: read back, not trained again
@@ -380,16 +385,6 @@ def test_the_settling_screen_repeats_two_width_variants_over_seeds(tmp_path):
         (0, 56), (0, 193), (1, 56), (1, 193), (2, 56), (2, 193)]
     assert units[:2] == [study.screen_unit(*a, tmp_path), study.screen_unit(*e, tmp_path)]
     assert units[2].run_dir.name == "2xst-fcn_epochs60_seed1"  # seed 0's runs read back
-
-
-def test_a_screen_row_says_where_parallel_transformers_settle(tmp_path):
-    from experiments import addition as study
-
-    unit = study.screen_unit("2xST-FCN", {}, tmp_path, precision="float32", **study.TINY)
-    study.runner.run(unit, test=False)
-    settled = study._settled(unit, pairs=64)
-    assert len(settled) == 2 and all(s in (None, 0, 1) for s in settled)
-    assert study._settled(study.screen_unit("FCN", {}, tmp_path)) is None
 
 
 def test_each_model_spends_its_budget_capped_at_300_epochs():

@@ -473,21 +473,25 @@ def test_the_view_prior_adds_its_term_in_training_only_and_saves(tmp_path):
         M.ViewPriorTransformer(M.projection_localization(), view_prior=-1.0, kind="affine3d")
 
 
-def test_a_study_with_the_view_prior_trains_it_and_shares_the_baseline(tiny_run):
-    import keras
-
+def test_the_plans_view_prior_reaches_the_st_model_and_spares_the_baseline(
+        tiny_run, monkeypatch, tmp_path):
     from experiments import volumes as E
     _, paths = tiny_run
     plan = dataclasses.replace(E.TINY, view_prior=1.0)
     E.check_plan("baseline", plan, paths["run_dir"] / "baseline")  # the baseline's unit serves
     with pytest.raises(Exception, match="another plan"):
         E.check_plan("st", plan, paths["run_dir"] / "st")
-    out = paths["json_path"].parent / "prior"
-    record = E.run(plan, out, out / "v.json", out / "v.png", models=("st",))
-    assert record["plan"]["view_prior"] == 1.0 and np.isfinite(record["models"]["st"]["test_error"])
-    model = keras.saving.load_model(out / "st" / "model.keras")
-    assert model.get_layer("transformer").view_prior == 1.0
-    assert "view-prior" in E.SCREENS and E.SCREENS["view-prior"][1][0] == 0.0
+    seen = {}
+
+    def builder(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("built")
+
+    monkeypatch.setitem(M.BUILDERS, "st", builder)
+    with pytest.raises(RuntimeError, match="built"):
+        E._train("st", {}, plan, tmp_path, test=False)
+    assert seen["view_prior"] == 1.0 and seen["iterations"] == plan.iterations
+    assert E.SCREENS["view-prior"][:2] == ("view_prior", (0.0, 1.0, 10.0))
 
 
 def test_tilt_of_prints_each_run_dirs_view_on_validation(tiny_run, capsys):
