@@ -6,6 +6,9 @@
     python -m experiments.addition --list            # the models and whether they are done
     python -m experiments.addition --screen          # the recipe screen (validation only)
     python -m experiments.addition --screen budget   # the budget screen (validation only)
+    python -m experiments.addition --screen width    # the 2xST-FCN's sizes (validation only)
+    python -m experiments.addition --screen settling # two of them at more seeds (validation)
+    python -m experiments.addition --models 2xST-FCN --seed 1 --runs-dir D --results-dir R --images-dir I
     python -m experiments.addition --tiny --runs-dir D --results-dir R --images-dir I
 
 The task: two MNIST digits, each in its own channel of a 42 x 42 image and

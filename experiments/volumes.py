@@ -5,6 +5,8 @@
     python -m experiments.volumes --screen        # the localization rate screen (validation only)
     python -m experiments.volumes --screen pose-ramp   # the pose curriculum screen (validation only)
     python -m experiments.volumes --screen localization  # conv3d vs projections (validation only)
+    python -m experiments.volumes --screen view-prior --iterations 1 --json results/volumes_1pass.json
+    python -m experiments.volumes --tilt-of runs/volumes  # how far its ST turns the view (validation)
     python -m experiments.volumes --tiny --run-dir /tmp/v --json /tmp/v.json --figure /tmp/v.png
 
 The protocol (thickness, placement, rotation ranges) is :mod:`stn.data.volumes`,
